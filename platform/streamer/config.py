@@ -1,0 +1,46 @@
+"""Settings read from the environment: the one place that knows every ``STREAMER_*`` variable."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["Settings"]
+
+#: API Gateway closes every WebSocket connection after 2 hours
+#: (https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html).
+MAX_CONNECTION_SECONDS = 2 * 60 * 60
+
+
+@dataclass(frozen=True)
+class Settings:
+    connections_table: str = "streamer-connections"
+    requests_table: str = "streamer-requests"
+    events_table: str = "streamer-events"
+    #: ARN of workflow W's state machine = prefix + W.
+    state_machine_arn_prefix: str = "arn:aws:states:us-east-1:123456789012:stateMachine:streamer-"
+    #: API Gateway Management API endpoint (https://{api-id}.execute-api.{region}.amazonaws.com/{stage}).
+    apigw_endpoint: str | None = None
+    progress_interval_ms: int = 100
+    rate_limit_per_minute: int = 120
+    request_ttl_seconds: int = 7 * 24 * 3600
+    max_execution_input_bytes: int = 256 * 1024
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        d = cls()
+        return cls(
+            connections_table=env.get("STREAMER_CONNECTIONS_TABLE", d.connections_table),
+            requests_table=env.get("STREAMER_REQUESTS_TABLE", d.requests_table),
+            events_table=env.get("STREAMER_EVENTS_TABLE", d.events_table),
+            state_machine_arn_prefix=env.get("STREAMER_STATE_MACHINE_ARN_PREFIX", d.state_machine_arn_prefix),
+            apigw_endpoint=env.get("STREAMER_APIGW_ENDPOINT") or None,
+            progress_interval_ms=int(env.get("STREAMER_PROGRESS_INTERVAL_MS", d.progress_interval_ms)),
+            rate_limit_per_minute=int(env.get("STREAMER_RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute)),
+            request_ttl_seconds=int(env.get("STREAMER_REQUEST_TTL_SECONDS", d.request_ttl_seconds)),
+        )
+
+    def state_machine_arn(self, workflow: str) -> str:
+        return self.state_machine_arn_prefix + workflow

@@ -1,0 +1,152 @@
+"""ConnectionManager: push messages to WebSocket clients through the API Gateway Management API.
+
+Shape borrowed from chalice's ``WebsocketAPI``: the ``apigatewaymanagementapi`` client is created lazily
+with an ``endpoint_url`` (``https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`` on AWS, the
+local gateway's URL locally), and AWS errors are translated at this edge:
+``GoneException`` (410) → :class:`~streamer.errors.WebSocketDisconnectedError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from streamer.errors import ProtocolError, SendError, WebSocketDisconnectedError
+from streamer.protocol import MAX_MESSAGE_BYTES, ErrorCode
+
+if TYPE_CHECKING:
+    from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
+
+    from streamer.store import ConnectionStore
+
+__all__ = ["ConnectionManager", "SendReport", "encode_message"]
+
+logger = logging.getLogger(__name__)
+
+_RETRYABLE = frozenset(
+    {"LimitExceededException", "ThrottlingException", "TooManyRequestsException", "InternalServerError",
+     "ServiceUnavailable", "InternalFailure"}
+)
+
+
+def encode_message(message: Mapping[str, Any]) -> bytes:
+    """Serialize a server frame; refuse it with PAYLOAD_TOO_LARGE over the 128 KiB frame limit."""
+    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"message is {len(data)} bytes; the limit is {MAX_MESSAGE_BYTES}",
+            {"limit": MAX_MESSAGE_BYTES, "size": len(data)},
+        )
+    return data
+
+
+@dataclass
+class SendReport:
+    delivered: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+class ConnectionManager:
+    """Send to one connection, to every connection of a user, or to a request's user."""
+
+    def __init__(
+        self,
+        endpoint_url: str | None = None,
+        *,
+        connections: ConnectionStore | None = None,
+        client: ApiGatewayManagementApiClient | None = None,
+        max_retries: int = 4,
+        base_delay: float = 0.05,
+        max_workers: int = 8,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.endpoint_url = endpoint_url
+        self.connections = connections
+        self._client = client
+        self.max_retries = max_retries
+        self.base_delay = base_delay
+        self.max_workers = max_workers
+        self._sleep = sleep
+
+    @property
+    def client(self) -> ApiGatewayManagementApiClient:
+        if self._client is None:
+            if not self.endpoint_url:
+                raise RuntimeError("ConnectionManager needs endpoint_url (STREAMER_APIGW_ENDPOINT)")
+            # Our own bounded retry below handles throttling; botocore's standard mode stays for
+            # transport errors only.
+            self._client = boto3.client(
+                "apigatewaymanagementapi",
+                endpoint_url=self.endpoint_url,
+                config=Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=10),
+            )
+        return self._client
+
+    def send(self, connection_id: str, message: Mapping[str, Any] | bytes) -> None:
+        """Post one frame. Raises WebSocketDisconnectedError (410), SendError, ProtocolError(too large)."""
+        data = message if isinstance(message, bytes) else encode_message(message)
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise ProtocolError(ErrorCode.PAYLOAD_TOO_LARGE, "message too large", {"size": len(data)})
+        for attempt in range(self.max_retries + 1):
+            try:
+                self.client.post_to_connection(ConnectionId=connection_id, Data=data)
+                return
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if code == "GoneException" or status == 410:
+                    raise WebSocketDisconnectedError(connection_id) from exc
+                if code == "PayloadTooLargeException" or status == 413:
+                    raise ProtocolError(ErrorCode.PAYLOAD_TOO_LARGE, "message too large") from exc
+                if (code in _RETRYABLE or status in (429, 500, 502, 503, 504)) and attempt < self.max_retries:
+                    # Full-jitter exponential backoff.
+                    self._sleep(random.uniform(0, self.base_delay * (2**attempt)))
+                    continue
+                raise SendError(connection_id, code or str(status)) from exc
+        raise SendError(connection_id, "retries exhausted")  # pragma: no cover - loop always returns/raises
+
+    def send_many(self, connection_ids: Iterable[str], message: Mapping[str, Any]) -> SendReport:
+        """Send one message to many connections, concurrently with a bound. Gone rows are deleted."""
+        data = encode_message(message)
+        ids = list(dict.fromkeys(connection_ids))
+        report = SendReport()
+
+        def one(cid: str) -> tuple[str, str]:
+            try:
+                self.send(cid, data)
+                return cid, "delivered"
+            except WebSocketDisconnectedError:
+                if self.connections is not None:
+                    self.connections.delete(cid)
+                return cid, "gone"
+            except SendError as exc:
+                logger.warning("send failed", extra={"connection_id": cid, "reason": exc.reason})
+                return cid, "failed"
+
+        if len(ids) <= 1:
+            results = [one(c) for c in ids]
+        else:
+            with ThreadPoolExecutor(max_workers=min(self.max_workers, len(ids))) as pool:
+                results = list(pool.map(one, ids))
+        for cid, outcome in results:
+            getattr(report, outcome).append(cid)
+        return report
+
+    def send_to_user(self, user_id: str, message: Mapping[str, Any]) -> SendReport:
+        """Send to every current connection of ``user_id``."""
+        if self.connections is None:
+            raise RuntimeError("send_to_user needs a ConnectionStore")
+        conns = self.connections.for_user(user_id)
+        return self.send_many((c.connection_id for c in conns), message)

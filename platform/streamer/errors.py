@@ -1,0 +1,91 @@
+"""Exceptions raised by streamer.
+
+The tree::
+
+    StreamerError
+    ├── ProtocolError            a client message or request is refused; carries a wire ErrorCode
+    ├── WebSocketDisconnectedError   the connection is gone (API Gateway 410 GoneException)
+    ├── SendError                a message could not be delivered after retries
+    ├── StoreError               persistence failed in a way the caller cannot fix
+    ├── PluginError              the plugin set is broken (duplicate step, failed import, missing hook)
+    └── StepError                raised by a step (plugin code)
+        ├── RetryableStepError   transient: the state machine's Retry absorbs it
+        └── StepFailedError      permanent: ends the request FAILED with STEP_FAILED
+
+Authentication errors live in ``streamer.auth`` (``AuthError``, ``ForbiddenError``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streamer.protocol import ErrorCode
+
+__all__ = [
+    "PluginError",
+    "ProtocolError",
+    "RetryableStepError",
+    "SendError",
+    "StepError",
+    "StepFailedError",
+    "StoreError",
+    "StreamerError",
+    "WebSocketDisconnectedError",
+]
+
+
+class StreamerError(Exception):
+    """Root of every streamer exception."""
+
+
+class ProtocolError(StreamerError):
+    """A message or request refused with a documented wire error code."""
+
+    def __init__(self, code: ErrorCode, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def to_wire(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": "error", "code": self.code.value, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+class WebSocketDisconnectedError(StreamerError):
+    """The connection no longer exists (API Gateway answered 410 GoneException)."""
+
+    def __init__(self, connection_id: str) -> None:
+        super().__init__(f"connection {connection_id} is gone")
+        self.connection_id = connection_id
+
+
+class SendError(StreamerError):
+    """A message could not be delivered to a connection after bounded retries."""
+
+    def __init__(self, connection_id: str, reason: str) -> None:
+        super().__init__(f"could not send to {connection_id}: {reason}")
+        self.connection_id = connection_id
+        self.reason = reason
+
+
+class StoreError(StreamerError):
+    """Persistence failed (e.g. too much contention on a request's event log)."""
+
+
+class PluginError(StreamerError):
+    """The installed plugins cannot be used as they are."""
+
+
+class StepError(StreamerError):
+    """Base class of the errors a step raises on purpose. The message reaches the client."""
+
+
+class RetryableStepError(StepError):
+    """A transient failure: the state machine retries the step (Retry on ``RetryableStepError``)."""
+
+
+class StepFailedError(StepError):
+    """A permanent failure: the request ends FAILED with code ``STEP_FAILED`` and this message."""

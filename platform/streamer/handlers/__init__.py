@@ -1,0 +1,1 @@
+"""Thin Lambda adapters. Each module exposes ``handler(event, context)``; logic lives in plain modules."""

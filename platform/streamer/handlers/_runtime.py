@@ -1,0 +1,60 @@
+"""What the handlers of one Lambda container share: settings, the service, the logger."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from streamer.config import Settings
+from streamer.service import RequestService
+
+__all__ = ["get_logger", "get_service", "reset"]
+
+
+class _RedactTokens(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            from streamer.auth import RedactTokensFilter
+        except ImportError:  # pragma: no cover
+            return True
+        return RedactTokensFilter().filter(record)
+
+
+@functools.cache
+def get_logger() -> Logger:
+    logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "streamer"))
+    # Defence in depth: nothing that looks like a JWT ever reaches a log line.
+    for h in logger.handlers:
+        h.addFilter(_RedactTokens())
+    return logger
+
+
+_SERVICE: RequestService | None = None
+
+
+def get_service(event: dict[str, Any] | None = None) -> RequestService:
+    """One RequestService per container; the Management API endpoint comes from the settings or the event."""
+    global _SERVICE
+    if _SERVICE is None:
+        settings = Settings.from_env()
+        endpoint = settings.apigw_endpoint
+        if endpoint is None and event is not None:
+            ctx = event.get("requestContext", {})
+            if ctx.get("domainName") and ctx.get("stage"):
+                endpoint = f"https://{ctx['domainName']}/{ctx['stage']}"
+        _SERVICE = RequestService.from_env(settings, endpoint_url=endpoint)
+    return _SERVICE
+
+
+def set_service(service: RequestService | None) -> None:
+    """Inject a service (tests), or ``None`` to rebuild from the environment on next use."""
+    global _SERVICE
+    _SERVICE = service
+
+
+def reset() -> None:
+    set_service(None)

@@ -1,0 +1,65 @@
+"""``$default``: route one client message; replies go back through the Management API."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import time
+from typing import Any
+
+from streamer.errors import ProtocolError, StreamerError
+from streamer.handlers._runtime import get_logger, get_service
+from streamer.handlers.events import WebSocketEvent
+from streamer.protocol import ErrorCode, error_frame
+from streamer.router import Router
+
+logger = get_logger()
+
+
+@functools.cache
+def _workflows() -> Any:
+    from streamer import plugins
+
+    return plugins.workflows
+
+
+def get_router() -> Router:
+    service = get_service()
+    return Router(service, _workflows(), rate_limit_per_minute=service.settings.rate_limit_per_minute)
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    try:
+        ev = WebSocketEvent.parse(event)
+    except ValueError:
+        logger.warning("malformed message event")
+        return {"statusCode": 400}
+    cid = ev.request_context.connection_id
+    logger.append_keys(connection_id=cid)
+    service = get_service(event)
+    raw: str | bytes = ev.body or ""
+    if ev.is_base64_encoded:
+        try:
+            raw = base64.b64decode(raw)
+        except ValueError:
+            raw = b"\xff"  # not JSON: the router answers VALIDATION_ERROR
+    conn = service.connections.get(cid)
+    if conn is None or conn.expires_at <= int(time.time()):
+        replies = [error_frame(ErrorCode.FORBIDDEN, "connection is not authenticated or has expired")]
+        user = None
+    else:
+        user = conn.user_id
+        replies = get_router().handle(cid, conn.user_id, raw)
+    for reply in replies:
+        try:
+            service.manager.send(cid, reply)
+        except ProtocolError as exc:  # e.g. a reply over the frame limit
+            try:
+                service.manager.send(cid, exc.to_wire())
+            except StreamerError:
+                break
+        except StreamerError:
+            logger.info("reply not delivered", extra={"connection_id": cid})
+            break
+    logger.info("message handled", extra={"user_id": user, "replies": len(replies)})
+    return {"statusCode": 200}

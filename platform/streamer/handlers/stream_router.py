@@ -1,0 +1,32 @@
+"""The requests table's stream → exactly one Step Functions execution per request.
+
+Powertools ``BatchProcessor`` gives the partial batch response: a record that fails is reported in
+``batchItemFailures`` and retried alone, the others are checkpointed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+
+from streamer.executions import start_for_record
+from streamer.handlers._runtime import get_logger, get_service
+
+logger = get_logger()
+processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+
+
+def record_handler(record: DynamoDBRecord) -> str:
+    outcome = start_for_record(get_service(), record.raw_event)
+    logger.info("stream record", extra={"event_id": record.event_id, "outcome": outcome})
+    return outcome
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return dict(
+        process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+        )
+    )

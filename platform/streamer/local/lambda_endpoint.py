@@ -1,0 +1,497 @@
+"""The Lambda Invoke API on one machine: the same contract as ``sam local start-lambda``.
+
+``POST /2015-03-31/functions/{name}/invocations`` with the JSON event as body runs the function's handler in a
+thread of this process and answers like AWS Lambda:
+
+* success → ``200`` with the handler's JSON result;
+* the handler raised → ``200`` with header ``X-Amz-Function-Error: Unhandled`` and body
+  ``{"errorType": type(exc).__name__, "errorMessage": str(exc), "stackTrace": [...]}`` (Step Functions turns
+  ``errorType`` into the ASL error name, so ``Retry``/``Catch`` on custom error classes behave as on AWS);
+* the handler ran past its ``Timeout`` → ``200``, ``Unhandled``, ``errorType`` ``Sandbox.Timedout``;
+* unknown function → ``404`` with ``x-amzn-ErrorType: ResourceNotFoundException``;
+* ``X-Amz-Invocation-Type: Event`` → ``202`` at once, the handler runs in the background;
+  ``DryRun`` → ``204``.
+
+``{name}`` may be a function name, a full ARN (``arn:aws:lambda:region:acct:function:NAME[:qualifier]``) or a
+partial ARN (``acct:function:NAME``), percent-encoded or not.
+
+Run it as its own process (``python -m streamer.local.lambda_endpoint``) so a slow or crashing step never
+blocks or kills the gateway; ``streamer local`` supervises that process and restarts it if it dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib
+import json
+import logging
+import os
+import re
+import socket
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+__all__ = [
+    "DEFAULT_ACCOUNT",
+    "DEFAULT_REGION",
+    "FunctionSpec",
+    "HandlerFn",
+    "LambdaContext",
+    "LambdaEndpoint",
+    "function_arn",
+    "function_name_from_path",
+    "function_specs_from_template",
+    "resolve_handler",
+    "serve_in_thread",
+]
+
+log = logging.getLogger("streamer.local.lambda")
+
+DEFAULT_REGION = "us-east-1"
+DEFAULT_ACCOUNT = "123456789012"
+#: Lambda's own default when a function sets no ``Timeout``.
+DEFAULT_TIMEOUT_SECONDS = 3.0
+DEFAULT_MEMORY_MB = 128
+#: Python's http.server listens with a backlog of 5, which dropped concurrent invocations from Step Functions.
+LISTEN_BACKLOG = 1024
+#: The Lambda service caps a synchronous invocation payload at 6 MB.
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+
+HandlerFn = Callable[[dict[str, Any], Any], Any]
+
+_INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations/?$")
+_ARN = re.compile(
+    r"^(?:arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:)?(?:\d{12}:)?function:(?P<name>[A-Za-z0-9_-]+)(?::[^:]+)?$"
+)
+_NAME_WITH_QUALIFIER = re.compile(r"^(?P<name>[A-Za-z0-9_-]+)(?::[^:]+)?$")
+
+
+def function_arn(name: str, region: str = DEFAULT_REGION, account: str = DEFAULT_ACCOUNT) -> str:
+    return f"arn:aws:lambda:{region}:{account}:function:{name}"
+
+
+def function_name_from_path(raw: str) -> str | None:
+    """The function name in any form Lambda accepts (name, name:qualifier, partial or full ARN)."""
+    value = unquote(raw)
+    m = _ARN.match(value) or _NAME_WITH_QUALIFIER.match(value)
+    return m.group("name") if m else None
+
+
+def resolve_handler(dotted: str) -> HandlerFn:
+    """Import ``package.module.func`` (the template's ``Handler`` property) and return the callable."""
+    module_name, _, attr = dotted.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(f"handler {dotted!r} is not of the form module.function")
+    module = importlib.import_module(module_name)
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ValueError(f"handler {dotted!r}: {module_name} has no callable {attr!r}")
+    return fn  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """What the endpoint needs to know about one function."""
+
+    name: str
+    handler: HandlerFn | str
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+    memory_mb: int = DEFAULT_MEMORY_MB
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+
+def _template_functions(template: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{logical_id: properties}`` of every ``AWS::Serverless::Function``, with Globals merged in.
+
+    Uses ``streamer.template.functions`` when it exists (the template module's owner adds it).
+    """
+    from streamer import template as tpl_mod
+
+    reader = getattr(tpl_mod, "functions", None)
+    if callable(reader):
+        result = reader(dict(template))
+        out: dict[str, dict[str, Any]] = {}
+        for logical_id, value in dict(result).items():
+            props = value if isinstance(value, Mapping) else getattr(value, "__dict__", {})
+            out[str(logical_id)] = _normalise_function_props(props)
+        return out
+    globals_fn = dict(template.get("Globals", {}).get("Function", {}))
+    out = {}
+    for logical_id, res in template.get("Resources", {}).items():
+        if res.get("Type") not in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
+            continue
+        props = {**globals_fn, **res.get("Properties", {})}
+        env = {
+            **globals_fn.get("Environment", {}).get("Variables", {}),
+            **res.get("Properties", {}).get("Environment", {}).get("Variables", {}),
+        }
+        props["Environment"] = {"Variables": env}
+        out[logical_id] = _normalise_function_props(props)
+    return out
+
+
+def _normalise_function_props(props: Mapping[str, Any]) -> dict[str, Any]:
+    """Accept both CloudFormation-cased dicts and snake_case records from ``streamer.template``."""
+    def pick(*keys: str) -> Any:
+        for k in keys:
+            if k in props:
+                return props[k]
+        return None
+
+    env = pick("Environment", "environment") or {}
+    if isinstance(env, Mapping) and "Variables" in env:
+        env = env["Variables"]
+    return {
+        "Handler": pick("Handler", "handler"),
+        "Timeout": pick("Timeout", "timeout"),
+        "MemorySize": pick("MemorySize", "memory_size", "memory"),
+        "Environment": {k: v for k, v in dict(env or {}).items() if isinstance(v, str | int | float)},
+    }
+
+
+def function_specs_from_template(template: Mapping[str, Any]) -> dict[str, FunctionSpec]:
+    """One :class:`FunctionSpec` per function of the template; the function name is the logical id.
+
+    Handlers stay dotted strings here; the endpoint imports them at start-up (``preload``) or first use.
+    """
+    specs: dict[str, FunctionSpec] = {}
+    for logical_id, props in _template_functions(template).items():
+        handler = props.get("Handler")
+        if not isinstance(handler, str):
+            continue
+        timeout = props.get("Timeout")
+        memory = props.get("MemorySize")
+        specs[logical_id] = FunctionSpec(
+            name=logical_id,
+            handler=handler,
+            timeout=float(timeout) if isinstance(timeout, int | float) else DEFAULT_TIMEOUT_SECONDS,
+            memory_mb=int(memory) if isinstance(memory, int) else DEFAULT_MEMORY_MB,
+            environment={k: str(v) for k, v in props.get("Environment", {}).items()},
+        )
+    return specs
+
+
+class LambdaContext:
+    """The subset of the Lambda Python runtime's context object that handlers and Powertools use."""
+
+    def __init__(self, spec: FunctionSpec, request_id: str, region: str, account: str) -> None:
+        self.function_name = spec.name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = function_arn(spec.name, region, account)
+        self.memory_limit_in_mb = spec.memory_mb
+        self.aws_request_id = request_id
+        self.log_group_name = f"/aws/lambda/{spec.name}"
+        self.log_stream_name = time.strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex
+        self.identity: Any = None
+        self.client_context: Any = None
+        self._deadline = time.monotonic() + spec.timeout
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+class _Timeout(Exception):
+    pass
+
+
+class LambdaEndpoint(ThreadingHTTPServer):
+    """A threaded HTTP server speaking the Lambda Invoke API for a fixed set of functions."""
+
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        functions: Mapping[str, FunctionSpec],
+        *,
+        region: str = DEFAULT_REGION,
+        account: str = DEFAULT_ACCOUNT,
+        sock: socket.socket | None = None,
+        enforce_timeouts: bool = True,
+    ) -> None:
+        self.functions = dict(functions)
+        self.region = region
+        self.account = account
+        self.enforce_timeouts = enforce_timeouts
+        self._resolved: dict[str, HandlerFn] = {}
+        self._resolve_lock = threading.Lock()
+        self._background: set[threading.Thread] = set()
+        if sock is None:
+            super().__init__(address, _InvokeHandler)
+        else:
+            super().__init__(address, _InvokeHandler, bind_and_activate=False)
+            self.socket.close()
+            self.socket = sock
+            self.server_address = sock.getsockname()[:2]
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def handler_for(self, spec: FunctionSpec) -> HandlerFn:
+        if callable(spec.handler):
+            return spec.handler
+        with self._resolve_lock:
+            fn = self._resolved.get(spec.name)
+            if fn is None:
+                fn = resolve_handler(spec.handler)
+                self._resolved[spec.name] = fn
+            return fn
+
+    def preload(self) -> None:
+        """Import every handler now, so a broken one fails at start-up rather than on first use."""
+        for spec in self.functions.values():
+            self.handler_for(spec)
+
+    def invoke(self, spec: FunctionSpec, event: Any) -> tuple[bool, Any]:
+        """Run one invocation: ``(ok, result_or_error_body)``. Never raises."""
+        request_id = str(uuid.uuid4())
+        context = LambdaContext(spec, request_id, self.region, self.account)
+        started = time.monotonic()
+        try:
+            fn = self.handler_for(spec)
+        except Exception as exc:  # an import error is Runtime.ImportModuleError on AWS
+            log.exception("cannot import handler of %s", spec.name)
+            return False, _error_body(exc, error_type="Runtime.ImportModuleError")
+        try:
+            if self.enforce_timeouts:
+                result = _call_with_timeout(fn, event, context, spec.timeout)
+            else:
+                result = fn(event, context)
+        except _Timeout:
+            log.error("%s %s timed out after %.2f s", spec.name, request_id, spec.timeout)
+            return False, {
+                "errorType": "Sandbox.Timedout",
+                "errorMessage": f"{request_id} Task timed out after {spec.timeout:.2f} seconds",
+            }
+        except Exception as exc:
+            log.info("%s %s raised %s: %s", spec.name, request_id, type(exc).__name__, exc)
+            return False, _error_body(exc)
+        log.debug("%s %s ok in %.1f ms", spec.name, request_id, (time.monotonic() - started) * 1000)
+        return True, result
+
+    def invoke_in_background(self, spec: FunctionSpec, event: Any) -> None:
+        def run() -> None:
+            try:
+                self.invoke(spec, event)
+            finally:
+                self._background.discard(threading.current_thread())
+
+        t = threading.Thread(target=run, name=f"lambda-event-{spec.name}", daemon=True)
+        self._background.add(t)
+        t.start()
+
+
+def _error_body(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
+    return {
+        "errorType": error_type or type(exc).__name__,
+        "errorMessage": str(exc),
+        "stackTrace": [line.rstrip("\n") for line in traceback.format_tb(exc.__traceback__)],
+    }
+
+
+def _call_with_timeout(fn: HandlerFn, event: Any, context: LambdaContext, timeout: float) -> Any:
+    """Run ``fn`` in a worker thread and stop waiting after ``timeout`` (the thread cannot be killed)."""
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["result"] = fn(event, context)
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=run, name=f"lambda-{context.function_name}", daemon=True)
+    worker.start()
+    if not done.wait(timeout):
+        raise _Timeout
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
+
+
+class _InvokeHandler(BaseHTTPRequestHandler):
+    server: LambdaEndpoint
+    protocol_version = "HTTP/1.1"
+    server_version = "streamer-local-lambda"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _send(self, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+    def _error(self, status: int, error_type: str, message: str) -> None:
+        body = json.dumps({"Type": "User", "message": message}).encode()
+        self._send(status, body, {"x-amzn-ErrorType": error_type})
+
+    def _read_body(self) -> bytes | None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_PAYLOAD_BYTES:
+            self.rfile.read(length)
+            self._error(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                "RequestTooLargeException",
+                f"Request must be smaller than {MAX_PAYLOAD_BYTES} bytes for the InvokeFunction operation",
+            )
+            return None
+        return self.rfile.read(length) if length else b""
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path in ("/", "/health", "/2015-03-31/functions", "/2015-03-31/functions/"):
+            body = json.dumps({"Functions": [{"FunctionName": n} for n in sorted(self.server.functions)]})
+            self._send(HTTPStatus.OK, body.encode())
+            return
+        self._error(HTTPStatus.NOT_FOUND, "ResourceNotFoundException", f"no route for GET {path}")
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        body = self._read_body()
+        if body is None:
+            return
+        m = _INVOKE_PATH.match(path)
+        if not m:
+            self._error(HTTPStatus.NOT_FOUND, "ResourceNotFoundException", f"no route for POST {path}")
+            return
+        name = function_name_from_path(m.group("name"))
+        spec = self.server.functions.get(name) if name else None
+        if spec is None:
+            arn = function_arn(name or unquote(m.group("name")), self.server.region, self.server.account)
+            self._error(HTTPStatus.NOT_FOUND, "ResourceNotFoundException", f"Function not found: {arn}")
+            return
+        try:
+            event = json.loads(body) if body.strip() else {}
+        except ValueError:
+            self._error(
+                HTTPStatus.BAD_REQUEST,
+                "InvalidRequestContentException",
+                "Could not parse request body into json",
+            )
+            return
+        invocation_type = self.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+        if invocation_type == "DryRun":
+            self._send(HTTPStatus.NO_CONTENT, b"")
+            return
+        if invocation_type == "Event":
+            self.server.invoke_in_background(spec, event)
+            self._send(HTTPStatus.ACCEPTED, b"")
+            return
+        ok, result = self.server.invoke(spec, event)
+        headers = {"X-Amz-Executed-Version": "$LATEST"}
+        if self.headers.get("X-Amz-Log-Type") == "Tail":
+            headers["X-Amz-Log-Result"] = base64.b64encode(b"").decode()
+        if not ok:
+            headers["X-Amz-Function-Error"] = "Unhandled"
+            self._send(HTTPStatus.OK, json.dumps(result).encode(), headers)
+            return
+        try:
+            payload = json.dumps(result).encode()
+        except (TypeError, ValueError) as exc:
+            headers["X-Amz-Function-Error"] = "Unhandled"
+            err = {
+                "errorType": "Runtime.MarshalError",
+                "errorMessage": f"Unable to marshal response: {exc}",
+            }
+            self._send(HTTPStatus.OK, json.dumps(err).encode(), headers)
+            return
+        self._send(HTTPStatus.OK, payload, headers)
+
+
+def serve_in_thread(
+    handlers: Mapping[str, HandlerFn | FunctionSpec],
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> tuple[LambdaEndpoint, str]:
+    """Start an endpoint for ``{function name: handler}`` on a daemon thread; return it and its URL.
+
+    Stop it with ``server.shutdown(); server.server_close()``. Timeouts are not enforced here (a test's
+    handler may be slow on purpose); pass :class:`FunctionSpec` values to set one per function.
+    """
+    specs: dict[str, FunctionSpec] = {}
+    enforce = False
+    for name, value in handlers.items():
+        if isinstance(value, FunctionSpec):
+            specs[name] = value
+            enforce = True
+        else:
+            specs[name] = FunctionSpec(name=name, handler=value, timeout=900.0)
+    server = LambdaEndpoint((host, port), specs, enforce_timeouts=enforce)
+    thread = threading.Thread(target=server.serve_forever, name="lambda-endpoint", daemon=True)
+    thread.start()
+    return server, server.url
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m streamer.local.lambda_endpoint``: serve the template's functions until SIGINT/SIGTERM."""
+    import signal
+
+    from streamer.template import load_template
+
+    parser = argparse.ArgumentParser(prog="python -m streamer.local.lambda_endpoint")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--fd", type=int, default=None, help="serve on this inherited listening socket")
+    parser.add_argument("--template", default=None, help="path of the template (default: infra/template.yaml)")
+    parser.add_argument("--no-preload", action="store_true", help="import handlers on first use")
+    parser.add_argument("--log-level", default=os.environ.get("STREAMER_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s [lambda] %(name)s: %(message)s",
+    )
+
+    specs = function_specs_from_template(load_template(args.template))
+    # The template's per-function environment wins over nothing but is overridden by what the supervisor set.
+    for spec in specs.values():
+        for k, v in spec.environment.items():
+            os.environ.setdefault(k, v)
+    sock = socket.socket(fileno=args.fd) if args.fd is not None else None
+    server = LambdaEndpoint((args.host, args.port), specs, sock=sock)
+    if not args.no_preload:
+        try:
+            server.preload()
+        except Exception as exc:
+            server.server_close()
+            print(f"lambda endpoint: cannot import a handler: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 3
+
+    def stop(signum: int, frame: Any) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"lambda endpoint ready {server.url} functions={','.join(sorted(specs))}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

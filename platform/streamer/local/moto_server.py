@@ -1,0 +1,203 @@
+"""moto (DynamoDB, DynamoDB Streams, Step Functions …) as a local AWS endpoint, in its own process.
+
+``python -m streamer.local.moto_server --port P --lambda-endpoint URL`` serves moto's WSGI app with:
+
+* Step Functions **execution on** (``{"stepfunctions": {"execute_state_machine": true}}``) before any state
+  machine can be created — the interpreter keeps its own store, so this cannot be switched later;
+* ``MOTO_PORT`` set to the port served: in server mode moto's interpreter sends its Lambda calls to
+  ``http://localhost:$MOTO_PORT``, i.e. back into this server;
+* a WSGI middleware that forwards ``POST /2015-03-31/functions/{name}/invocations`` (and nothing else) to our
+  Lambda endpoint, so a Task state runs the real handler (moto's own Lambda would need Docker);
+* JSONata (``QueryLanguage: JSONata``, ``Assign``/``$var``) evaluated by ``jsonata-python`` instead of moto's stub,
+  when that package is installed (a private hook of moto 5.2.5: the version is pinned);
+* a threaded server listening with a large backlog (1024).
+
+Facts behind this: ``/work/shared/notes/local-step-functions.md`` (summarised in ``docs/local.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["LambdaForwarder", "enable_jsonata", "enable_sfn_execution", "make_app", "main"]
+
+log = logging.getLogger("streamer.local.moto")
+
+LISTEN_BACKLOG = 1024
+_INVOKE_PATH = re.compile(r"^/2015-03-31/functions/[^/]+/invocations/?$")
+#: Step Functions' own Lambda client waits up to this long for a Task (moto's default Task timeout is 60 s,
+#: a Task's ``TimeoutSeconds`` is enforced by the interpreter itself).
+FORWARD_TIMEOUT_SECONDS = 960.0
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+_FORWARDED_REQUEST_HEADERS = (
+    "Content-Type",
+    "X-Amz-Invocation-Type",
+    "X-Amz-Log-Type",
+    "X-Amz-Client-Context",
+)
+
+
+def enable_sfn_execution() -> None:
+    """Make moto's Step Functions backend the executing interpreter (before any state machine exists)."""
+    from moto.core.config import default_user_config
+
+    default_user_config.setdefault("stepfunctions", {})["execute_state_machine"] = True
+
+
+def enable_jsonata() -> bool:
+    """Replace moto's JSONata stub with ``jsonata-python``. ``False`` when that package is missing."""
+    try:
+        import jsonata
+    except ImportError:
+        return False
+    from moto.stepfunctions.parser.asl.jsonata import jsonata as moto_jsonata
+
+    def evaluate(expression: str) -> Any:
+        return jsonata.Jsonata(expression).evaluate(None)
+
+    moto_jsonata._eval_jsonata = evaluate
+    return True
+
+
+class LambdaForwarder:
+    """WSGI middleware: Lambda Invoke requests go to ``lambda_endpoint``, everything else to ``app``."""
+
+    def __init__(self, app: WSGIApp, lambda_endpoint: str, timeout: float = FORWARD_TIMEOUT_SECONDS) -> None:
+        parts = urlsplit(lambda_endpoint)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"lambda endpoint must be an http:// URL, got {lambda_endpoint!r}")
+        self.app = app
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        self.timeout = timeout
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if environ.get("REQUEST_METHOD") == "POST" and _INVOKE_PATH.match(path):
+            return self._forward(environ, start_response)
+        return self.app(environ, start_response)
+
+    def _forward(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        headers = {}
+        for name in _FORWARDED_REQUEST_HEADERS:
+            value = environ.get("HTTP_" + name.upper().replace("-", "_")) or (
+                environ.get("CONTENT_TYPE") if name == "Content-Type" else None
+            )
+            if value:
+                headers[name] = value
+        target = environ.get("RAW_URI") or environ.get("REQUEST_URI") or path_with_query(environ)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request("POST", target, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            status = f"{resp.status} {resp.reason}"
+            out_headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP_BY_HOP]
+        except OSError as exc:
+            log.error("lambda endpoint unreachable for %s: %s", path_with_query(environ), exc)
+            data = (
+                b'{"Type":"Service","message":"local Lambda endpoint unreachable: '
+                + str(exc).replace('"', "'").encode()
+                + b'"}'
+            )
+            status = "502 Bad Gateway"
+            out_headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ServiceException")]
+        finally:
+            conn.close()
+        out_headers = [(k, v) for k, v in out_headers if k.lower() != "content-length"]
+        out_headers.append(("Content-Length", str(len(data))))
+        start_response(status, out_headers)
+        return [data]
+
+
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "server", "date"}
+)
+
+
+def path_with_query(environ: dict[str, Any]) -> str:
+    from urllib.parse import quote
+
+    path = quote(environ.get("PATH_INFO", ""), safe="/:$")
+    query = environ.get("QUERY_STRING")
+    return f"{path}?{query}" if query else path
+
+
+def make_app(lambda_endpoint: str | None) -> WSGIApp:
+    """moto's dispatcher app, Step Functions execution on, Lambda invocations forwarded when asked."""
+    enable_sfn_execution()
+    enable_jsonata()
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    app: WSGIApp = DomainDispatcherApplication(create_backend_app)
+    if lambda_endpoint:
+        app = LambdaForwarder(app, lambda_endpoint)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m streamer.local.moto_server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 = a free port (printed when ready)")
+    parser.add_argument("--fd", type=int, default=None, help="serve on this inherited listening socket")
+    parser.add_argument("--lambda-endpoint", default=None, help="URL of the Lambda Invoke endpoint")
+    parser.add_argument("--log-level", default=os.environ.get("STREAMER_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s [moto] %(name)s: %(message)s",
+    )
+    # werkzeug logs every request at INFO: keep that for --log-level DEBUG only.
+    logging.getLogger("werkzeug").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+    if args.fd is not None:
+        sock = socket.socket(fileno=args.fd)
+    else:
+        sock = socket.create_server((args.host, args.port), backlog=LISTEN_BACKLOG)
+    host, port = sock.getsockname()[:2]
+    # Read by moto's interpreter whenever it builds a client (server mode): must name the port we serve.
+    os.environ["MOTO_PORT"] = str(port)
+
+    from werkzeug.serving import make_server
+
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    app = make_app(args.lambda_endpoint)
+    server = make_server(
+        host, port, app, threaded=True, request_handler=MotoRequestHandler, fd=sock.fileno()
+    )
+    server.daemon_threads = True
+
+    def stop(signum: int, frame: Any) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"moto server ready http://{host}:{port}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

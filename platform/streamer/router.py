@@ -1,0 +1,125 @@
+"""The ``$default`` route as plain logic: one raw client frame in, the replies for that connection out.
+
+Never raises: every failure becomes a typed error frame, and the connection stays usable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from streamer.errors import ProtocolError
+from streamer.protocol import (
+    CancelAction,
+    ErrorCode,
+    FrameError,
+    PingAction,
+    ResumeAction,
+    StatusAction,
+    SubmitAction,
+    WorkflowsAction,
+    error_frame,
+    parse_action,
+)
+from streamer.service import RequestService
+
+__all__ = ["Router", "WorkflowInfo"]
+
+logger = logging.getLogger(__name__)
+
+
+class WorkflowInfo(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def payload_model(self) -> type[BaseModel] | None: ...
+
+
+class Router:
+    def __init__(
+        self,
+        service: RequestService,
+        workflows: Callable[[], Mapping[str, WorkflowInfo]],
+        *,
+        rate_limit_per_minute: int | None = None,
+    ) -> None:
+        self.service = service
+        self.workflows = workflows
+        self.rate_limit = rate_limit_per_minute
+
+    def handle(self, connection_id: str, user_id: str, raw: str | bytes) -> list[dict[str, Any]]:
+        try:
+            if self.rate_limit and self.service.connections.hit_rate_limit(connection_id, self.rate_limit):
+                return [
+                    error_frame(
+                        ErrorCode.RATE_LIMITED,
+                        f"more than {self.rate_limit} messages a minute on this connection",
+                        {"limit_per_minute": self.rate_limit},
+                    )
+                ]
+            action = parse_action(raw)
+            return self._dispatch(user_id, action)
+        except FrameError as exc:
+            return [error_frame(exc.code, exc.message, exc.details)]
+        except ProtocolError as exc:
+            return [exc.to_wire()]
+        except Exception:
+            logger.exception("router failed", extra={"connection_id": connection_id})
+            return [error_frame(ErrorCode.INTERNAL_ERROR, "internal error")]
+
+    def _dispatch(self, user_id: str, action: Any) -> list[dict[str, Any]]:
+        svc = self.service
+        match action:
+            case PingAction():
+                return [{"type": "pong"}]
+            case WorkflowsAction():
+                return [
+                    {
+                        "type": "workflows",
+                        "workflows": [
+                            {"name": w.name, "description": w.description}
+                            for w in sorted(self.workflows().values(), key=lambda w: w.name)
+                        ],
+                    }
+                ]
+            case SubmitAction():
+                return [self._submit(user_id, action)]
+            case StatusAction():
+                return [svc.status(user_id, action.request_id)]
+            case ResumeAction():
+                return [e.body for e in svc.replay(user_id, action.request_id, action.after_seq)]
+            case CancelAction():
+                if not svc.cancel(user_id, action.request_id):
+                    # Already ended: say so with its current state (the terminal event was sent before).
+                    return [svc.status(user_id, action.request_id)]
+                return []  # the CANCELLED terminal event went to every connection of the user
+        raise ProtocolError(ErrorCode.UNKNOWN_ACTION, "unknown action")  # pragma: no cover
+
+    def _submit(self, user_id: str, action: SubmitAction) -> dict[str, Any]:
+        workflow = self.workflows().get(action.workflow)
+        if workflow is None:
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_WORKFLOW,
+                f"unknown workflow {action.workflow!r}",
+                {"workflows": sorted(self.workflows())},
+            )
+        payload = action.payload
+        if workflow.payload_model is not None:
+            try:
+                workflow.payload_model.model_validate(payload)
+            except ValidationError as exc:
+                raise ProtocolError(
+                    ErrorCode.VALIDATION_ERROR,
+                    f"invalid payload for workflow {action.workflow!r}",
+                    [
+                        {"loc": ["payload", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
+                        for e in exc.errors(include_url=False, include_input=False, include_context=False)
+                    ][:20],
+                ) from exc
+        result = self.service.submit(user_id, action.workflow, payload, action.request_id)
+        return result.ack()

@@ -1,0 +1,363 @@
+"""DynamoDB persistence: connections, requests and the per-request event log.
+
+Each store takes an injected boto3 DynamoDB client (``client=None`` → created lazily), so tests pass a
+client bound to moto and Lambda handlers share one per container.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from streamer.errors import StoreError
+from streamer.models import Connection, Request, RequestEvent, RequestRef
+from streamer.protocol import TERMINAL_STATUSES, RequestStatus
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+__all__ = ["ConnectionStore", "EventStore", "RequestStore", "TerminalAlreadyError"]
+
+_SER = TypeSerializer()
+_DESER = TypeDeserializer()
+
+
+def _to_ddb(value: Mapping[str, Any]) -> dict[str, Any]:
+    # DynamoDB has no float type: route numbers through Decimal via a JSON round-trip.
+    plain = json.loads(json.dumps(value), parse_float=Decimal)
+    return {k: _SER.serialize(v) for k, v in plain.items() if v is not None}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, set):
+        return sorted(_plain(v) for v in value)
+    return value
+
+
+def from_ddb(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _plain(_DESER.deserialize(v)) for k, v in item.items()}
+
+
+class _Lazy:
+    def __init__(self, client: DynamoDBClient | None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> DynamoDBClient:
+        if self._client is None:
+            self._client = boto3.client("dynamodb")
+        return self._client
+
+
+def _is_condition_failure(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class ConnectionStore(_Lazy):
+    """``connections`` table: one item per live WebSocket connection; GSI ``by_user``."""
+
+    def __init__(self, table: str, client: DynamoDBClient | None = None) -> None:
+        super().__init__(client)
+        self.table = table
+
+    def put(self, conn: Connection) -> None:
+        self.client.put_item(
+            TableName=self.table,
+            Item=_to_ddb(conn.model_dump()),
+            ConditionExpression="attribute_not_exists(connection_id)",
+        )
+
+    def get(self, connection_id: str) -> Connection | None:
+        resp = self.client.get_item(
+            TableName=self.table, Key={"connection_id": {"S": connection_id}}, ConsistentRead=True
+        )
+        item = resp.get("Item")
+        return Connection.model_validate(from_ddb(item)) if item else None
+
+    def delete(self, connection_id: str) -> None:
+        self.client.delete_item(TableName=self.table, Key={"connection_id": {"S": connection_id}})
+
+    def for_user(self, user_id: str, now: int | None = None) -> list[Connection]:
+        """The user's current connections (expired rows, awaiting TTL deletion, are left out)."""
+        now = int(time.time()) if now is None else now
+        out: list[Connection] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": "by_user",
+            "KeyConditionExpression": "user_id = :u",
+            "ExpressionAttributeValues": {":u": {"S": user_id}},
+        }
+        while True:
+            resp = self.client.query(**kwargs)
+            for item in resp.get("Items", []):
+                conn = Connection.model_validate(from_ddb(item))
+                if conn.expires_at > now:
+                    out.append(conn)
+            if "LastEvaluatedKey" not in resp:
+                return out
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def hit_rate_limit(self, connection_id: str, limit: int, now: int | None = None) -> bool:
+        """Count one message in the connection's current one-minute window; True when over ``limit``.
+
+        A fixed window kept on the connection item itself (atomic ``ADD``), so it costs one write per
+        message and disappears with the connection.
+        """
+        now = int(time.time()) if now is None else now
+        window = now // 60
+        try:
+            resp = self.client.update_item(
+                TableName=self.table,
+                Key={"connection_id": {"S": connection_id}},
+                UpdateExpression="SET rate_window = :w, rate_count = :one",
+                ConditionExpression="attribute_exists(connection_id) AND "
+                "(attribute_not_exists(rate_window) OR rate_window <> :w)",
+                ExpressionAttributeValues={":w": {"N": str(window)}, ":one": {"N": "1"}},
+            )
+            return False
+        except ClientError as exc:
+            if not _is_condition_failure(exc):
+                raise
+        try:
+            resp = self.client.update_item(
+                TableName=self.table,
+                Key={"connection_id": {"S": connection_id}},
+                UpdateExpression="ADD rate_count :one",
+                ConditionExpression="attribute_exists(connection_id) AND rate_window = :w",
+                ExpressionAttributeValues={":w": {"N": str(window)}, ":one": {"N": "1"}},
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False  # window rolled over meanwhile, or the connection is gone
+            raise
+        count = int(resp["Attributes"]["rate_count"]["N"])
+        return count > limit
+
+
+class RequestStore(_Lazy):
+    """``requests`` table, keyed by (user_id, request_id); its stream starts executions."""
+
+    def __init__(self, table: str, client: DynamoDBClient | None = None) -> None:
+        super().__init__(client)
+        self.table = table
+
+    @staticmethod
+    def _key(user_id: str, request_id: str) -> dict[str, Any]:
+        return {"user_id": {"S": user_id}, "request_id": {"S": request_id}}
+
+    def create(self, req: Request) -> bool:
+        """Insert a new request. False when (user_id, request_id) already exists: nothing is written."""
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item=_to_ddb(req.model_dump(mode="json")),
+                ConditionExpression="attribute_not_exists(request_id)",
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
+    def get(self, user_id: str, request_id: str) -> Request | None:
+        resp = self.client.get_item(
+            TableName=self.table, Key=self._key(user_id, request_id), ConsistentRead=True
+        )
+        item = resp.get("Item")
+        return Request.model_validate(from_ddb(item)) if item else None
+
+    def mark_running(self, user_id: str, request_id: str, execution_arn: str, now: int) -> bool:
+        """PENDING → RUNNING with the execution ARN. False when the request is no longer PENDING."""
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=self._key(user_id, request_id),
+                UpdateExpression="SET #s = :running, execution_arn = :arn, updated_at = :now",
+                ConditionExpression="#s = :pending",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":running": {"S": RequestStatus.RUNNING.value},
+                    ":pending": {"S": RequestStatus.PENDING.value},
+                    ":arn": {"S": execution_arn},
+                    ":now": {"N": str(now)},
+                },
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
+    def terminal_update(
+        self,
+        req: RequestRef,
+        status: RequestStatus,
+        now: int,
+        *,
+        output: dict[str, Any] | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> dict[str, Any]:
+        """The ``Update`` of a transaction that ends a request (condition: not yet terminal)."""
+        names = {"#s": "status"}
+        values: dict[str, Any] = {":s": {"S": status.value}, ":now": {"N": str(now)}}
+        sets = ["#s = :s", "updated_at = :now"]
+        if output is not None:
+            sets.append("#o = :o")
+            names["#o"] = "output"
+            values[":o"] = _SER.serialize(json.loads(json.dumps(output), parse_float=Decimal))
+        if error_code is not None:
+            sets.append("error_code = :ec")
+            values[":ec"] = {"S": error_code}
+        if error_message is not None:
+            sets.append("error_message = :em")
+            values[":em"] = {"S": error_message}
+        terminal = [s.value for s in TERMINAL_STATUSES]
+        placeholders = []
+        for i, t in enumerate(terminal):
+            values[f":t{i}"] = {"S": t}
+            placeholders.append(f":t{i}")
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": self._key(req.user_id, req.request_id),
+                "UpdateExpression": "SET " + ", ".join(sets),
+                "ConditionExpression": f"attribute_exists(request_id) AND NOT (#s IN ({', '.join(placeholders)}))",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        }
+
+
+class TerminalAlreadyError(StoreError):
+    """The request already ended: a second terminal event is not written."""
+
+
+class EventStore(_Lazy):
+    """``events`` table: the per-request event log with gap-free ``seq`` (head item at ``seq = 0``)."""
+
+    def __init__(
+        self,
+        table: str,
+        client: DynamoDBClient | None = None,
+        *,
+        ttl_seconds: int = 7 * 24 * 3600,
+        max_attempts: int = 50,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(client)
+        self.table = table
+        self.ttl_seconds = ttl_seconds
+        self.max_attempts = max_attempts
+        self._sleep = sleep
+
+    def last_seq(self, request_key: str) -> int:
+        resp = self.client.get_item(
+            TableName=self.table,
+            Key={"request_key": {"S": request_key}, "seq": {"N": "0"}},
+            ConsistentRead=True,
+        )
+        item = resp.get("Item")
+        return int(item["last_seq"]["N"]) if item else 0
+
+    def append(
+        self,
+        request_key: str,
+        make_body: Callable[[int], dict[str, Any]],
+        now: int,
+        *,
+        also: list[dict[str, Any]] | None = None,
+    ) -> RequestEvent:
+        """Append one event; ``make_body(seq)`` builds it once its seq is known.
+
+        One transaction: the head moves from ``prev`` to ``prev + 1`` (condition ``last_seq = prev``) and
+        the event is put (condition: absent). ``also`` adds items to the same transaction (e.g. the
+        request's terminal update); if one of those fails its condition, :class:`TerminalAlreadyError`.
+        Contention (another writer took ``prev + 1``) is retried with jittered backoff.
+        """
+        extra = also or []
+        for attempt in range(self.max_attempts):
+            prev = self.last_seq(request_key)
+            seq = prev + 1
+            body = make_body(seq)
+            head_update: dict[str, Any] = {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {"request_key": {"S": request_key}, "seq": {"N": "0"}},
+                    "UpdateExpression": "SET last_seq = :n, expires_at = :exp",
+                    "ConditionExpression": "attribute_not_exists(last_seq) OR last_seq = :prev"
+                    if prev == 0
+                    else "last_seq = :prev",
+                    "ExpressionAttributeValues": {
+                        ":n": {"N": str(seq)},
+                        ":prev": {"N": str(prev)},
+                        ":exp": {"N": str(now + self.ttl_seconds)},
+                    },
+                }
+            }
+            put_event = {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": _to_ddb(
+                        {
+                            "request_key": request_key,
+                            "seq": seq,
+                            "body": json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+                            "created_at": now,
+                            "expires_at": now + self.ttl_seconds,
+                        }
+                    ),
+                    "ConditionExpression": "attribute_not_exists(seq)",
+                }
+            }
+            try:
+                items: Any = [head_update, put_event, *extra]
+                self.client.transact_write_items(TransactItems=items)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                    raise
+                reasons = exc.response.get("CancellationReasons") or []
+                codes = [r.get("Code", "None") for r in reasons]
+                if any(c == "ConditionalCheckFailed" for c in codes[2:]):
+                    raise TerminalAlreadyError(f"request {request_key} already ended") from exc
+                self._sleep(min(0.2, 0.005 * (2 ** min(attempt, 6))) * random.random())
+                continue
+            return RequestEvent(request_key=request_key, seq=seq, body=body, created_at=now)
+        raise StoreError(f"could not append to {request_key}: too much contention")
+
+    def after(self, request_key: str, after_seq: int) -> Iterator[RequestEvent]:
+        """Stored events with ``seq > after_seq``, ascending."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "request_key = :k AND seq > :s",
+            "ExpressionAttributeValues": {":k": {"S": request_key}, ":s": {"N": str(max(after_seq, 0))}},
+            "ConsistentRead": True,
+        }
+        while True:
+            resp = self.client.query(**kwargs)
+            for item in resp.get("Items", []):
+                data = from_ddb(item)
+                yield RequestEvent(
+                    request_key=data["request_key"],
+                    seq=int(data["seq"]),
+                    body=json.loads(data["body"]),
+                    created_at=int(data["created_at"]),
+                )
+            if "LastEvaluatedKey" not in resp:
+                return
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
