@@ -90,7 +90,7 @@ class ConnectionManager:
             self._client = boto3.client(
                 "apigatewaymanagementapi",
                 endpoint_url=self.endpoint_url,
-                config=Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=10),
+                config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=10),
             )
         return self._client
 

@@ -35,7 +35,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -107,78 +107,22 @@ class FunctionSpec:
     handler: HandlerFn | str
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     memory_mb: int = DEFAULT_MEMORY_MB
-    environment: Mapping[str, str] = field(default_factory=dict)
 
 
-def _template_functions(template: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{logical_id: properties}`` of every ``AWS::Serverless::Function``, with Globals merged in.
+def function_specs_from_template(template: dict[str, Any]) -> dict[str, FunctionSpec]:
+    """One :class:`FunctionSpec` per function of the template (``streamer.template.functions``).
 
-    Uses ``streamer.template.functions`` when it exists (the template module's owner adds it).
+    The function name is the logical id. Handlers stay dotted strings; the endpoint imports them at start-up
+    (:meth:`LambdaEndpoint.preload`) or on first use.
     """
-    from streamer import template as tpl_mod
+    from streamer.template import functions
 
-    reader = getattr(tpl_mod, "functions", None)
-    if callable(reader):
-        result = reader(dict(template))
-        out: dict[str, dict[str, Any]] = {}
-        for logical_id, value in dict(result).items():
-            props = value if isinstance(value, Mapping) else getattr(value, "__dict__", {})
-            out[str(logical_id)] = _normalise_function_props(props)
-        return out
-    globals_fn = dict(template.get("Globals", {}).get("Function", {}))
-    out = {}
-    for logical_id, res in template.get("Resources", {}).items():
-        if res.get("Type") not in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
-            continue
-        props = {**globals_fn, **res.get("Properties", {})}
-        env = {
-            **globals_fn.get("Environment", {}).get("Variables", {}),
-            **res.get("Properties", {}).get("Environment", {}).get("Variables", {}),
-        }
-        props["Environment"] = {"Variables": env}
-        out[logical_id] = _normalise_function_props(props)
-    return out
-
-
-def _normalise_function_props(props: Mapping[str, Any]) -> dict[str, Any]:
-    """Accept both CloudFormation-cased dicts and snake_case records from ``streamer.template``."""
-    def pick(*keys: str) -> Any:
-        for k in keys:
-            if k in props:
-                return props[k]
-        return None
-
-    env = pick("Environment", "environment") or {}
-    if isinstance(env, Mapping) and "Variables" in env:
-        env = env["Variables"]
     return {
-        "Handler": pick("Handler", "handler"),
-        "Timeout": pick("Timeout", "timeout"),
-        "MemorySize": pick("MemorySize", "memory_size", "memory"),
-        "Environment": {k: v for k, v in dict(env or {}).items() if isinstance(v, str | int | float)},
-    }
-
-
-def function_specs_from_template(template: Mapping[str, Any]) -> dict[str, FunctionSpec]:
-    """One :class:`FunctionSpec` per function of the template; the function name is the logical id.
-
-    Handlers stay dotted strings here; the endpoint imports them at start-up (``preload``) or first use.
-    """
-    specs: dict[str, FunctionSpec] = {}
-    for logical_id, props in _template_functions(template).items():
-        handler = props.get("Handler")
-        if not isinstance(handler, str):
-            continue
-        timeout = props.get("Timeout")
-        memory = props.get("MemorySize")
-        specs[logical_id] = FunctionSpec(
-            name=logical_id,
-            handler=handler,
-            timeout=float(timeout) if isinstance(timeout, int | float) else DEFAULT_TIMEOUT_SECONDS,
-            memory_mb=int(memory) if isinstance(memory, int) else DEFAULT_MEMORY_MB,
-            environment={k: str(v) for k, v in props.get("Environment", {}).items()},
+        logical_id: FunctionSpec(
+            name=logical_id, handler=fn.handler, timeout=float(fn.timeout), memory_mb=int(fn.memory)
         )
-    return specs
+        for logical_id, fn in functions(template).items()
+    }
 
 
 class LambdaContext:
@@ -455,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--fd", type=int, default=None, help="serve on this inherited listening socket")
-    parser.add_argument("--template", default=None, help="path of the template (default: infra/template.yaml)")
+    parser.add_argument("--template", default=None, help="default: infra/template.yaml")
     parser.add_argument("--no-preload", action="store_true", help="import handlers on first use")
     parser.add_argument("--log-level", default=os.environ.get("STREAMER_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
@@ -465,11 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s [lambda] %(name)s: %(message)s",
     )
 
+    # The environment (tables, endpoints, secrets) is set by the supervisor, resolved from the template.
     specs = function_specs_from_template(load_template(args.template))
-    # The template's per-function environment wins over nothing but is overridden by what the supervisor set.
-    for spec in specs.values():
-        for k, v in spec.environment.items():
-            os.environ.setdefault(k, v)
     sock = socket.socket(fileno=args.fd) if args.fd is not None else None
     server = LambdaEndpoint((args.host, args.port), specs, sock=sock)
     if not args.no_preload:

@@ -8,8 +8,8 @@
   ``http://localhost:$MOTO_PORT``, i.e. back into this server;
 * a WSGI middleware that forwards ``POST /2015-03-31/functions/{name}/invocations`` (and nothing else) to our
   Lambda endpoint, so a Task state runs the real handler (moto's own Lambda would need Docker);
-* JSONata (``QueryLanguage: JSONata``, ``Assign``/``$var``) evaluated by ``jsonata-python`` instead of moto's stub,
-  when that package is installed (a private hook of moto 5.2.5: the version is pinned);
+* JSONata (``QueryLanguage: JSONata``, ``Assign``/``$var``) evaluated by ``jsonata-python`` instead of moto's
+  stub, when that package is installed (a private hook of moto 5.2.5: the version is pinned);
 * a threaded server listening with a large backlog (1024).
 
 Facts behind this: ``/work/shared/notes/local-step-functions.md`` (summarised in ``docs/local.md``).
@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["LambdaForwarder", "enable_jsonata", "enable_sfn_execution", "make_app", "main"]
+__all__ = ["LambdaForwarder", "enable_jsonata", "enable_sfn_execution", "main", "make_app"]
 
 log = logging.getLogger("streamer.local.moto")
 
@@ -175,15 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     # Read by moto's interpreter whenever it builds a client (server mode): must name the port we serve.
     os.environ["MOTO_PORT"] = str(port)
 
-    from werkzeug.serving import make_server
-
     from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import make_server
 
     app = make_app(args.lambda_endpoint)
     server = make_server(
         host, port, app, threaded=True, request_handler=MotoRequestHandler, fd=sock.fileno()
     )
-    server.daemon_threads = True
+    server.daemon_threads = True  # type: ignore[attr-defined]  # ThreadingMixIn when threaded=True
 
     def stop(signum: int, frame: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

@@ -1,0 +1,358 @@
+"""Build the Lambda code artifact (``.artifacts/lambda``, the template's ``CodeUri``).
+
+Every function of ``infra/template.yaml`` shares one artifact: ``streamer``, the plugins and their runtime
+dependencies, installed as *distributions* by pip. That matters: plugins are found through the entry point
+group ``streamer.plugins``, which only exists where ``*.dist-info/entry_points.txt`` exists — copying
+source trees would lose it.
+
+Two pip runs: ``pip wheel --no-deps`` turns the project and each plugin directory into a wheel, then
+``pip install --target`` installs those wheels with their dependencies. For AWS, ``--lambda`` makes the
+second run fetch binary wheels for the template's runtime and architecture (python3.12 / arm64 →
+``--python-version 3.12 --platform manylinux…_aarch64 --only-binary=:all:``), whatever machine builds it.
+
+:func:`verify_artifact` then proves the artifact is self-contained: a fresh interpreter
+(``python -I -S``: no site-packages, no ``PYTHON*`` variables) with only the artifact on ``sys.path``
+imports every handler module and loads every plugin entry point.
+
+Command line: ``python -m streamer.build [--out DIR] [--plugin DIR …] [--lambda] [--no-verify]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_OUT_DIR",
+    "ENTRY_POINT_GROUP",
+    "PROJECT_ROOT",
+    "ArtifactError",
+    "LambdaTarget",
+    "build_artifact",
+    "discover_plugins",
+    "inspect_artifact",
+    "lambda_target",
+    "main",
+    "verify_artifact",
+]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: Where ``CodeUri: ../.artifacts/lambda`` of ``infra/template.yaml`` points.
+DEFAULT_OUT_DIR = PROJECT_ROOT / ".artifacts" / "lambda"
+ENTRY_POINT_GROUP = "streamer.plugins"
+#: Written into every artifact; a non-empty directory without it is never deleted.
+_MARKER = ".streamer-artifact.json"
+_ARCH_TO_PLATFORM_SUFFIX = {"arm64": "aarch64", "x86_64": "x86_64"}
+# Lambda's python3.12+ runtimes run Amazon Linux 2023 (glibc 2.34); older manylinux wheels run there too.
+_MANYLINUX_TAGS = ("manylinux_2_34", "manylinux_2_28", "manylinux2014")
+
+
+class ArtifactError(RuntimeError):
+    """The artifact could not be built, or does not import / find its plugins on its own."""
+
+
+@dataclass(frozen=True)
+class LambdaTarget:
+    """The interpreter and platform Lambda runs the artifact on."""
+
+    python_version: str  # "3.12"
+    platforms: tuple[str, ...]  # ("manylinux_2_34_aarch64", ...)
+
+    def pip_args(self) -> list[str]:
+        args = ["--python-version", self.python_version, "--implementation", "cp", "--only-binary=:all:"]
+        for platform in self.platforms:
+            args += ["--platform", platform]
+        return args
+
+
+def lambda_target(template: dict[str, Any] | None = None) -> LambdaTarget:
+    """Runtime and architecture of the template's functions (they must all agree: one artifact)."""
+    from streamer.template import functions
+
+    specs = functions(template)
+    runtimes = {s.runtime for s in specs.values()}
+    arches = {a for s in specs.values() for a in (s.architectures or ("x86_64",))}
+    if len(runtimes) != 1 or len(arches) != 1:
+        raise ArtifactError(f"one artifact needs one runtime and one architecture; got {runtimes} {arches}")
+    runtime, arch = runtimes.pop(), arches.pop()
+    if runtime is None or not runtime.startswith("python"):
+        raise ArtifactError(f"not a Python runtime: {runtime!r}")
+    suffix = _ARCH_TO_PLATFORM_SUFFIX.get(arch)
+    if suffix is None:
+        raise ArtifactError(f"unknown Lambda architecture {arch!r}")
+    return LambdaTarget(
+        python_version=runtime.removeprefix("python"),
+        platforms=tuple(f"{tag}_{suffix}" for tag in _MANYLINUX_TAGS),
+    )
+
+
+def discover_plugins(root: Path = PROJECT_ROOT) -> list[Path]:
+    """Every plugin project of the checkout: ``plugins/*/pyproject.toml``."""
+    return sorted(p.parent for p in (root / "plugins").glob("*/pyproject.toml"))
+
+
+def _run(cmd: Sequence[str], what: str, *, cwd: Path | None = None) -> None:
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
+    proc = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-40:])
+        raise ArtifactError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+
+
+def _prepare_out_dir(out_dir: Path) -> None:
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise ArtifactError(f"{out_dir} exists and is not a directory")
+        if any(out_dir.iterdir()) and not (out_dir / _MARKER).is_file():
+            raise ArtifactError(
+                f"{out_dir} is not empty and is not a streamer artifact; refusing to delete it"
+            )
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+
+
+def build_artifact(
+    out_dir: Path,
+    plugins: list[Path] | None = None,
+    *,
+    target: LambdaTarget | None = None,
+    project_root: Path = PROJECT_ROOT,
+    python: str = sys.executable,
+) -> Path:
+    """Install ``streamer`` and ``plugins`` (default: :func:`discover_plugins`) with their runtime
+    dependencies into a fresh ``out_dir``; return it.
+
+    ``target=None`` builds for the running interpreter (local use, tests); ``target=lambda_target()`` builds
+    for AWS Lambda (binary wheels only, no ``.pyc`` for the wrong interpreter).
+    """
+    out_dir = Path(out_dir).resolve()
+    plugin_dirs = [
+        Path(p).resolve() for p in (discover_plugins(project_root) if plugins is None else plugins)
+    ]
+    for d in plugin_dirs:
+        if not (d / "pyproject.toml").is_file():
+            raise ArtifactError(f"{d}: not a plugin project (no pyproject.toml)")
+    _prepare_out_dir(out_dir)
+    with tempfile.TemporaryDirectory(prefix="streamer-wheels-") as wheelhouse:
+        _run(
+            [python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", wheelhouse,
+             str(project_root), *map(str, plugin_dirs)],
+            "building the project and plugin wheels",
+        )  # fmt: skip
+        wheels = sorted(str(p) for p in Path(wheelhouse).glob("*.whl"))
+        install = [python, "-m", "pip", "install", "--quiet", "--upgrade", "--target", str(out_dir)]
+        if target is not None:
+            install += [*target.pip_args(), "--no-compile"]
+        _run([*install, *wheels], "installing the wheels and their dependencies")
+    shutil.rmtree(out_dir / "bin", ignore_errors=True)  # console scripts: of no use on Lambda
+    (out_dir / _MARKER).write_text(
+        json.dumps(
+            {
+                "plugins": [d.name for d in plugin_dirs],
+                "python_version": target.python_version if target else "{}.{}".format(*sys.version_info),
+                "platforms": list(target.platforms) if target else None,
+            },
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    return out_dir
+
+
+# Runs in the fresh interpreter: argv[1] = artifact dir, argv[2] = JSON list of handler modules expected by
+# the template. Prints one JSON report; never raises.
+_VERIFY_SCRIPT = r"""
+import importlib, importlib.metadata as md, json, pkgutil, sys, traceback
+artifact, expected = sys.argv[1], json.loads(sys.argv[2])
+sys.path.insert(0, artifact)
+report = {"python": sys.version.split()[0], "sys_path": list(sys.path), "handlers": {}, "plugins": {},
+          "errors": []}
+
+def err(what, exc):
+    report["errors"].append(what + ": " + "".join(traceback.format_exception_only(type(exc), exc)).strip())
+
+def names(obj):
+    # Step names of a workflow-ish object: a mapping's keys, an object's .steps, or a sequence of
+    # things with a .name.
+    if obj is None:
+        return []
+    steps = getattr(obj, "steps", obj)
+    if callable(steps) and not isinstance(steps, type):
+        try:
+            steps = steps()
+        except Exception:
+            return []
+    if isinstance(steps, dict):
+        return [str(k) for k in steps]
+    if isinstance(steps, (list, tuple)):
+        return [str(getattr(s, "name", s)) for s in steps]
+    return []
+
+modules = set(expected)
+try:
+    import streamer.handlers as pkg
+    modules |= {"streamer.handlers." + m.name for m in pkgutil.iter_modules(pkg.__path__)
+                if not m.name.startswith("_")}
+except Exception as exc:
+    err("streamer.handlers", exc)
+for mod in sorted(modules):
+    try:
+        m = importlib.import_module(mod)
+        ok = callable(getattr(m, "handler", None))
+        report["handlers"][mod] = ok
+        if not ok:
+            report["errors"].append(mod + ": no callable handler(event, context)")
+    except Exception as exc:
+        report["handlers"][mod] = False
+        err(mod, exc)
+
+workflows = {}
+try:
+    import streamer.plugins as sp
+    w = getattr(sp, "workflows", None)
+    if callable(w):
+        w = w()
+    if isinstance(w, dict):
+        workflows = w
+except ImportError:
+    pass
+except Exception as exc:
+    err("streamer.plugins", exc)
+
+for ep in md.entry_points(group=__GROUP__):
+    info = {"value": ep.value, "dist": ep.dist.name if ep.dist else None, "steps": []}
+    report["plugins"][ep.name] = info
+    try:
+        obj = ep.load()
+    except Exception as exc:
+        err("entry point " + ep.name, exc)
+        continue
+    found = names(workflows.get(ep.name))
+    if not found:
+        for attr in dir(obj):
+            found += names(getattr(obj, attr)) if hasattr(getattr(obj, attr), "steps") else []
+    info["steps"] = found
+print(json.dumps(report))
+"""
+
+
+def _verify_env() -> dict[str, str]:
+    """A Lambda-like environment without credentials or network needs: nothing from the caller's."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "verify",
+        "AWS_SECRET_ACCESS_KEY": "verify",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "POWERTOOLS_SERVICE_NAME": "streamer",
+    }
+
+
+def inspect_artifact(
+    out_dir: Path, *, python: str = sys.executable, template: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Run the fresh-interpreter check and return its report (``handlers``, ``plugins``, ``errors``…)."""
+    from streamer.template import functions
+
+    expected = sorted({spec.module for spec in functions(template).values()})
+    script = _VERIFY_SCRIPT.replace("__GROUP__", repr(ENTRY_POINT_GROUP))
+    with tempfile.TemporaryDirectory(prefix="streamer-verify-") as cwd:
+        proc = subprocess.run(
+            [python, "-I", "-S", "-c", script, str(Path(out_dir).resolve()), json.dumps(expected)],
+            cwd=cwd,
+            env={**_verify_env(), "HOME": cwd},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise ArtifactError(
+            f"verification interpreter failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
+    report: dict[str, Any] = json.loads(lines[-1])
+    return report
+
+
+def verify_artifact(
+    out_dir: Path, *, python: str = sys.executable, template: dict[str, Any] | None = None
+) -> dict[str, list[str]]:
+    """``{plugin entry point name: step names}`` as seen from inside the artifact alone.
+
+    Raises :class:`ArtifactError` when a handler module (``streamer.handlers.*`` and every ``Handler`` of
+    the template) does not import, or a plugin entry point does not load.
+    """
+    report = inspect_artifact(out_dir, python=python, template=template)
+    leaked = [p for p in report["sys_path"] if "site-packages" in p or "dist-packages" in p]
+    if leaked:
+        raise ArtifactError(f"verification interpreter saw site-packages: {leaked}")
+    if report["errors"]:
+        raise ArtifactError("artifact check failed:\n  " + "\n  ".join(report["errors"]))
+    return {name: list(info["steps"]) for name, info in report["plugins"].items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m streamer.build",
+        description="Build the Lambda artifact (the template's CodeUri) and check it imports on its own.",
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help=f"default: {DEFAULT_OUT_DIR}")
+    parser.add_argument(
+        "--plugin",
+        type=Path,
+        action="append",
+        dest="plugins",
+        help="plugin project directory (repeatable; default: every plugins/*/ of the checkout)",
+    )
+    parser.add_argument(
+        "--lambda",
+        action="store_true",
+        dest="for_lambda",
+        help="binary wheels for the template's runtime and architecture (for `sam deploy`)",
+    )
+    parser.add_argument("--no-verify", action="store_true", help="skip the fresh-interpreter import check")
+    args = parser.parse_args(argv)
+    try:
+        target = lambda_target() if args.for_lambda else None
+        out = build_artifact(args.out, args.plugins, target=target)
+        print(f"built {out}", file=sys.stderr)
+        if args.no_verify:
+            return 0
+        if target is not None and not _runs_here(target):
+            print(
+                f"not verified: built for python {target.python_version} on {target.platforms[0]}, "
+                "which this machine cannot run",
+                file=sys.stderr,
+            )
+            return 0
+        steps = verify_artifact(out)
+        print(json.dumps({"artifact": str(out), "plugins": steps}, indent=2))
+    except ArtifactError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _runs_here(target: LambdaTarget) -> bool:
+    import platform
+
+    machine = platform.machine().lower().replace("arm64", "aarch64").replace("amd64", "x86_64")
+    same_python = target.python_version == "{}.{}".format(*sys.version_info)
+    return same_python and sys.platform == "linux" and any(p.endswith(machine) for p in target.platforms)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,560 @@
+"""The DynamoDB Streams event source mapping, played locally.
+
+On AWS, Lambda polls the requests table's stream and invokes the stream router with batches of records. Here
+:class:`StreamPoller` does the same against moto's ``dynamodbstreams`` API:
+
+* reads every shard from ``TRIM_HORIZON`` (or ``LATEST``), follows ``NextShardIterator`` and, once a shard is
+  closed and drained, its child shards (a child is read only after its parent, as Lambda does);
+* delivers batches of at most ``batch_size`` records, in order, in the Lambda DynamoDB event shape
+  (``{"Records": [{"eventID", "eventName", "eventVersion": "1.1", "eventSource": "aws:dynamodb", "awsRegion",
+  "dynamodb": {…, "SequenceNumber", "StreamViewType"}, "eventSourceARN"}]}``);
+* honours partial batch responses (``{"batchItemFailures": [{"itemIdentifier": seq}]}``, with
+  ``FunctionResponseTypes: [ReportBatchItemFailures]``): records before the lowest failed sequence number are
+  checkpointed, delivery resumes at it. An identifier that is not in the batch fails the whole batch (as AWS);
+* a failed batch (function error, or failed items) is retried with exponential backoff up to
+  ``maximum_retry_attempts`` times; then the records that still fail go to the :class:`OnFailureStore`
+  (logged, kept in memory, appended to a JSON-lines file when configured) and are checkpointed. With
+  ``bisect_batch_on_function_error`` a failing batch is halved before each retry, isolating a poison record.
+  Nothing is ever skipped silently; delivery is at least once (a record may be delivered again after a
+  failure, never lost).
+
+A transport error (the Lambda endpoint is restarting) does not consume a retry attempt: the batch waits.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "HttpLambdaInvoker",
+    "InvokeResult",
+    "MappingConfig",
+    "OnFailureStore",
+    "StreamPoller",
+    "lambda_record",
+    "mappings_from_template",
+]
+
+log = logging.getLogger("streamer.local.streams")
+
+#: Lambda's DynamoDB event source mapping: MaximumRetryAttempts -1 means "until the record expires" (24 h).
+#: Locally that would wedge a shard forever, so "unbounded" becomes this bound — and is logged.
+LOCAL_MAX_RETRY_ATTEMPTS = 10
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    """Outcome of one invocation: ``transport_error`` means the function never ran (or we cannot tell)."""
+
+    ok: bool
+    payload: Any = None
+    transport_error: str | None = None
+
+
+Invoker = Callable[[str, dict[str, Any]], InvokeResult]
+
+
+class HttpLambdaInvoker:
+    """Invoke a function through the Lambda Invoke API (our local endpoint), synchronously."""
+
+    def __init__(self, endpoint_url: str, timeout: float = 960.0) -> None:
+        self.endpoint_url = endpoint_url.rstrip("/")
+        self.timeout = timeout
+
+    def __call__(self, function_name: str, event: dict[str, Any]) -> InvokeResult:
+        url = f"{self.endpoint_url}/2015-03-31/functions/{function_name}/invocations"
+        req = urllib.request.Request(  # noqa: S310 - URL built from our own endpoint
+            url,
+            data=json.dumps(event).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "X-Amz-Invocation-Type": "RequestResponse"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
+                body = resp.read()
+                function_error = resp.headers.get("X-Amz-Function-Error")
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            exc.close()
+            return InvokeResult(ok=False, transport_error=f"HTTP {exc.code}: {detail[:200]}")
+        except (OSError, ValueError) as exc:
+            return InvokeResult(ok=False, transport_error=f"{type(exc).__name__}: {exc}")
+        try:
+            payload = json.loads(body) if body else None
+        except ValueError:
+            payload = body.decode(errors="replace")
+        return InvokeResult(ok=function_error is None, payload=payload)
+
+
+@dataclass(frozen=True)
+class MappingConfig:
+    """One event source mapping: which table's stream feeds which function, and how."""
+
+    function_name: str
+    table_name: str
+    batch_size: int = 100
+    maximum_retry_attempts: int = LOCAL_MAX_RETRY_ATTEMPTS
+    bisect_batch_on_function_error: bool = False
+    report_batch_item_failures: bool = False
+    starting_position: str = "TRIM_HORIZON"
+    maximum_batching_window_seconds: float = 0.0
+
+    @property
+    def retry_bound(self) -> int:
+        if self.maximum_retry_attempts < 0:
+            return LOCAL_MAX_RETRY_ATTEMPTS
+        return self.maximum_retry_attempts
+
+
+def _get(obj: Any, *names: str) -> Any:
+    for name in names:
+        if isinstance(obj, Mapping) and name in obj:
+            return obj[name]
+        if not isinstance(obj, Mapping) and hasattr(obj, name):
+            return getattr(obj, name)
+    return None
+
+
+def _table_logical_id(stream_ref: Any) -> str | None:
+    """``!GetAtt RequestsTable.StreamArn`` (any form) → ``RequestsTable``."""
+    if isinstance(stream_ref, Mapping) and "Fn::GetAtt" in stream_ref:
+        value = stream_ref["Fn::GetAtt"]
+        if isinstance(value, str):
+            value = value.split(".", 1)
+        return str(value[0])
+    if isinstance(stream_ref, str):
+        return stream_ref.split(".", 1)[0] if "." in stream_ref else stream_ref
+    return None
+
+
+def mappings_from_template(
+    template: Mapping[str, Any], table_names: Mapping[str, str]
+) -> list[MappingConfig]:
+    """Every DynamoDB stream mapping of the template; ``table_names`` maps table logical ids to names.
+
+    Uses ``streamer.template.stream_mappings`` when that reader exists; otherwise reads the ``DynamoDB``
+    events of ``AWS::Serverless::Function`` resources and ``AWS::Lambda::EventSourceMapping`` resources.
+    """
+    from streamer import template as tpl_mod
+
+    raw: list[tuple[str, Any]] = []
+    reader = getattr(tpl_mod, "stream_mappings", None)
+    if callable(reader):
+        result = reader(dict(template))
+        items = result.items() if isinstance(result, Mapping) else enumerate(result)
+        for key, m in items:
+            fn = _get(m, "function", "function_name", "FunctionName", "function_logical_id")
+            raw.append((str(fn if fn is not None else key), m))
+    else:
+        for logical_id, res in template.get("Resources", {}).items():
+            rtype = res.get("Type")
+            props = res.get("Properties", {})
+            if rtype == "AWS::Serverless::Function":
+                for ev in props.get("Events", {}).values():
+                    if ev.get("Type") == "DynamoDB":
+                        raw.append((logical_id, ev.get("Properties", {})))
+            elif rtype == "AWS::Lambda::EventSourceMapping":
+                fn = props.get("FunctionName")
+                fn_id = fn.get("Ref") if isinstance(fn, Mapping) else fn
+                raw.append((str(fn_id), {**props, "Stream": props.get("EventSourceArn")}))
+    out: list[MappingConfig] = []
+    for function_name, m in raw:
+        table_id = _get(m, "table", "table_logical_id", "table_name", "TableName") or _table_logical_id(
+            _get(m, "Stream", "stream", "EventSourceArn", "stream_arn")
+        )
+        if table_id is None:
+            log.warning("stream mapping of %s names no table; ignored", function_name)
+            continue
+        table_id = str(table_id)
+        response_types = _get(m, "FunctionResponseTypes", "function_response_types") or []
+        report = _get(m, "report_batch_item_failures")
+        retries = _get(m, "MaximumRetryAttempts", "maximum_retry_attempts")
+        window = _get(m, "MaximumBatchingWindowInSeconds", "maximum_batching_window_seconds")
+        out.append(
+            MappingConfig(
+                function_name=function_name,
+                table_name=table_names.get(table_id, table_id),
+                batch_size=int(_get(m, "BatchSize", "batch_size") or 100),
+                maximum_retry_attempts=int(retries) if retries is not None else -1,
+                bisect_batch_on_function_error=bool(
+                    _get(m, "BisectBatchOnFunctionError", "bisect_batch_on_function_error")
+                ),
+                report_batch_item_failures=bool(report)
+                if report is not None
+                else "ReportBatchItemFailures" in list(response_types),
+                starting_position=str(_get(m, "StartingPosition", "starting_position") or "TRIM_HORIZON"),
+                maximum_batching_window_seconds=float(window or 0),
+            )
+        )
+    return out
+
+
+class OnFailureStore:
+    """Where records go after their retries are exhausted: the log, memory, optionally a JSON-lines file."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._lock = threading.Lock()
+        self.entries: list[dict[str, Any]] = []
+
+    def put(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self.entries.append(entry)
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with self.path.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(entry, default=str) + "\n")
+        info = entry["DDBStreamBatchInfo"]
+        log.error(
+            "stream records sent to the on-failure store after %s attempts: %s..%s (%d records, %s)%s",
+            entry["requestContext"]["approximateInvokeCount"],
+            info["startSequenceNumber"],
+            info["endSequenceNumber"],
+            info["batchSize"],
+            entry["requestContext"]["condition"],
+            f" -> {self.path}" if self.path else "",
+        )
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [r for e in self.entries for r in e["records"]]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode()
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def lambda_record(raw: Mapping[str, Any], stream_arn: str, region: str) -> dict[str, Any]:
+    """A ``GetRecords`` record (as boto3 returns it) → the record of a Lambda DynamoDB event."""
+    ddb = dict(_jsonable(raw.get("dynamodb", {})))
+    ddb.setdefault("ApproximateCreationDateTime", time.time())
+    return {
+        "eventID": raw.get("eventID"),
+        "eventName": raw.get("eventName"),
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": raw.get("awsRegion") or region,
+        "dynamodb": ddb,
+        "eventSourceARN": stream_arn,
+    }
+
+
+def _seq(record: Mapping[str, Any]) -> int:
+    return int(record["dynamodb"]["SequenceNumber"])
+
+
+@dataclass
+class _Shard:
+    shard_id: str
+    parent_id: str | None
+    iterator: str | None = None
+    buffer: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: str | None = None  # last sequence number handled
+    exhausted: bool = False  # the shard is closed and fully read
+    attempts: int = 0  # failed attempts of the batch at the head of the buffer
+    limit: int = 0  # current batch size (bisection shrinks it)
+    retry_at: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.exhausted and not self.buffer
+
+
+class StreamPoller:
+    """Poll one table's stream and deliver its records to one function. Thread-safe ``stop()``.
+
+    ``dynamodb`` and ``streams`` are boto3 clients (``dynamodb`` / ``dynamodbstreams``); ``invoke`` is a
+    :data:`Invoker` (normally :class:`HttpLambdaInvoker`).
+    """
+
+    def __init__(
+        self,
+        config: MappingConfig,
+        *,
+        dynamodb: Any,
+        streams: Any,
+        invoke: Invoker,
+        on_failure: OnFailureStore | None = None,
+        poll_interval: float = 0.1,
+        backoff_base: float = 0.2,
+        backoff_max: float = 5.0,
+        region: str = "us-east-1",
+    ) -> None:
+        self.config = config
+        self.dynamodb = dynamodb
+        self.streams = streams
+        self.invoke = invoke
+        self.on_failure = on_failure if on_failure is not None else OnFailureStore()
+        self.poll_interval = poll_interval
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.region = region
+        self.stream_arn: str | None = None
+        self._shards: dict[str, _Shard] = {}
+        self._stop = threading.Event()
+        self.delivered = 0  # records checkpointed after a successful invocation
+        self.invocations = 0
+
+    # -- life cycle -------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        """Poll until :meth:`stop`. Errors are logged and retried; this never returns early on its own."""
+        if self.config.retry_bound != self.config.maximum_retry_attempts:
+            log.info(
+                "%s: MaximumRetryAttempts %s is unbounded on AWS; locally bounded to %d",
+                self.config.function_name,
+                self.config.maximum_retry_attempts,
+                self.config.retry_bound,
+            )
+        while not self._stop.is_set():
+            try:
+                progressed = self.poll_once()
+            except Exception:
+                log.exception("stream poller for %s failed; retrying", self.config.table_name)
+                progressed = False
+            if not progressed:
+                self._stop.wait(self.poll_interval)
+
+    # -- one step ---------------------------------------------------------------------------------------
+
+    def poll_once(self) -> bool:
+        """Read and/or deliver once on every readable shard. ``True`` when something happened."""
+        if self.stream_arn is None:
+            desc = self.dynamodb.describe_table(TableName=self.config.table_name)["Table"]
+            arn = desc.get("LatestStreamArn")
+            if not arn:
+                raise RuntimeError(f"table {self.config.table_name} has no stream")
+            self.stream_arn = str(arn)
+        if not self._shards or all(s.exhausted for s in self._shards.values()):
+            self._discover_shards()
+        progressed = False
+        now = time.monotonic()
+        for shard in list(self._shards.values()):
+            if shard.done or self._stop.is_set():
+                continue
+            if shard.parent_id and shard.parent_id in self._shards and not self._shards[shard.parent_id].done:
+                continue  # a child shard waits until its parent is drained
+            if shard.retry_at > now:
+                continue
+            if len(shard.buffer) < self.config.batch_size and not shard.exhausted:
+                progressed |= self._read(shard)
+            if shard.buffer:
+                progressed |= self._deliver(shard)
+        return progressed
+
+    def _discover_shards(self) -> None:
+        assert self.stream_arn is not None
+        kwargs: dict[str, Any] = {"StreamArn": self.stream_arn}
+        while True:
+            desc = self.streams.describe_stream(**kwargs)["StreamDescription"]
+            for s in desc.get("Shards", []):
+                sid = s["ShardId"]
+                if sid not in self._shards:
+                    self._shards[sid] = _Shard(
+                        shard_id=sid, parent_id=s.get("ParentShardId"), limit=self.config.batch_size
+                    )
+            last = desc.get("LastEvaluatedShardId")
+            if not last:
+                break
+            kwargs["ExclusiveStartShardId"] = last
+
+    def _iterator(self, shard: _Shard) -> str:
+        assert self.stream_arn is not None
+        kwargs: dict[str, Any] = {"StreamArn": self.stream_arn, "ShardId": shard.shard_id}
+        if shard.checkpoint is not None:
+            kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", SequenceNumber=shard.checkpoint)
+        elif shard.parent_id is None and self.config.starting_position == "LATEST":
+            kwargs["ShardIteratorType"] = "LATEST"
+        else:
+            kwargs["ShardIteratorType"] = "TRIM_HORIZON"
+        return str(self.streams.get_shard_iterator(**kwargs)["ShardIterator"])
+
+    def _read(self, shard: _Shard) -> bool:
+        if shard.iterator is None:
+            shard.iterator = self._iterator(shard)
+        try:
+            resp = self.streams.get_records(ShardIterator=shard.iterator, Limit=1000)
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code in ("ExpiredIteratorException", "TrimmedDataAccessException"):
+                # Re-read from the checkpoint: drop what was buffered, it will be read again.
+                log.info("shard %s: %s; re-reading after %s", shard.shard_id, code, shard.checkpoint)
+                shard.buffer.clear()
+                shard.iterator = None
+                return True
+            raise
+        assert self.stream_arn is not None
+        records = [lambda_record(r, self.stream_arn, self.region) for r in resp.get("Records", [])]
+        last_buffered = shard.buffer[-1] if shard.buffer else None
+        floor = _seq(last_buffered) if last_buffered else (int(shard.checkpoint) if shard.checkpoint else -1)
+        fresh = [r for r in records if _seq(r) > floor]  # defensive: never deliver a record twice in order
+        shard.buffer.extend(fresh)
+        shard.iterator = resp.get("NextShardIterator")
+        if shard.iterator is None:
+            shard.exhausted = True
+            log.debug("shard %s closed", shard.shard_id)
+        return bool(fresh) or shard.exhausted
+
+    # -- delivery ---------------------------------------------------------------------------------------
+
+    def _deliver(self, shard: _Shard) -> bool:
+        cfg = self.config
+        if (
+            cfg.maximum_batching_window_seconds > 0
+            and len(shard.buffer) < cfg.batch_size
+            and not shard.exhausted
+            and time.time() - float(shard.buffer[0]["dynamodb"]["ApproximateCreationDateTime"])
+            < cfg.maximum_batching_window_seconds
+        ):
+            return False
+        batch = shard.buffer[: max(1, min(shard.limit or cfg.batch_size, cfg.batch_size))]
+        result = self.invoke(cfg.function_name, {"Records": batch})
+        self.invocations += 1
+        if result.transport_error is not None:
+            log.warning(
+                "stream batch for %s not delivered (%s); retrying", cfg.function_name, result.transport_error
+            )
+            shard.retry_at = time.monotonic() + self.backoff_max
+            return False
+
+        failed = self._failed_records(batch, result)
+        if not failed:
+            self._checkpoint(shard, len(batch))
+            self.delivered += len(batch)
+            shard.attempts = 0
+            shard.limit = cfg.batch_size
+            return True
+
+        # Records before the lowest failed one succeeded: checkpoint them.
+        first_failed = min(_seq(r) for r in failed)
+        ok_prefix = sum(1 for r in batch if _seq(r) < first_failed)
+        if ok_prefix:
+            self._checkpoint(shard, ok_prefix)
+            self.delivered += ok_prefix
+            batch = batch[ok_prefix:]
+        whole_batch = not result.ok
+        if whole_batch and cfg.bisect_batch_on_function_error and len(batch) > 1:
+            # Halving isolates a poison record; as on AWS, a split does not use up a retry attempt.
+            shard.limit = max(1, len(batch) // 2)
+        else:
+            shard.attempts += 1
+        if shard.attempts > cfg.retry_bound:
+            self._give_up(shard, batch, failed, result)
+            return True
+        delay = min(self.backoff_max, self.backoff_base * (2 ** (shard.attempts - 1)))
+        shard.retry_at = time.monotonic() + delay
+        log.warning(
+            "%s: batch %s..%s failed (attempt %d of %d)%s; retrying from %s in %.2fs",
+            cfg.function_name,
+            batch[0]["dynamodb"]["SequenceNumber"],
+            batch[-1]["dynamodb"]["SequenceNumber"],
+            shard.attempts,
+            cfg.retry_bound + 1,
+            f": {_error_summary(result.payload)}" if whole_batch else f": {len(failed)} item failure(s)",
+            batch[0]["dynamodb"]["SequenceNumber"],
+            delay,
+        )
+        return True
+
+    def _failed_records(self, batch: Sequence[dict[str, Any]], result: InvokeResult) -> list[dict[str, Any]]:
+        """The records to retry: all of them on a function error or an invalid response, else the reported."""
+        if not result.ok:
+            return list(batch)
+        if not self.config.report_batch_item_failures:
+            return []
+        payload = result.payload
+        if not isinstance(payload, Mapping):
+            return []
+        failures = payload.get("batchItemFailures")
+        if not failures:
+            return []
+        by_seq = {r["dynamodb"]["SequenceNumber"]: r for r in batch}
+        out: list[dict[str, Any]] = []
+        for item in failures:
+            ident = item.get("itemIdentifier") if isinstance(item, Mapping) else None
+            if not isinstance(ident, str) or ident not in by_seq:
+                log.warning("invalid batchItemFailures entry %r: the whole batch is retried", item)
+                return list(batch)
+            out.append(by_seq[ident])
+        return out
+
+    def _checkpoint(self, shard: _Shard, count: int) -> None:
+        if count <= 0:
+            return
+        shard.checkpoint = shard.buffer[count - 1]["dynamodb"]["SequenceNumber"]
+        del shard.buffer[:count]
+
+    def _give_up(
+        self,
+        shard: _Shard,
+        batch: list[dict[str, Any]],
+        failed: list[dict[str, Any]],
+        result: InvokeResult,
+    ) -> None:
+        """Retries exhausted: the still-failing records go to the on-failure store and are checkpointed."""
+        cfg = self.config
+        assert self.stream_arn is not None
+        first, last = failed[0]["dynamodb"], failed[-1]["dynamodb"]
+        self.on_failure.put(
+            {
+                "requestContext": {
+                    "requestId": f"local-{int(time.time() * 1000)}",
+                    "functionArn": f"arn:aws:lambda:{self.region}:123456789012:function:{cfg.function_name}",
+                    "condition": "RetryAttemptsExhausted",
+                    "approximateInvokeCount": shard.attempts,
+                },
+                "responseContext": {
+                    "statusCode": 200,
+                    "executedVersion": "$LATEST",
+                    "functionError": None if result.ok else "Unhandled",
+                },
+                "version": "1.0",
+                "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+                "DDBStreamBatchInfo": {
+                    "shardId": shard.shard_id,
+                    "startSequenceNumber": first["SequenceNumber"],
+                    "endSequenceNumber": last["SequenceNumber"],
+                    "approximateArrivalOfFirstRecord": first.get("ApproximateCreationDateTime"),
+                    "approximateArrivalOfLastRecord": last.get("ApproximateCreationDateTime"),
+                    "batchSize": len(failed),
+                    "streamArn": self.stream_arn,
+                },
+                "error": _error_summary(result.payload) if not result.ok else "batchItemFailures",
+                "records": failed,
+            }
+        )
+        # Records of the batch not reported failed were processed; all of it is checkpointed now.
+        self._checkpoint(shard, len(batch))
+        self.delivered += len(batch) - len(failed)
+        shard.attempts = 0
+        shard.limit = cfg.batch_size
+        shard.retry_at = 0.0
+
+
+def _error_summary(payload: Any) -> str:
+    if isinstance(payload, Mapping) and "errorType" in payload:
+        return f"{payload['errorType']}: {payload.get('errorMessage', '')}"[:300]
+    return str(payload)[:300]

@@ -1,0 +1,1 @@
+"""pytest plugin for streamer plugin authors (fixtures arrive with streamer.testing)."""

@@ -1,0 +1,75 @@
+"""Functional tier: handlers and services against moto (in-process) with tables from the template."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from streamer.config import Settings
+from streamer.connections import ConnectionManager
+from streamer.service import RequestService
+from streamer.store import ConnectionStore, EventStore, RequestStore
+from streamer.template import table_definitions
+
+EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
+TABLE_NAMES = {
+    "ConnectionsTable": "streamer-connections",
+    "RequestsTable": "streamer-requests",
+    "EventsTable": "streamer-events",
+}
+
+
+def create_tables(client: Any) -> None:
+    for logical_id, spec in table_definitions().items():
+        spec = dict(spec)
+        ttl = spec.pop("TimeToLiveSpecification", None)
+        name = TABLE_NAMES[logical_id]
+        client.create_table(TableName=name, **spec)
+        if ttl:
+            client.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        yield
+
+
+@pytest.fixture
+def ddb(aws: None) -> Any:
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    create_tables(client)
+    return client
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(rate_limit_per_minute=1000)
+
+
+@pytest.fixture
+def service(ddb: Any, mgmt_api: Any, settings: Settings) -> RequestService:
+    connections = ConnectionStore(settings.connections_table, ddb)
+    return RequestService(
+        settings,
+        connections=connections,
+        requests=RequestStore(settings.requests_table, ddb),
+        events=EventStore(settings.events_table, ddb, sleep=lambda s: None),
+        manager=ConnectionManager(mgmt_api.url, connections=connections, sleep=lambda s: None),
+        sfn=boto3.client("stepfunctions", region_name="us-east-1"),
+    )
+
+
+def load_event(name: str, **overrides: Any) -> dict[str, Any]:
+    """A recorded API Gateway WebSocket event from tests/events/, with top-level/context overrides."""
+    event: dict[str, Any] = json.loads((EVENTS_DIR / f"{name}.json").read_text())
+    ctx_over = overrides.pop("requestContext", {})
+    event.update(overrides)
+    event["requestContext"].update(ctx_over)
+    return event

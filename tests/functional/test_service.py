@@ -1,0 +1,168 @@
+"""RequestService and the stores against moto: idempotent submit, gap-free seq, exactly-once terminal."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from streamer.errors import ProtocolError
+from streamer.models import Connection, RequestRef
+from streamer.protocol import ErrorCode, RequestStatus
+
+
+def connect(service: Any, mgmt_api: Any, cid: str, user: str, ttl: int = 3600) -> None:
+    now = service.now()
+    service.connections.put(Connection(connection_id=cid, user_id=user, connected_at=now, expires_at=now + ttl))
+    mgmt_api.open(cid)
+
+
+def test_submit_is_idempotent_per_user(service: Any) -> None:
+    first = service.submit("alice", "echo", {"message": "hi"}, "req-1")
+    again = service.submit("alice", "echo", {"message": "hi"}, "req-1")
+    assert first.created and not again.created
+    assert again.ack() == first.ack() == {
+        "type": "ack", "request_id": "req-1", "workflow": "echo", "status": "PENDING"}
+    with pytest.raises(ProtocolError) as exc:
+        service.submit("alice", "echo", {"message": "other"}, "req-1")
+    assert exc.value.code is ErrorCode.CONFLICT
+    # Another user with the same id is a different request.
+    assert service.submit("bob", "echo", {"message": "other"}, "req-1").created
+    assert service.requests.get("alice", "req-1").payload == {"message": "hi"}
+    assert service.requests.get("bob", "req-1").payload == {"message": "other"}
+
+
+def test_server_assigns_unique_ids(service: Any) -> None:
+    ids = {service.submit("alice", "echo", {}, None).request.request_id for _ in range(20)}
+    assert len(ids) == 20
+
+
+def test_status_of_other_users_request_is_not_found(service: Any) -> None:
+    service.submit("alice", "echo", {}, "mine")
+    for call in (lambda: service.status("bob", "mine"), lambda: service.replay("bob", "mine", 0),
+                 lambda: service.cancel("bob", "mine"), lambda: service.status("alice", "nope")):
+        with pytest.raises(ProtocolError) as exc:
+            call()
+        assert exc.value.code is ErrorCode.NOT_FOUND
+        assert exc.value.message == "no such request"
+    assert service.requests.get("alice", "mine").status is RequestStatus.PENDING
+
+
+def test_events_have_gap_free_seq_and_reach_every_connection(service: Any, mgmt_api: Any) -> None:
+    connect(service, mgmt_api, "c1", "alice")
+    connect(service, mgmt_api, "c2", "alice")
+    connect(service, mgmt_api, "c3", "bob")
+    req = service.submit("alice", "echo", {}, "r").request
+    for i in range(3):
+        service.progress(req.ref, "echo", i * 50, f"step {i}")
+    service.finish(req.ref, RequestStatus.SUCCEEDED, output={"message": "done"})
+    for cid in ("c1", "c2"):
+        got = mgmt_api.received(cid)
+        assert [m["seq"] for m in got] == [1, 2, 3, 4]
+        assert got[-1] == {"type": "result", "status": "SUCCEEDED", "output": {"message": "done"},
+                           "request_id": "r", "seq": 4}
+        assert got[0] == {"type": "progress", "step": "echo", "percent": 0, "message": "step 0",
+                          "request_id": "r", "seq": 1}
+    assert mgmt_api.received("c3") == []  # users never see each other's requests
+    assert [e.seq for e in service.replay("alice", "r", 2)] == [3, 4]
+    st = service.status("alice", "r")
+    assert st["status"] == "SUCCEEDED" and st["last_seq"] == 4 and st["output"] == {"message": "done"}
+
+
+def test_terminal_event_is_written_exactly_once(service: Any, mgmt_api: Any) -> None:
+    connect(service, mgmt_api, "c1", "alice")
+    ref = service.submit("alice", "echo", {}, "r").request.ref
+    assert service.finish(ref, RequestStatus.SUCCEEDED, output={"x": 1}) is not None
+    assert service.finish(ref, RequestStatus.FAILED, message="late") is None
+    assert service.cancel("alice", "r") is False
+    assert service.progress(ref, "echo", 50, "after the end") is None
+    assert [m["type"] for m in mgmt_api.received("c1")] == ["result"]
+    assert service.requests.get("alice", "r").status is RequestStatus.SUCCEEDED
+
+
+def test_concurrent_writers_never_share_or_skip_a_seq(service: Any) -> None:
+    ref = RequestRef.of("alice", "busy", "echo")
+    service.submit("alice", "echo", {}, "busy")
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(10):
+                service.emit(ref, {"type": "progress", "step": f"w{n}", "percent": i, "message": ""})
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    events = service.replay("alice", "busy", 0)
+    assert [e.seq for e in events] == list(range(1, 41))
+    assert sorted((e.body["step"], e.body["percent"]) for e in events) == sorted(
+        (f"w{n}", i) for n in range(4) for i in range(10))
+
+
+def test_cancel_pending_request_ends_cancelled(service: Any, mgmt_api: Any) -> None:
+    connect(service, mgmt_api, "c1", "alice")
+    service.submit("alice", "echo", {}, "r")
+    assert service.cancel("alice", "r") is True
+    msgs = mgmt_api.received("c1")
+    assert msgs == [{"type": "error", "status": "CANCELLED", "code": "CANCELLED",
+                     "message": "cancelled by the client", "request_id": "r", "seq": 1}]
+    assert service.requests.get("alice", "r").status is RequestStatus.CANCELLED
+
+
+def test_oversized_result_becomes_payload_too_large(service: Any, mgmt_api: Any) -> None:
+    connect(service, mgmt_api, "c1", "alice")
+    ref = service.submit("alice", "echo", {}, "big").request.ref
+    service.finish(ref, RequestStatus.SUCCEEDED, output={"blob": "x" * 200_000})
+    (msg,) = mgmt_api.received("c1")
+    assert msg["type"] == "error" and msg["code"] == "PAYLOAD_TOO_LARGE" and msg["status"] == "FAILED"
+
+
+def test_gone_connection_is_deleted_and_others_still_receive(service: Any, mgmt_api: Any) -> None:
+    connect(service, mgmt_api, "live", "alice")
+    connect(service, mgmt_api, "stale", "alice")
+    mgmt_api.close("stale")
+    report = service.manager.send_to_user("alice", {"type": "pong"})
+    assert report.delivered == ["live"] and report.gone == ["stale"]
+    assert service.connections.get("stale") is None
+    assert service.connections.get("live") is not None
+    assert mgmt_api.received("live") == [{"type": "pong"}]
+
+
+def test_throttled_send_is_retried(service: Any, mgmt_api: Any) -> None:
+    connect(service, mgmt_api, "c1", "alice")
+    mgmt_api.throttle("c1", 2)
+    service.manager.send("c1", {"type": "pong"})
+    assert mgmt_api.attempts["c1"] == 3
+    assert mgmt_api.received("c1") == [{"type": "pong"}]
+
+
+def test_throttling_beyond_the_bound_fails_without_looping(service: Any, mgmt_api: Any) -> None:
+    from streamer.errors import SendError
+
+    connect(service, mgmt_api, "c1", "alice")
+    mgmt_api.throttle("c1", 100)
+    with pytest.raises(SendError):
+        service.manager.send("c1", {"type": "pong"})
+    assert mgmt_api.attempts["c1"] == service.manager.max_retries + 1
+
+
+def test_oversized_message_is_refused_before_any_call(service: Any, mgmt_api: Any) -> None:
+    connect(service, mgmt_api, "c1", "alice")
+    with pytest.raises(ProtocolError) as exc:
+        service.manager.send("c1", {"type": "x", "blob": "y" * (128 * 1024)})
+    assert exc.value.code is ErrorCode.PAYLOAD_TOO_LARGE
+    assert mgmt_api.attempts["c1"] == 0
+
+
+def test_expired_connections_are_not_targets(service: Any, mgmt_api: Any) -> None:
+    now = service.now()
+    service.connections.put(Connection(connection_id="old", user_id="alice", connected_at=now - 10,
+                                       expires_at=now - 1))
+    mgmt_api.open("old")
+    assert service.manager.send_to_user("alice", {"type": "pong"}).delivered == []
