@@ -108,6 +108,23 @@ def _run(cmd: Sequence[str], what: str, *, cwd: Path | None = None) -> None:
         raise ArtifactError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
 
 
+_SKIP_WHEN_STAGING = shutil.ignore_patterns(
+    ".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__", "*.pyc", ".artifacts",
+    ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis", "node_modules",
+)  # fmt: skip
+
+
+def _stage(src: Path, dst: Path, out_dir: Path) -> Path:
+    """Copy a project tree to ``dst`` for building, without VCS, caches, old builds or the artifact."""
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        skipped = set(_SKIP_WHEN_STAGING(directory, names))
+        return skipped | {n for n in names if (Path(directory) / n).resolve() == out_dir}
+
+    shutil.copytree(src, dst, ignore=ignore, symlinks=True)
+    return dst
+
+
 def _prepare_out_dir(out_dir: Path) -> None:
     if out_dir.exists():
         if not out_dir.is_dir():
@@ -142,13 +159,20 @@ def build_artifact(
         if not (d / "pyproject.toml").is_file():
             raise ArtifactError(f"{d}: not a plugin project (no pyproject.toml)")
     _prepare_out_dir(out_dir)
-    with tempfile.TemporaryDirectory(prefix="streamer-wheels-") as wheelhouse:
+    with tempfile.TemporaryDirectory(prefix="streamer-build-") as tmp:
+        # Build from clean copies: setuptools' in-tree build/ keeps files deleted from the source and
+        # would ship them; and the checkout stays untouched.
+        sources = [
+            _stage(src, Path(tmp) / "src" / f"{i}-{src.name}", out_dir)
+            for i, src in enumerate([Path(project_root).resolve(), *plugin_dirs])
+        ]
+        wheelhouse = Path(tmp) / "wheels"
         _run(
-            [python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", wheelhouse,
-             str(project_root), *map(str, plugin_dirs)],
+            [python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheelhouse),
+             *map(str, sources)],
             "building the project and plugin wheels",
         )  # fmt: skip
-        wheels = sorted(str(p) for p in Path(wheelhouse).glob("*.whl"))
+        wheels = sorted(str(p) for p in wheelhouse.glob("*.whl"))
         install = [python, "-m", "pip", "install", "--quiet", "--upgrade", "--target", str(out_dir)]
         if target is not None:
             install += [*target.pip_args(), "--no-compile"]
@@ -181,67 +205,43 @@ report = {"python": sys.version.split()[0], "sys_path": list(sys.path), "handler
 def err(what, exc):
     report["errors"].append(what + ": " + "".join(traceback.format_exception_only(type(exc), exc)).strip())
 
-def names(obj):
-    # Step names of a workflow-ish object: a mapping's keys, an object's .steps, or a sequence of
-    # things with a .name.
-    if obj is None:
-        return []
-    steps = getattr(obj, "steps", obj)
-    if callable(steps) and not isinstance(steps, type):
-        try:
-            steps = steps()
-        except Exception:
-            return []
-    if isinstance(steps, dict):
-        return [str(k) for k in steps]
-    if isinstance(steps, (list, tuple)):
-        return [str(getattr(s, "name", s)) for s in steps]
-    return []
-
+# Every module of streamer.handlers imports; the template's handler modules also expose handler().
 modules = set(expected)
 try:
     import streamer.handlers as pkg
-    modules |= {"streamer.handlers." + m.name for m in pkgutil.iter_modules(pkg.__path__)
-                if not m.name.startswith("_")}
+    modules |= {"streamer.handlers." + m.name for m in pkgutil.iter_modules(pkg.__path__)}
 except Exception as exc:
     err("streamer.handlers", exc)
 for mod in sorted(modules):
     try:
         m = importlib.import_module(mod)
-        ok = callable(getattr(m, "handler", None))
-        report["handlers"][mod] = ok
-        if not ok:
-            report["errors"].append(mod + ": no callable handler(event, context)")
     except Exception as exc:
         report["handlers"][mod] = False
         err(mod, exc)
+        continue
+    ok = mod not in expected or callable(getattr(m, "handler", None))
+    report["handlers"][mod] = ok
+    if not ok:
+        report["errors"].append(mod + ": no callable handler(event, context)")
 
-workflows = {}
-try:
-    import streamer.plugins as sp
-    w = getattr(sp, "workflows", None)
-    if callable(w):
-        w = w()
-    if isinstance(w, dict):
-        workflows = w
-except ImportError:
-    pass
-except Exception as exc:
-    err("streamer.plugins", exc)
-
+# Every entry point of the group loads; then the plugin manager says which steps each plugin declares.
 for ep in md.entry_points(group=__GROUP__):
-    info = {"value": ep.value, "dist": ep.dist.name if ep.dist else None, "steps": []}
-    report["plugins"][ep.name] = info
+    report["plugins"][ep.name] = {"value": ep.value, "dist": ep.dist.name if ep.dist else None,
+                                  "steps": [], "workflows": []}
     try:
-        obj = ep.load()
+        ep.load()
     except Exception as exc:
         err("entry point " + ep.name, exc)
-        continue
-    found = names(workflows.get(ep.name))
-    if not found:
-        for attr in dir(obj):
-            found += names(getattr(obj, attr)) if hasattr(getattr(obj, attr), "steps") else []
-    info["steps"] = found
+try:
+    import streamer.plugins as sp
+    for info in sp.list_plugins():
+        entry = report["plugins"].setdefault(info["name"], {"value": None, "dist": None})
+        entry["steps"] = list(info.get("steps", []))
+        entry["workflows"] = list(info.get("workflows", []))
+    for e in sp.plugin_errors():
+        report["errors"].append("plugin: " + str(e))
+except Exception as exc:
+    err("streamer.plugins", exc)
 print(json.dumps(report))
 """
 

@@ -179,9 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     from werkzeug.serving import make_server
 
     app = make_app(args.lambda_endpoint)
-    server = make_server(
-        host, port, app, threaded=True, request_handler=MotoRequestHandler, fd=sock.fileno()
-    )
+    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler, fd=sock.fileno())
     server.daemon_threads = True  # type: ignore[attr-defined]  # ThreadingMixIn when threaded=True
 
     def stop(signum: int, frame: Any) -> None:

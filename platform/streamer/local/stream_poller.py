@@ -44,6 +44,7 @@ __all__ = [
     "StreamPoller",
     "lambda_record",
     "mappings_from_template",
+    "record_passes_filters",
 ]
 
 log = logging.getLogger("streamer.local.streams")
@@ -109,6 +110,10 @@ class MappingConfig:
     report_batch_item_failures: bool = False
     starting_position: str = "TRIM_HORIZON"
     maximum_batching_window_seconds: float = 0.0
+    #: FilterCriteria patterns: a record matching none of them is checkpointed without an invocation.
+    filters: tuple[Mapping[str, Any], ...] = ()
+    #: -1 = no limit. An older record that fails is sent to the on-failure store without more retries.
+    maximum_record_age_seconds: int = -1
 
     @property
     def retry_bound(self) -> int:
@@ -117,87 +122,113 @@ class MappingConfig:
         return self.maximum_retry_attempts
 
 
-def _get(obj: Any, *names: str) -> Any:
-    for name in names:
-        if isinstance(obj, Mapping) and name in obj:
-            return obj[name]
-        if not isinstance(obj, Mapping) and hasattr(obj, name):
-            return getattr(obj, name)
-    return None
-
-
-def _table_logical_id(stream_ref: Any) -> str | None:
-    """``!GetAtt RequestsTable.StreamArn`` (any form) → ``RequestsTable``."""
-    if isinstance(stream_ref, Mapping) and "Fn::GetAtt" in stream_ref:
-        value = stream_ref["Fn::GetAtt"]
-        if isinstance(value, str):
-            value = value.split(".", 1)
-        return str(value[0])
-    if isinstance(stream_ref, str):
-        return stream_ref.split(".", 1)[0] if "." in stream_ref else stream_ref
-    return None
-
-
-def mappings_from_template(
-    template: Mapping[str, Any], table_names: Mapping[str, str]
-) -> list[MappingConfig]:
-    """Every DynamoDB stream mapping of the template; ``table_names`` maps table logical ids to names.
-
-    Uses ``streamer.template.stream_mappings`` when that reader exists; otherwise reads the ``DynamoDB``
-    events of ``AWS::Serverless::Function`` resources and ``AWS::Lambda::EventSourceMapping`` resources.
-    """
-    from streamer import template as tpl_mod
-
-    raw: list[tuple[str, Any]] = []
-    reader = getattr(tpl_mod, "stream_mappings", None)
-    if callable(reader):
-        result = reader(dict(template))
-        items = result.items() if isinstance(result, Mapping) else enumerate(result)
-        for key, m in items:
-            fn = _get(m, "function", "function_name", "FunctionName", "function_logical_id")
-            raw.append((str(fn if fn is not None else key), m))
-    else:
-        for logical_id, res in template.get("Resources", {}).items():
-            rtype = res.get("Type")
-            props = res.get("Properties", {})
-            if rtype == "AWS::Serverless::Function":
-                for ev in props.get("Events", {}).values():
-                    if ev.get("Type") == "DynamoDB":
-                        raw.append((logical_id, ev.get("Properties", {})))
-            elif rtype == "AWS::Lambda::EventSourceMapping":
-                fn = props.get("FunctionName")
-                fn_id = fn.get("Ref") if isinstance(fn, Mapping) else fn
-                raw.append((str(fn_id), {**props, "Stream": props.get("EventSourceArn")}))
-    out: list[MappingConfig] = []
-    for function_name, m in raw:
-        table_id = _get(m, "table", "table_logical_id", "table_name", "TableName") or _table_logical_id(
-            _get(m, "Stream", "stream", "EventSourceArn", "stream_arn")
-        )
-        if table_id is None:
-            log.warning("stream mapping of %s names no table; ignored", function_name)
+def _raw_mapping_props(template: Mapping[str, Any], function: str, table: str) -> dict[str, Any]:
+    """What ``streamer.template.stream_mappings`` leaves out (StartingPosition, FilterCriteria …)."""
+    for res in template.get("Resources", {}).values():
+        if not isinstance(res, Mapping):
             continue
-        table_id = str(table_id)
-        response_types = _get(m, "FunctionResponseTypes", "function_response_types") or []
-        report = _get(m, "report_batch_item_failures")
-        retries = _get(m, "MaximumRetryAttempts", "maximum_retry_attempts")
-        window = _get(m, "MaximumBatchingWindowInSeconds", "maximum_batching_window_seconds")
+        props = res.get("Properties") or {}
+        candidates: list[Mapping[str, Any]] = []
+        if res.get("Type") == "AWS::Lambda::EventSourceMapping":
+            if function in json.dumps(props.get("FunctionName")) and table in json.dumps(
+                props.get("EventSourceArn")
+            ):
+                candidates.append(props)
+        elif res.get("Type") == "AWS::Serverless::Function":
+            for ev in (props.get("Events") or {}).values():
+                eprops = (ev or {}).get("Properties") or {}
+                if ev.get("Type") == "DynamoDB" and table in json.dumps(eprops.get("Stream")):
+                    candidates.append(eprops)
+        if candidates:
+            return dict(candidates[0])
+    return {}
+
+
+def mappings_from_template(template: dict[str, Any], table_names: Mapping[str, str]) -> list[MappingConfig]:
+    """Every DynamoDB stream mapping of the template (``streamer.template.stream_mappings``).
+
+    ``table_names`` maps a table's logical id to its local name.
+    """
+    from streamer.template import stream_mappings
+
+    out: list[MappingConfig] = []
+    for m in stream_mappings(template):
+        raw = _raw_mapping_props(template, m.function, m.table)
+        filters = [
+            json.loads(f["Pattern"]) if isinstance(f.get("Pattern"), str) else f.get("Pattern")
+            for f in ((raw.get("FilterCriteria") or {}).get("Filters") or [])
+            if isinstance(f, Mapping)
+        ]
+        max_age = raw.get("MaximumRecordAgeInSeconds")
         out.append(
             MappingConfig(
-                function_name=function_name,
-                table_name=table_names.get(table_id, table_id),
-                batch_size=int(_get(m, "BatchSize", "batch_size") or 100),
-                maximum_retry_attempts=int(retries) if retries is not None else -1,
-                bisect_batch_on_function_error=bool(
-                    _get(m, "BisectBatchOnFunctionError", "bisect_batch_on_function_error")
-                ),
-                report_batch_item_failures=bool(report)
-                if report is not None
-                else "ReportBatchItemFailures" in list(response_types),
-                starting_position=str(_get(m, "StartingPosition", "starting_position") or "TRIM_HORIZON"),
-                maximum_batching_window_seconds=float(window or 0),
+                function_name=m.function,
+                table_name=table_names.get(m.table, m.table),
+                batch_size=m.batch_size,
+                maximum_retry_attempts=m.maximum_retry_attempts,
+                bisect_batch_on_function_error=m.bisect_batch_on_function_error,
+                report_batch_item_failures="ReportBatchItemFailures" in m.function_response_types,
+                starting_position=str(raw.get("StartingPosition") or "TRIM_HORIZON"),
+                maximum_batching_window_seconds=float(raw.get("MaximumBatchingWindowInSeconds") or 0),
+                filters=tuple(f for f in filters if isinstance(f, Mapping)),
+                maximum_record_age_seconds=int(max_age) if max_age is not None else -1,
             )
         )
     return out
+
+
+def _pattern_matches(pattern: Any, value: Any) -> bool:
+    """Lambda event filtering (EventBridge pattern syntax), the subset streams need.
+
+    Supported: nested keys, lists of exact values, ``prefix``, ``exists``, ``anything-but``, ``numeric``.
+    """
+    if isinstance(pattern, Mapping):
+        if not isinstance(value, Mapping):
+            return False
+        for key, sub in pattern.items():
+            if isinstance(sub, list) and any(isinstance(c, Mapping) and "exists" in c for c in sub):
+                wanted = next(c["exists"] for c in sub if isinstance(c, Mapping) and "exists" in c)
+                if (key in value) != bool(wanted):
+                    return False
+                continue
+            if key not in value or not _pattern_matches(sub, value[key]):
+                return False
+        return True
+    if isinstance(pattern, list):
+        return any(_condition_matches(c, value) for c in pattern)
+    return bool(pattern == value)
+
+
+def _condition_matches(cond: Any, value: Any) -> bool:
+    if not isinstance(cond, Mapping):
+        return bool(cond == value)
+    if "prefix" in cond:
+        return isinstance(value, str) and value.startswith(str(cond["prefix"]))
+    if "anything-but" in cond:
+        excluded = cond["anything-but"]
+        excluded = excluded if isinstance(excluded, list) else [excluded]
+        return value not in excluded
+    if "numeric" in cond:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return False
+        ops = cond["numeric"]
+        checks = {
+            "=": number.__eq__,
+            "<": number.__lt__,
+            "<=": number.__le__,
+            ">": number.__gt__,
+            ">=": number.__ge__,
+        }
+        return all(checks[op](float(arg)) for op, arg in zip(ops[::2], ops[1::2], strict=True))
+    log.warning("unsupported filter condition %r: treated as matching", cond)
+    return True
+
+
+def record_passes_filters(record: Mapping[str, Any], filters: Sequence[Mapping[str, Any]]) -> bool:
+    """No filter: every record. Several filters: any of them (as Lambda's FilterCriteria)."""
+    return not filters or any(_pattern_matches(f, record) for f in filters)
 
 
 class OnFailureStore:
@@ -270,6 +301,7 @@ class _Shard:
     iterator: str | None = None
     buffer: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: str | None = None  # last sequence number handled
+    last_read: int = -1  # highest sequence number read into the buffer
     exhausted: bool = False  # the shard is closed and fully read
     attempts: int = 0  # failed attempts of the batch at the head of the buffer
     limit: int = 0  # current batch size (bisection shrinks it)
@@ -313,6 +345,7 @@ class StreamPoller:
         self._shards: dict[str, _Shard] = {}
         self._stop = threading.Event()
         self.delivered = 0  # records checkpointed after a successful invocation
+        self.filtered_out = 0  # records consumed without an invocation (FilterCriteria)
         self.invocations = 0
 
     # -- life cycle -------------------------------------------------------------------------------------
@@ -404,14 +437,20 @@ class StreamPoller:
                 log.info("shard %s: %s; re-reading after %s", shard.shard_id, code, shard.checkpoint)
                 shard.buffer.clear()
                 shard.iterator = None
+                shard.last_read = int(shard.checkpoint) if shard.checkpoint else -1
                 return True
             raise
         assert self.stream_arn is not None
         records = [lambda_record(r, self.stream_arn, self.region) for r in resp.get("Records", [])]
-        last_buffered = shard.buffer[-1] if shard.buffer else None
-        floor = _seq(last_buffered) if last_buffered else (int(shard.checkpoint) if shard.checkpoint else -1)
-        fresh = [r for r in records if _seq(r) > floor]  # defensive: never deliver a record twice in order
-        shard.buffer.extend(fresh)
+        fresh = [r for r in records if _seq(r) > shard.last_read]  # defensive: never buffer a record twice
+        if fresh:
+            shard.last_read = _seq(fresh[-1])
+        wanted = [r for r in fresh if record_passes_filters(r, self.config.filters)]
+        self.filtered_out += len(fresh) - len(wanted)
+        if fresh and not wanted and not shard.buffer:
+            # Everything read was filtered out: as on AWS, those records are consumed without an invocation.
+            shard.checkpoint = fresh[-1]["dynamodb"]["SequenceNumber"]
+        shard.buffer.extend(wanted)
         shard.iterator = resp.get("NextShardIterator")
         if shard.iterator is None:
             shard.exhausted = True
@@ -461,8 +500,15 @@ class StreamPoller:
             shard.limit = max(1, len(batch) // 2)
         else:
             shard.attempts += 1
-        if shard.attempts > cfg.retry_bound:
-            self._give_up(shard, batch, failed, result)
+        too_old = (
+            cfg.maximum_record_age_seconds >= 0
+            and time.time() - float(batch[0]["dynamodb"]["ApproximateCreationDateTime"])
+            > cfg.maximum_record_age_seconds
+        )
+        if shard.attempts > cfg.retry_bound or too_old:
+            self._give_up(
+                shard, batch, failed, result, "RecordAgeExceeded" if too_old else "RetryAttemptsExhausted"
+            )
             return True
         delay = min(self.backoff_max, self.backoff_base * (2 ** (shard.attempts - 1)))
         shard.retry_at = time.monotonic() + delay
@@ -513,6 +559,7 @@ class StreamPoller:
         batch: list[dict[str, Any]],
         failed: list[dict[str, Any]],
         result: InvokeResult,
+        condition: str,
     ) -> None:
         """Retries exhausted: the still-failing records go to the on-failure store and are checkpointed."""
         cfg = self.config
@@ -523,7 +570,7 @@ class StreamPoller:
                 "requestContext": {
                     "requestId": f"local-{int(time.time() * 1000)}",
                     "functionArn": f"arn:aws:lambda:{self.region}:123456789012:function:{cfg.function_name}",
-                    "condition": "RetryAttemptsExhausted",
+                    "condition": condition,
                     "approximateInvokeCount": shard.attempts,
                 },
                 "responseContext": {

@@ -1,0 +1,101 @@
+"""Step runner Lambda: runs the plugin step a state machine Task names; the logic is ``streamer.steps``.
+
+Event (the Task's ``Parameters``)::
+
+    {"step": "echo", "request.$": "$.request", "input.$": "$.payload", "attempt.$": "$$.State.RetryCount"}
+
+Returns the step's output. Raises only ``RetryableStepError`` (the Task's ``Retry`` absorbs it) or
+``StepFailedError`` (the ``Catch`` sends it to the failure notification); an unknown step or a broken
+plugin set is a ``StepFailedError`` too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from streamer.errors import PluginError, StepFailedError
+from streamer.handlers._runtime import get_logger
+from streamer.plugins import Registry, UnknownStepError, get_registry, plugin_errors
+from streamer.steps import ProgressSink, run_step
+
+if TYPE_CHECKING:
+    import pluggy
+
+__all__ = ["handle", "handler", "make_handler"]
+
+logger = get_logger()
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+_reported_plugin_errors = False
+
+
+def _default_sink() -> ProgressSink:
+    # Imported here: building the service pulls in boto3 clients; tests inject their own sink instead.
+    from streamer.handlers._runtime import get_service
+
+    return get_service()
+
+
+def _log_plugin_errors(pm: pluggy.PluginManager | None) -> None:
+    global _reported_plugin_errors
+    if pm is None and _reported_plugin_errors:
+        return
+    for err in plugin_errors(pm):
+        logger.error("plugin not loaded: %s", err)
+    if pm is None:
+        _reported_plugin_errors = True
+
+
+def handle(
+    event: dict[str, Any],
+    context: Any,
+    *,
+    sink: ProgressSink | None = None,
+    registry: Registry | None = None,
+    interval_ms: int | None = None,
+) -> dict[str, Any]:
+    """Run the event's step. ``sink``/``registry`` default to the container's service and plugins."""
+    request = event.get("request") if isinstance(event, dict) else None
+    request = request if isinstance(request, dict) else {}
+    step_name = event.get("step") if isinstance(event, dict) else None
+    # Identifiers only: neither the input (it may hold secrets) nor the user id is logged.
+    logger.append_keys(
+        request_id=request.get("request_id"),
+        workflow=request.get("workflow"),
+        step=step_name,
+        attempt=event.get("attempt") if isinstance(event, dict) else None,
+    )
+    reg = registry if registry is not None else get_registry()
+    _log_plugin_errors(reg.pm if registry is not None else None)
+    if not isinstance(step_name, str):
+        raise StepFailedError("the step runner event has no step name")
+    try:
+        step = reg.get_step(step_name)
+    except UnknownStepError as exc:
+        logger.error("unknown step", extra={"known_steps": sorted(reg.steps())})
+        raise StepFailedError(str(exc)) from None
+    except PluginError as exc:
+        logger.error("plugin set unusable: %s", exc)
+        raise StepFailedError("the step runner's plugins are misconfigured") from None
+    return run_step(step, event, sink if sink is not None else _default_sink(), interval_ms=interval_ms)
+
+
+def make_handler(
+    *,
+    sink: ProgressSink | None = None,
+    registry: Registry | None = None,
+    interval_ms: int | None = None,
+) -> Handler:
+    """A Lambda handler bound to a sink and a registry (tests and ``streamer.testing`` use this)."""
+
+    def step_runner(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return handle(event, context, sink=sink, registry=registry, interval_ms=interval_ms)
+
+    wrapped: Handler = logger.inject_lambda_context(step_runner, clear_state=True)
+    return wrapped
+
+
+#: The Lambda entry point (``Handler: streamer.handlers.step_runner.handler``).
+handler: Handler = make_handler()

@@ -1,0 +1,500 @@
+"""The local stack's building blocks, one at a time: the Lambda Invoke endpoint and the stream poller.
+
+The endpoint is driven by the real boto3 ``lambda`` client (the contract Step Functions and SAM use); the
+poller reads a real (moto, in-process) DynamoDB stream and delivers to a scripted function.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from moto import mock_aws
+
+from streamer.local.lambda_endpoint import (
+    FunctionSpec,
+    LambdaEndpoint,
+    function_name_from_path,
+    serve_in_thread,
+)
+from streamer.local.stream_poller import (
+    InvokeResult,
+    MappingConfig,
+    OnFailureStore,
+    StreamPoller,
+    record_passes_filters,
+)
+
+REGION = "us-east-1"
+CREDS = {"region_name": REGION, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+class RetryableStepError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------------------------------
+# Lambda endpoint
+
+
+@pytest.fixture
+def endpoint() -> Iterator[tuple[LambdaEndpoint, Any]]:
+    def ok(event: dict[str, Any], context: Any) -> Any:
+        return {
+            "event": event,
+            "function_name": context.function_name,
+            "arn": context.invoked_function_arn,
+            "request_id": context.aws_request_id,
+            "memory": context.memory_limit_in_mb,
+            "remaining": context.get_remaining_time_in_millis(),
+        }
+
+    def fails(event: dict[str, Any], context: Any) -> Any:
+        raise RetryableStepError("try again later")
+
+    def returns_none(event: dict[str, Any], context: Any) -> Any:
+        return None
+
+    def not_json(event: dict[str, Any], context: Any) -> Any:
+        return {"when": object()}
+
+    def slow(event: dict[str, Any], context: Any) -> Any:
+        time.sleep(2)
+        return "late"
+
+    received: list[Any] = []
+    got_event = threading.Event()
+
+    def background(event: dict[str, Any], context: Any) -> Any:
+        received.append(event)
+        got_event.set()
+
+    server, url = serve_in_thread(
+        {
+            "Ok": ok,
+            "Fails": fails,
+            "ReturnsNone": returns_none,
+            "NotJson": not_json,
+            "Slow": FunctionSpec(name="Slow", handler=slow, timeout=0.3),
+            "Background": background,
+        }
+    )
+    client = boto3.client(
+        "lambda", endpoint_url=url, config=Config(retries={"max_attempts": 0}), **CREDS
+    )
+    server.received = received  # type: ignore[attr-defined]
+    server.got_event = got_event  # type: ignore[attr-defined]
+    try:
+        yield server, client
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
+
+
+def _invoke(client: Any, name: str, payload: Any, **kw: Any) -> tuple[dict[str, Any], Any]:
+    resp = client.invoke(FunctionName=name, Payload=json.dumps(payload).encode(), **kw)
+    body = resp["Payload"].read()
+    return resp, json.loads(body) if body else None
+
+
+def test_invoke_returns_the_handlers_result_and_a_lambda_like_context(endpoint: Any) -> None:
+    _, client = endpoint
+    resp, body = _invoke(client, "Ok", {"x": 1})
+    assert resp["StatusCode"] == 200
+    assert "FunctionError" not in resp
+    assert body["event"] == {"x": 1}
+    assert body["function_name"] == "Ok"
+    assert body["arn"] == "arn:aws:lambda:us-east-1:123456789012:function:Ok"
+    assert body["memory"] == 128
+    assert 0 < body["remaining"] <= 900_000
+    assert len(body["request_id"]) == 36
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Ok",
+        "Ok:$LATEST",
+        "arn:aws:lambda:us-east-1:123456789012:function:Ok",
+        "arn:aws:lambda:us-east-1:123456789012:function:Ok:live",
+        "123456789012:function:Ok",
+    ],
+)
+def test_every_function_name_form_lambda_accepts(endpoint: Any, name: str) -> None:
+    _, client = endpoint
+    resp, body = _invoke(client, name, {})
+    assert resp["StatusCode"] == 200
+    assert body["function_name"] == "Ok"
+
+
+def test_function_name_from_path() -> None:
+    assert function_name_from_path("arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3AF") == "F"
+    assert function_name_from_path("F") == "F"
+    assert function_name_from_path("../etc") is None
+
+
+def test_an_exception_is_an_unhandled_function_error_named_after_its_class(endpoint: Any) -> None:
+    _, client = endpoint
+    resp, body = _invoke(client, "Fails", {})
+    assert resp["StatusCode"] == 200
+    assert resp["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "RetryableStepError"
+    assert body["errorMessage"] == "try again later"
+    assert isinstance(body["stackTrace"], list) and body["stackTrace"]
+
+
+def test_none_result_is_json_null(endpoint: Any) -> None:
+    _, client = endpoint
+    resp, body = _invoke(client, "ReturnsNone", {})
+    assert resp["StatusCode"] == 200 and body is None and "FunctionError" not in resp
+
+
+def test_an_unserialisable_result_is_a_marshal_error(endpoint: Any) -> None:
+    _, client = endpoint
+    resp, body = _invoke(client, "NotJson", {})
+    assert resp["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "Runtime.MarshalError"
+
+
+def test_a_handler_past_its_timeout_is_reported_as_lambda_does(endpoint: Any) -> None:
+    _, client = endpoint
+    started = time.monotonic()
+    resp, body = _invoke(client, "Slow", {})
+    assert time.monotonic() - started < 1.9
+    assert resp["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "Sandbox.Timedout"
+    assert "Task timed out after 0.30 seconds" in body["errorMessage"]
+
+
+def test_unknown_function_is_resource_not_found(endpoint: Any) -> None:
+    _, client = endpoint
+    with pytest.raises(client.exceptions.ResourceNotFoundException) as info:
+        client.invoke(FunctionName="Nope", Payload=b"{}")
+    err = info.value.response
+    assert err["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert "Function not found: arn:aws:lambda:us-east-1:123456789012:function:Nope" in err["Error"]["Message"]
+
+
+def test_unknown_function_raw_http_shape(endpoint: Any) -> None:
+    server, _ = endpoint
+    req = urllib.request.Request(
+        f"{server.url}/2015-03-31/functions/Nope/invocations", data=b"{}", method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=10)
+    try:
+        assert info.value.code == 404
+        assert info.value.headers["x-amzn-ErrorType"] == "ResourceNotFoundException"
+        body = json.loads(info.value.read())
+        assert body["Type"] == "User" and "Nope" in body["message"]
+    finally:
+        info.value.close()
+
+
+def test_invalid_json_payload_is_invalid_request_content(endpoint: Any) -> None:
+    _, client = endpoint
+    with pytest.raises(client.exceptions.InvalidRequestContentException):
+        client.invoke(FunctionName="Ok", Payload=b"{not json")
+
+
+def test_event_invocation_returns_202_and_runs_in_the_background(endpoint: Any) -> None:
+    server, client = endpoint
+    resp = client.invoke(FunctionName="Background", InvocationType="Event", Payload=b'{"n": 7}')
+    assert resp["StatusCode"] == 202
+    assert server.got_event.wait(10)
+    assert server.received == [{"n": 7}]
+
+
+def test_dry_run_returns_204(endpoint: Any) -> None:
+    _, client = endpoint
+    assert client.invoke(FunctionName="Ok", InvocationType="DryRun")["StatusCode"] == 204
+
+
+def test_many_concurrent_invocations_are_all_served(endpoint: Any) -> None:
+    """http.server's default backlog (5) dropped invocations under Step Functions' load; ours is 1024."""
+    server, _ = endpoint
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        req = urllib.request.Request(
+            f"{server.url}/2015-03-31/functions/Ok/invocations", data=json.dumps({"i": i}).encode()
+        )
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            body = json.loads(resp.read())
+        with lock:
+            results.append(body["event"]["i"])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == list(range(100))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Stream poller
+
+
+class ScriptedFunction:
+    """A stream function whose answer per call is decided by ``decide(records) -> InvokeResult``."""
+
+    def __init__(self, decide: Callable[[list[dict[str, Any]]], InvokeResult]) -> None:
+        self.decide = decide
+        self.calls: list[list[str]] = []  # the request ids of each delivered batch
+
+    def __call__(self, function_name: str, event: dict[str, Any]) -> InvokeResult:
+        records = event["Records"]
+        self.calls.append([r["dynamodb"]["Keys"]["request_id"]["S"] for r in records])
+        return self.decide(records)
+
+
+@pytest.fixture
+def aws() -> Iterator[dict[str, Any]]:
+    with mock_aws():
+        ddb = boto3.client("dynamodb", **CREDS)
+        ddb.create_table(
+            TableName="requests",
+            AttributeDefinitions=[
+                {"AttributeName": "user_id", "AttributeType": "S"},
+                {"AttributeName": "request_id", "AttributeType": "S"},
+            ],
+            KeySchema=[
+                {"AttributeName": "user_id", "KeyType": "HASH"},
+                {"AttributeName": "request_id", "KeyType": "RANGE"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        )
+        # botocore >= 1.40 resolves account-based stream endpoints (ACCOUNT.streams-ddb.REGION…) that moto
+        # 5.2.5 does not intercept; the classic endpoint works in-process and against moto server alike.
+        streams = boto3.client(
+            "dynamodbstreams", endpoint_url=f"https://streams.dynamodb.{REGION}.amazonaws.com", **CREDS
+        )
+        yield {"dynamodb": ddb, "streams": streams}
+
+
+def _put(ddb: Any, *ids: str) -> None:
+    for rid in ids:
+        ddb.put_item(TableName="requests", Item={"user_id": {"S": "u"}, "request_id": {"S": rid}})
+
+
+def _poller(aws: dict[str, Any], fn: ScriptedFunction, **cfg: Any) -> StreamPoller:
+    config = MappingConfig(function_name="StreamRouter", table_name="requests", **cfg)
+    return StreamPoller(
+        config,
+        dynamodb=aws["dynamodb"],
+        streams=aws["streams"],
+        invoke=fn,
+        on_failure=OnFailureStore(),
+        backoff_base=0.0,
+        backoff_max=0.0,
+    )
+
+
+def _drain(poller: StreamPoller, rounds: int = 200) -> None:
+    for _ in range(rounds):
+        if not poller.poll_once():
+            return
+    raise AssertionError("poller never went idle")
+
+
+def _ok(records: list[dict[str, Any]]) -> InvokeResult:
+    return InvokeResult(ok=True, payload={"batchItemFailures": []})
+
+
+def test_records_arrive_in_order_in_the_lambda_event_shape(aws: dict[str, Any]) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def decide(records: list[dict[str, Any]]) -> InvokeResult:
+        seen.extend(records)
+        return _ok(records)
+
+    fn = ScriptedFunction(decide)
+    poller = _poller(aws, fn, batch_size=2)
+    _put(aws["dynamodb"], "a", "b", "c")
+    _drain(poller)
+    assert fn.calls == [["a", "b"], ["c"]]
+    rec = seen[0]
+    assert rec["eventName"] == "INSERT"
+    assert rec["eventVersion"] == "1.1"
+    assert rec["eventSource"] == "aws:dynamodb"
+    assert rec["awsRegion"] == REGION
+    assert rec["eventSourceARN"] == poller.stream_arn
+    assert rec["dynamodb"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+    assert rec["dynamodb"]["NewImage"]["request_id"] == {"S": "a"}
+    assert isinstance(rec["dynamodb"]["ApproximateCreationDateTime"], float)
+    json.dumps({"Records": seen})  # what goes over HTTP must be JSON
+    seqs = [int(r["dynamodb"]["SequenceNumber"]) for r in seen]
+    assert seqs == sorted(seqs)
+    # More writes later are picked up from where it left off.
+    _put(aws["dynamodb"], "d")
+    _drain(poller)
+    assert fn.calls[-1] == ["d"]
+    assert poller.delivered == 4
+
+
+def test_partial_batch_failure_retries_from_the_lowest_failed_record(aws: dict[str, Any]) -> None:
+    failed_once: set[str] = set()
+
+    def decide(records: list[dict[str, Any]]) -> InvokeResult:
+        failures = []
+        for r in records:
+            rid = r["dynamodb"]["Keys"]["request_id"]["S"]
+            if rid in ("c", "e") and rid not in failed_once:
+                failed_once.add(rid)
+                failures.append({"itemIdentifier": r["dynamodb"]["SequenceNumber"]})
+        return InvokeResult(ok=True, payload={"batchItemFailures": failures})
+
+    fn = ScriptedFunction(decide)
+    poller = _poller(aws, fn, batch_size=10, report_batch_item_failures=True)
+    _put(aws["dynamodb"], "a", "b", "c", "d", "e", "f")
+    _drain(poller)
+    # a, b are checkpointed; the retry starts at c (d, e, f come again: at least once, never skipped).
+    assert fn.calls == [["a", "b", "c", "d", "e", "f"], ["c", "d", "e", "f"]]
+    assert not poller.on_failure.entries
+    delivered = [rid for call in fn.calls for rid in call]
+    assert set(delivered) == set("abcdef")
+
+
+def test_without_report_batch_item_failures_the_response_is_ignored(aws: dict[str, Any]) -> None:
+    def decide(records: list[dict[str, Any]]) -> InvokeResult:
+        return InvokeResult(
+            ok=True, payload={"batchItemFailures": [{"itemIdentifier": records[0]["dynamodb"]["SequenceNumber"]}]}
+        )
+
+    fn = ScriptedFunction(decide)
+    poller = _poller(aws, fn, report_batch_item_failures=False)
+    _put(aws["dynamodb"], "a", "b")
+    _drain(poller)
+    assert fn.calls == [["a", "b"]]
+
+
+def test_an_unknown_item_identifier_fails_the_whole_batch(aws: dict[str, Any]) -> None:
+    answers = iter(
+        [
+            InvokeResult(ok=True, payload={"batchItemFailures": [{"itemIdentifier": "999"}]}),
+            InvokeResult(ok=True, payload={"batchItemFailures": []}),
+        ]
+    )
+    fn = ScriptedFunction(lambda records: next(answers))
+    poller = _poller(aws, fn, report_batch_item_failures=True)
+    _put(aws["dynamodb"], "a", "b")
+    _drain(poller)
+    assert fn.calls == [["a", "b"], ["a", "b"]]
+
+
+def test_a_poison_record_goes_to_the_on_failure_store_after_bounded_retries(aws: dict[str, Any]) -> None:
+    def decide(records: list[dict[str, Any]]) -> InvokeResult:
+        failures = [
+            {"itemIdentifier": r["dynamodb"]["SequenceNumber"]}
+            for r in records
+            if r["dynamodb"]["Keys"]["request_id"]["S"] == "poison"
+        ]
+        return InvokeResult(ok=True, payload={"batchItemFailures": failures})
+
+    fn = ScriptedFunction(decide)
+    poller = _poller(aws, fn, report_batch_item_failures=True, maximum_retry_attempts=2)
+    _put(aws["dynamodb"], "a", "poison", "b")
+    _drain(poller)
+    # 1 attempt + 2 retries, each from the poison record; then it is given up and b continues.
+    assert fn.calls == [["a", "poison", "b"], ["poison", "b"], ["poison", "b"]]
+    entries = poller.on_failure.entries
+    assert len(entries) == 1
+    assert entries[0]["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert entries[0]["requestContext"]["approximateInvokeCount"] == 3
+    assert [r["dynamodb"]["Keys"]["request_id"]["S"] for r in poller.on_failure.records] == ["poison"]
+    # Nothing after it is lost: the next write still flows.
+    _put(aws["dynamodb"], "c")
+    _drain(poller)
+    assert fn.calls[-1] == ["c"]
+
+
+def test_function_errors_bisect_the_batch_down_to_the_poison_record(aws: dict[str, Any]) -> None:
+    def decide(records: list[dict[str, Any]]) -> InvokeResult:
+        if any(r["dynamodb"]["Keys"]["request_id"]["S"] == "poison" for r in records):
+            return InvokeResult(ok=False, payload={"errorType": "ValueError", "errorMessage": "bad"})
+        return _ok(records)
+
+    fn = ScriptedFunction(decide)
+    poller = _poller(
+        aws, fn, batch_size=4, maximum_retry_attempts=1, bisect_batch_on_function_error=True
+    )
+    _put(aws["dynamodb"], "a", "b", "poison", "c")
+    _drain(poller)
+    assert [r["dynamodb"]["Keys"]["request_id"]["S"] for r in poller.on_failure.records] == ["poison"]
+    assert "bad" in poller.on_failure.entries[0]["error"]
+    succeeded = [rid for call in fn.calls for rid in call if "poison" not in call]
+    assert {"a", "b", "c"} <= set(succeeded)
+    assert fn.calls[0] == ["a", "b", "poison", "c"]
+
+
+def test_a_transport_error_never_uses_up_retries_nor_drops_records(aws: dict[str, Any]) -> None:
+    answers = [InvokeResult(ok=False, transport_error="connection refused")] * 5
+    state = {"n": 0}
+
+    def decide(records: list[dict[str, Any]]) -> InvokeResult:
+        state["n"] += 1
+        if state["n"] <= len(answers):
+            return answers[state["n"] - 1]
+        return _ok(records)
+
+    fn = ScriptedFunction(decide)
+    poller = _poller(aws, fn, maximum_retry_attempts=0)
+    poller.backoff_max = 0.0
+    _put(aws["dynamodb"], "a")
+    for _ in range(50):
+        poller.poll_once()
+        if poller.delivered:
+            break
+    assert poller.delivered == 1
+    assert not poller.on_failure.entries
+
+
+def test_filter_criteria_skip_records_without_an_invocation(aws: dict[str, Any]) -> None:
+    fn = ScriptedFunction(_ok)
+    poller = _poller(aws, fn, filters=({"eventName": ["INSERT"]},))
+    _put(aws["dynamodb"], "a")
+    _put(aws["dynamodb"], "a")  # same key: MODIFY
+    _put(aws["dynamodb"], "b")
+    _drain(poller)
+    assert fn.calls == [["a", "b"]]
+    assert poller.filtered_out == 1
+
+
+def test_filter_pattern_subset() -> None:
+    rec = {"eventName": "INSERT", "dynamodb": {"NewImage": {"status": {"S": "PENDING"}, "n": {"N": "5"}}}}
+    assert record_passes_filters(rec, [])
+    assert record_passes_filters(rec, [{"eventName": ["MODIFY"]}, {"eventName": ["INSERT"]}])
+    assert not record_passes_filters(rec, [{"eventName": ["MODIFY"]}])
+    assert record_passes_filters(rec, [{"dynamodb": {"NewImage": {"status": {"S": [{"prefix": "PEN"}]}}}}])
+    assert record_passes_filters(rec, [{"dynamodb": {"OldImage": [{"exists": False}]}}])
+    assert not record_passes_filters(rec, [{"eventName": [{"anything-but": ["INSERT"]}]}])
+    assert record_passes_filters(rec, [{"dynamodb": {"NewImage": {"n": {"N": [{"numeric": [">", 4]}]}}}}])
+
+
+def test_run_and_stop_in_a_thread(aws: dict[str, Any]) -> None:
+    fn = ScriptedFunction(_ok)
+    poller = _poller(aws, fn)
+    poller.poll_interval = 0.02
+    t = threading.Thread(target=poller.run)
+    t.start()
+    try:
+        _put(aws["dynamodb"], "a", "b")
+        deadline = time.monotonic() + 20
+        while poller.delivered < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert poller.delivered == 2
+    finally:
+        poller.stop()
+        t.join(10)
+    assert not t.is_alive()
