@@ -2,7 +2,8 @@
 
 The local stack and the tests create their tables, functions, routes and stream mapping from what this
 module reads, so adding a resource to the template makes it exist locally. CloudFormation short-form tags
-(``!Ref``, ``!Sub``, ``!GetAtt`` …) are loaded as their long-form dicts (``{"Ref": …}``, ``{"Fn::Sub": …}``).
+(``!Ref``, ``!Sub``, ``!GetAtt``, ``!Condition`` …) are loaded as their long-form dicts (``{"Ref": …}``,
+``{"Fn::Sub": …}``, ``{"Condition": …}``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class _CfnLoader(yaml.SafeLoader):
 
 
 def _construct_tag(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if tag_suffix == "Ref" else f"Fn::{tag_suffix}"
+    name = tag_suffix if tag_suffix in ("Ref", "Condition") else f"Fn::{tag_suffix}"
     value: Any
     if isinstance(node, yaml.ScalarNode):
         value = loader.construct_scalar(node)

@@ -1,0 +1,662 @@
+"""infra/template.yaml: lint, SAM transform, least-privilege IAM, and what the code expects to be declared.
+
+Also the readers of ``streamer.template`` that the local stack builds itself from.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamer import template as T
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+TEMPLATE_PATH = INFRA / "template.yaml"
+STATEMACHINES = ROOT / "statemachines"
+ASL_FILES = sorted(STATEMACHINES.glob("*.asl.json"))
+
+HANDLERS = {
+    "ConnectFunction": "streamer.handlers.connect.handler",
+    "DisconnectFunction": "streamer.handlers.disconnect.handler",
+    "RouterFunction": "streamer.handlers.router.handler",
+    "StreamRouterFunction": "streamer.handlers.stream_router.handler",
+    "StepRunnerFunction": "streamer.handlers.step_runner.handler",
+    "NotifyFunction": "streamer.handlers.notify.handler",
+}
+
+# Actions AWS authorizes only on Resource "*" (no resource-level permissions), and so the only ones a
+# statement with Resource "*" may hold:
+RESOURCE_STAR_ALLOWED = {
+    # DynamoDB Streams: ListStreams is not scoped to a table or stream
+    # (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazondynamodb.html).
+    "dynamodb:ListStreams",
+    # CloudWatch Logs vended-log delivery, which Step Functions logging needs
+    # (https://docs.aws.amazon.com/step-functions/latest/dg/cw-logs.html#cloudwatch-iam-policy).
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+}
+
+# AWS managed policies SAM attaches by itself; no other managed policy may appear.
+MANAGED_POLICIES_ALLOWED = {
+    # Lambda writing its own logs (SAM adds it to every function role).
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+    # Tracing: Active / Enabled — X-Ray PutTraceSegments etc. have no resource-level permissions.
+    "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+}
+
+
+@pytest.fixture(scope="module")
+def tpl() -> dict[str, Any]:
+    return T.load_template(TEMPLATE_PATH)
+
+
+@pytest.fixture(scope="module")
+def resources(tpl: dict[str, Any]) -> dict[str, Any]:
+    return tpl["Resources"]  # type: ignore[no-any-return]
+
+
+# ----------------------------------------------------------------------------------------- cfn-lint
+
+
+def _cfn_lint(template: Path) -> None:
+    """No error, warning or informational match. Rules ignored on purpose live in infra/.cfnlintrc (if any),
+    each with a comment why."""
+    rc = INFRA / ".cfnlintrc"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from cfnlint.runner import main; sys.exit(main())",
+            *(["--config-file", str(rc)] if rc.exists() else []),
+            "--format",
+            "json",
+            "--non-zero-exit-code",
+            "informational",
+            "--",
+            str(template),
+        ],
+        cwd=INFRA,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", f"cfn-lint:\n{proc.stdout}\n{proc.stderr}"
+
+
+def test_cfn_lint_reports_nothing() -> None:
+    _cfn_lint(TEMPLATE_PATH)
+
+
+def test_loaded_template_lints_as_well(tpl: dict[str, Any], tmp_path: Path) -> None:
+    """``load_template`` keeps every intrinsic (``!Condition`` included): its JSON, with the ASL files
+    inlined as packaging would, is the same template to cfn-lint."""
+    path = tmp_path / "packaged.json"
+    path.write_text(json.dumps(_sam_input(tpl)), encoding="utf-8")
+    _cfn_lint(path)
+
+
+def test_cfnlintrc_ignores_are_documented() -> None:
+    rc = INFRA / ".cfnlintrc"
+    if not rc.exists():
+        pytest.skip("no infra/.cfnlintrc: no cfn-lint rule is ignored")
+    lines = rc.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r"^\s*-\s*[EWI]\d{4}", line):
+            assert "#" in line or (i > 0 and lines[i - 1].strip().startswith("#")), f"undocumented: {line}"
+
+
+# ----------------------------------------------------------------------------------------- SAM
+
+
+def _sam_input(tpl: dict[str, Any]) -> dict[str, Any]:
+    """What `sam deploy` sends after packaging: S3 code, and the ASL inlined where its file exists."""
+    t = copy.deepcopy(tpl)
+    t["Globals"]["Function"]["CodeUri"] = "s3://streamer-artifacts/lambda.zip"
+    for logical_id, spec in T.state_machines(tpl, TEMPLATE_PATH).items():
+        props = t["Resources"][logical_id]["Properties"]
+        del props["DefinitionUri"]
+        if spec.definition_path.exists():
+            props["Definition"] = json.loads(spec.definition_path.read_text(encoding="utf-8"))
+        else:  # not written yet: an S3 placeholder, as packaging would leave it
+            props["DefinitionUri"] = f"s3://streamer-artifacts/{spec.workflow}.asl.json"
+    return t
+
+
+def _translate(tpl: dict[str, Any], parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    import boto3
+    from samtranslator.parser.parser import Parser
+    from samtranslator.translator.translator import Translator
+
+    # The managed-policy loader is only consulted for policies named by their short name; the template
+    # names none, so an empty map is the whole "fake loader".
+    translator = Translator({}, Parser(), boto_session=boto3.session.Session(region_name="us-east-1"))
+    out: dict[str, Any] = translator.translate(
+        _sam_input(tpl), parameters or {}, get_managed_policy_map=lambda: {}
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def translated(tpl: dict[str, Any]) -> dict[str, Any]:
+    return _translate(tpl)
+
+
+def test_sam_transform_succeeds(translated: dict[str, Any]) -> None:
+    types = {r["Type"] for r in translated["Resources"].values()}
+    assert "AWS::Lambda::Function" in types
+    assert "AWS::StepFunctions::StateMachine" in types
+    assert not any(t.startswith("AWS::Serverless::") for t in types)
+    for logical_id in HANDLERS:
+        fn = translated["Resources"][logical_id]
+        assert fn["Type"] == "AWS::Lambda::Function"
+        assert fn["Properties"]["Runtime"] == "python3.12"
+        assert fn["Properties"]["Architectures"] == ["arm64"]
+        assert fn["Properties"]["TracingConfig"] == {"Mode": "Active"}
+
+
+def test_sam_transform_with_a_secret(tpl: dict[str, Any]) -> None:
+    params = {"JwtSecretArn": "arn:aws:ssm:us-east-1:123456789012:parameter/streamer/jwt"}
+    assert "ConnectFunctionRole" in _translate(tpl, params)["Resources"]
+
+
+# ----------------------------------------------------------------------------------------- IAM
+
+
+def _statements(node: Any) -> Iterator[dict[str, Any]]:
+    """Every policy statement under ``node``, both branches of ``Fn::If`` included."""
+    if isinstance(node, dict):
+        if "Effect" in node and ("Action" in node or "NotAction" in node):
+            yield node
+            return
+        for value in node.values():
+            yield from _statements(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _statements(value)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _roles(translated: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: r for k, r in translated["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
+
+
+def _role_statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(_statements(role["Properties"].get("Policies", [])))
+
+
+def test_every_function_and_state_machine_has_its_own_role(translated: dict[str, Any]) -> None:
+    roles = _roles(translated)
+    for logical_id in [*HANDLERS, *T.state_machines(None, TEMPLATE_PATH)]:
+        assert f"{logical_id}Role" in roles
+
+
+def test_no_wildcard_actions(translated: dict[str, Any]) -> None:
+    for name, role in _roles(translated).items():
+        for st in _role_statements(role):
+            assert "NotAction" not in st and "NotResource" not in st, (name, st)
+            assert st["Effect"] == "Allow", (name, st)
+            for action in _as_list(st["Action"]):
+                assert isinstance(action, str) and "*" not in action, (name, action)
+
+
+def test_resource_star_only_where_aws_has_no_resource_level_permissions(translated: dict[str, Any]) -> None:
+    for name, role in _roles(translated).items():
+        for st in _role_statements(role):
+            if "*" in _as_list(st["Resource"]):
+                extra = set(_as_list(st["Action"])) - RESOURCE_STAR_ALLOWED
+                assert not extra, f"{name}: Resource '*' for {sorted(extra)}"
+
+
+def test_only_expected_managed_policies(translated: dict[str, Any]) -> None:
+    for name, role in _roles(translated).items():
+        arns = set(role["Properties"].get("ManagedPolicyArns", []))
+        assert arns <= MANAGED_POLICIES_ALLOWED, (name, arns - MANAGED_POLICIES_ALLOWED)
+
+
+def _grants(translated: dict[str, Any], role: str) -> set[tuple[str, str]]:
+    """``{(action, resource)}`` of a role, resources rendered compactly (``ConnectionsTable.Arn`` …)."""
+
+    def render(resource: Any) -> str:
+        if isinstance(resource, str):
+            return resource
+        if "Fn::GetAtt" in resource:
+            return ".".join(resource["Fn::GetAtt"])
+        if "Ref" in resource:
+            return "Ref:" + resource["Ref"]
+        if "Fn::Sub" in resource:
+            sub = resource["Fn::Sub"]
+            return sub if isinstance(sub, str) else sub[0] + json.dumps(sub[1], sort_keys=True)
+        return json.dumps(resource, sort_keys=True)
+
+    out: set[tuple[str, str]] = set()
+    for st in _role_statements(_roles(translated)[role]):
+        for action in _as_list(st["Action"]):
+            for resource in _as_list(st["Resource"]):
+                out.add((action, render(resource)))
+    return out
+
+
+EXECUTE_API = (
+    "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${WebSocketApi}/${StageName}"
+    "/POST/@connections/*"
+)
+EXECUTIONS = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${AWS::StackName}-*:*"
+STATE_MACHINES = (
+    "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:${AWS::StackName}-*"
+)
+BY_USER = "${ConnectionsTable.Arn}/index/by_user"
+CONN, REQ, EVT = "ConnectionsTable.Arn", "RequestsTable.Arn", "EventsTable.Arn"
+# An event is appended with TransactWriteItems: authorized per item action (there is no IAM action
+# dynamodb:TransactWriteItems).
+EVENT_WRITER = {
+    (a, EVT) for a in ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query")
+} | {("dynamodb:ConditionCheckItem", EVT)}
+PUSHER = {
+    ("dynamodb:Query", BY_USER),
+    ("dynamodb:DeleteItem", CONN),  # gone (410) connections are removed while pushing
+    ("execute-api:ManageConnections", EXECUTE_API),
+}
+
+EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
+    "ConnectFunction": {
+        ("dynamodb:PutItem", CONN),
+        ("ssm:GetParameter", "Ref:JwtSecretArn"),  # only when JwtSecretArn is an SSM parameter
+        ("secretsmanager:GetSecretValue", "Ref:JwtSecretArn"),  # only when it is a secret
+        ("kms:Decrypt", "Ref:JwtSecretKmsKeyArn"),  # only with a customer-managed key
+    },
+    "DisconnectFunction": {("dynamodb:GetItem", CONN), ("dynamodb:DeleteItem", CONN)},
+    "RouterFunction": {
+        ("dynamodb:GetItem", CONN),
+        ("dynamodb:UpdateItem", CONN),
+        ("dynamodb:DeleteItem", CONN),
+        ("dynamodb:Query", BY_USER),
+        ("dynamodb:GetItem", REQ),
+        ("dynamodb:PutItem", REQ),
+        ("dynamodb:UpdateItem", REQ),
+        ("execute-api:ManageConnections", EXECUTE_API),
+        ("states:StopExecution", EXECUTIONS),
+        ("states:DescribeExecution", EXECUTIONS),
+    }
+    | EVENT_WRITER,
+    "StreamRouterFunction": {
+        ("dynamodb:DescribeStream", "RequestsTable.StreamArn"),
+        ("dynamodb:GetRecords", "RequestsTable.StreamArn"),
+        ("dynamodb:GetShardIterator", "RequestsTable.StreamArn"),
+        ("dynamodb:ListStreams", "*"),
+        ("dynamodb:GetItem", REQ),
+        ("dynamodb:UpdateItem", REQ),
+        ("states:StartExecution", STATE_MACHINES),
+        ("states:StopExecution", EXECUTIONS),
+        ("sqs:SendMessage", "StreamDeadLetterQueue.Arn"),
+    }
+    | EVENT_WRITER
+    | PUSHER,
+    "StepRunnerFunction": {("dynamodb:GetItem", REQ)} | EVENT_WRITER | PUSHER,
+    "NotifyFunction": {("dynamodb:GetItem", REQ), ("dynamodb:UpdateItem", REQ)} | EVENT_WRITER | PUSHER,
+}
+
+
+@pytest.mark.parametrize("function", sorted(EXPECTED_GRANTS))
+def test_function_grants_are_exactly_what_it_uses(translated: dict[str, Any], function: str) -> None:
+    assert _grants(translated, f"{function}Role") == EXPECTED_GRANTS[function]
+
+
+def test_jwt_secret_grants_are_conditional(translated: dict[str, Any]) -> None:
+    policies = _roles(translated)["ConnectFunctionRole"]["Properties"]["Policies"]
+    conditional = {p["Fn::If"][0] for p in policies if "Fn::If" in p}
+    assert conditional == {"JwtSecretInSsm", "JwtSecretInSecretsManager", "HasJwtSecretKmsKey"}
+
+
+@pytest.mark.parametrize(
+    ("arn", "service"),
+    [
+        ("", ""),
+        ("arn:aws:ssm:eu-west-1:123456789012:parameter/streamer/jwt", "ssm"),
+        ("arn:aws:secretsmanager:eu-west-1:123456789012:secret:streamer-jwt-AbCdEf", "secretsmanager"),
+    ],
+)
+def test_jwt_secret_service_condition(tpl: dict[str, Any], arn: str, service: str) -> None:
+    """The conditions pick the service out of the ARN, and stay valid for an empty parameter."""
+    expr = tpl["Conditions"]["JwtSecretInSsm"]["Fn::Equals"][0]
+    assert T.resolve_intrinsics(expr, {"JwtSecretArn": arn}) == service
+    pattern = tpl["Parameters"]["JwtSecretArn"]["AllowedPattern"]
+    assert re.match(pattern, arn)
+
+
+def test_state_machine_roles_invoke_only_the_two_functions(translated: dict[str, Any]) -> None:
+    for logical_id in T.state_machines(None, TEMPLATE_PATH):
+        statements = _role_statements(_roles(translated)[f"{logical_id}Role"])
+        invoked = {
+            st["Resource"]["Fn::Sub"][1]["functionName"]["Ref"]
+            for st in statements
+            if "lambda:InvokeFunction" in _as_list(st["Action"])
+        }
+        assert invoked == {"StepRunnerFunction", "NotifyFunction"}
+        actions = {a for st in statements for a in _as_list(st["Action"])}
+        assert {a for a in actions if not a.startswith("logs:")} == {"lambda:InvokeFunction"}
+
+
+# ----------------------------------------------------------------------------------------- declared
+
+
+def test_functions_and_handlers(tpl: dict[str, Any]) -> None:
+    specs = T.functions(tpl)
+    assert {k: s.handler for k, s in specs.items()} == HANDLERS
+    assert specs["RouterFunction"].timeout == 10
+    assert specs["StepRunnerFunction"].timeout == 900
+    for spec in specs.values():
+        assert spec.runtime == "python3.12"
+        assert spec.architectures == ("arm64",)
+        assert spec.module.startswith("streamer.handlers.") and spec.attribute == "handler"
+        env = spec.environment
+        assert env["STREAMER_CONNECTIONS_TABLE"] == {"Ref": "ConnectionsTable"}
+        assert env["STREAMER_REQUESTS_TABLE"] == {"Ref": "RequestsTable"}
+        assert env["STREAMER_EVENTS_TABLE"] == {"Ref": "EventsTable"}
+        assert {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_LOG_LEVEL", "STREAMER_APIGW_ENDPOINT"} <= set(env)
+        assert {
+            "STREAMER_JWT_ALGORITHMS",
+            "STREAMER_JWT_SECRET_ARN",
+            "STREAMER_JWT_JWKS_URL",
+            "STREAMER_JWT_ISSUER",
+            "STREAMER_JWT_AUDIENCE",
+        } <= set(env)
+
+
+def test_environment_resolves_to_what_the_code_reads(tpl: dict[str, Any]) -> None:
+    env = T.resolve_intrinsics(
+        T.functions(tpl)["RouterFunction"].environment,
+        {
+            **T.parameter_defaults(tpl),
+            "AWS::Partition": "aws",
+            "AWS::Region": "eu-west-1",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::AccountId": "123456789012",
+            "AWS::StackName": "streamer",
+            "WebSocketApi": "abc123",
+            "ConnectionsTable": "c",
+            "RequestsTable": "r",
+            "EventsTable": "e",
+        },
+    )
+    assert env["STREAMER_APIGW_ENDPOINT"] == "https://abc123.execute-api.eu-west-1.amazonaws.com/prod"
+    prefix = env["STREAMER_STATE_MACHINE_ARN_PREFIX"]
+    assert prefix == "arn:aws:states:eu-west-1:123456789012:stateMachine:streamer-"
+    # Each state machine's Name is the prefix's tail + its workflow, so prefix + workflow is its ARN.
+    for spec in T.state_machines(tpl, TEMPLATE_PATH).values():
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", spec.workflow)
+
+    from streamer.config import Settings
+
+    settings = Settings.from_env(env)
+    assert (settings.connections_table, settings.requests_table, settings.events_table) == ("c", "r", "e")
+    assert settings.state_machine_arn("echo") == prefix + "echo"
+
+
+def test_tables_keep_their_key_schemas(tpl: dict[str, Any]) -> None:
+    tables = T.table_definitions(tpl)
+    assert set(tables) == {"ConnectionsTable", "RequestsTable", "EventsTable"}
+    assert tables["ConnectionsTable"]["KeySchema"] == [{"AttributeName": "connection_id", "KeyType": "HASH"}]
+    gsi = tables["ConnectionsTable"]["GlobalSecondaryIndexes"]
+    assert [(g["IndexName"], g["KeySchema"]) for g in gsi] == [
+        ("by_user", [{"AttributeName": "user_id", "KeyType": "HASH"}])
+    ]
+    assert tables["RequestsTable"]["KeySchema"] == [
+        {"AttributeName": "user_id", "KeyType": "HASH"},
+        {"AttributeName": "request_id", "KeyType": "RANGE"},
+    ]
+    assert tables["RequestsTable"]["StreamSpecification"] == {
+        "StreamEnabled": True,
+        "StreamViewType": "NEW_AND_OLD_IMAGES",
+    }
+    assert tables["EventsTable"]["KeySchema"] == [
+        {"AttributeName": "request_key", "KeyType": "HASH"},
+        {"AttributeName": "seq", "KeyType": "RANGE"},
+    ]
+    for spec in tables.values():
+        assert spec["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+
+
+def test_websocket_routes(tpl: dict[str, Any], resources: dict[str, Any]) -> None:
+    assert T.websocket_routes(tpl) == {
+        "$connect": "ConnectFunction",
+        "$disconnect": "DisconnectFunction",
+        "$default": "RouterFunction",
+    }
+    assert T.route_selection_expression(tpl) == "$request.body.action"
+    for res in resources.values():
+        if res["Type"] == "AWS::ApiGatewayV2::Route":
+            assert res["Properties"]["AuthorizationType"] == "NONE"  # $connect checks the JWT itself
+        if res["Type"] == "AWS::ApiGatewayV2::Integration":
+            assert res["Properties"]["IntegrationType"] == "AWS_PROXY"
+    stage = resources["Stage"]["Properties"]
+    assert stage["AutoDeploy"] is True
+    assert {"ThrottlingRateLimit", "ThrottlingBurstLimit"} <= set(stage["DefaultRouteSettings"])
+    permissions = {
+        res["Properties"]["FunctionName"]["Ref"]
+        for res in resources.values()
+        if res["Type"] == "AWS::Lambda::Permission"
+        and res["Properties"]["Principal"] == "apigateway.amazonaws.com"
+    }
+    assert permissions == set(T.websocket_routes(tpl).values())
+
+
+def test_stream_mapping(tpl: dict[str, Any], resources: dict[str, Any]) -> None:
+    assert T.stream_mappings(tpl) == [
+        T.StreamMapping(
+            function="StreamRouterFunction",
+            table="RequestsTable",
+            batch_size=10,
+            maximum_retry_attempts=5,
+            bisect_batch_on_function_error=True,
+            function_response_types=("ReportBatchItemFailures",),
+        )
+    ]
+    (esm,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    assert esm["StartingPosition"] == "TRIM_HORIZON"
+    assert esm["MaximumRecordAgeInSeconds"] > 0
+    # Nothing is silently dropped: what exhausts its retries goes to a queue kept for 14 days.
+    dlq = esm["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+    assert resources[dlq]["Type"] == "AWS::SQS::Queue"
+    assert resources[dlq]["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+
+
+def test_state_machines_are_wired_to_the_step_runner_and_notify(
+    tpl: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    machines = T.state_machines(tpl, TEMPLATE_PATH)
+    assert {m.workflow for m in machines.values()} >= {"echo", "textstats"}
+    for logical_id, spec in machines.items():
+        assert spec.substitutions == {
+            "StepRunnerFunctionArn": "StepRunnerFunction",
+            "NotifyFunctionArn": "NotifyFunction",
+        }
+        assert spec.definition_path == STATEMACHINES / f"{spec.workflow}.asl.json"
+        props = resources[logical_id]["Properties"]
+        assert props["Logging"]["Level"] == "ALL"
+        assert props["Tracing"] == {"Enabled": True}
+
+
+def test_outputs(tpl: dict[str, Any]) -> None:
+    outputs = tpl["Outputs"]
+    assert outputs["WebSocketUrl"]["Value"]["Fn::Sub"].startswith("wss://${WebSocketApi}.execute-api.")
+    assert "ManagementApiEndpoint" in outputs
+    for logical_id in T.state_machines(tpl, TEMPLATE_PATH):
+        assert "/states/home" in outputs[f"{logical_id}ConsoleUrl"]["Value"]["Fn::Sub"]
+    for table in T.table_definitions(tpl):
+        assert "/dynamodbv2/home" in outputs[f"{table}ConsoleUrl"]["Value"]["Fn::Sub"]
+
+
+# ----------------------------------------------------------------------------------------- statemachines/
+
+
+def _asl_params() -> list[Any]:
+    if not ASL_FILES:
+        return [pytest.param(None, marks=pytest.mark.skip(reason="statemachines/ has no *.asl.json yet"))]
+    return [pytest.param(p, id=p.name) for p in ASL_FILES]
+
+
+@pytest.mark.parametrize("asl", _asl_params())
+def test_every_asl_file_has_a_state_machine(tpl: dict[str, Any], asl: Path) -> None:
+    by_path = {spec.definition_path: spec for spec in T.state_machines(tpl, TEMPLATE_PATH).values()}
+    spec = by_path.get(asl.resolve())
+    assert spec is not None, f"no AWS::Serverless::StateMachine has DefinitionUri ../statemachines/{asl.name}"
+    assert asl.name == f"{spec.workflow}.asl.json"
+    # Every ${Var} the definition uses is substituted by the template.
+    used = set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", asl.read_text(encoding="utf-8")))
+    unsubstituted = sorted(used - set(spec.substitutions))
+    assert not unsubstituted, f"{asl.name}: {unsubstituted} are not in DefinitionSubstitutions"
+
+
+def test_every_state_machine_has_its_asl_file(tpl: dict[str, Any]) -> None:
+    missing = sorted(
+        str(spec.definition_path.relative_to(ROOT))
+        for spec in T.state_machines(tpl, TEMPLATE_PATH).values()
+        if not spec.definition_path.exists()
+    )
+    if missing and not ASL_FILES:
+        pytest.skip(f"statemachines/ is empty for now; the template expects {missing}")
+    assert not missing
+
+
+# ----------------------------------------------------------------------------------------- readers
+
+
+def test_readers_default_to_the_checkout_template() -> None:
+    assert T.default_template_path() == TEMPLATE_PATH
+    assert set(T.functions()) == set(HANDLERS)
+    assert T.websocket_routes()["$default"] == "RouterFunction"
+    assert T.stream_mappings()[0].table == "RequestsTable"
+    assert set(T.state_machines()) == set(T.state_machines(None, TEMPLATE_PATH))
+
+
+SYNTHETIC = """
+Transform: AWS::Serverless-2016-10-31
+Globals:
+  Function:
+    Timeout: 7
+    Environment: { Variables: { A: "1", B: !Ref Table } }
+Resources:
+  Table:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      KeySchema: [{ AttributeName: k, KeyType: HASH }]
+      StreamSpecification: { StreamViewType: NEW_IMAGE }
+  Api:
+    Type: AWS::ApiGatewayV2::Api
+    Properties: { ProtocolType: WEBSOCKET, RouteSelectionExpression: "$request.body.type" }
+  Integ:
+    Type: AWS::ApiGatewayV2::Integration
+    Properties:
+      ApiId: !Ref Api
+      IntegrationType: AWS_PROXY
+      IntegrationUri: !Join ["", ["arn:aws:apigateway:r:lambda:path/fns/", !GetAtt Fn.Arn, "/invocations"]]
+  Route:
+    Type: AWS::ApiGatewayV2::Route
+    Properties: { ApiId: !Ref Api, RouteKey: ping, Target: !Join ["/", [integrations, !Ref Integ]] }
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: pkg.mod.fn
+      MemorySize: 2048
+      Environment: { Variables: { B: override, C: !Sub "${AWS::Region}-x" } }
+      Events:
+        S:
+          Type: DynamoDB
+          Properties: { Stream: !GetAtt Table.StreamArn, StartingPosition: LATEST, BatchSize: 3 }
+        Q:
+          Type: SQS
+          Properties: { Queue: arn:aws:sqs:r:1:q }
+  Plain:
+    Type: AWS::Lambda::Function
+    Properties: { Handler: a.b }
+  Machine:
+    Type: AWS::Serverless::StateMachine
+    Properties:
+      Name: !Sub "${AWS::StackName}-flow"
+      DefinitionUri: sm/flow.json
+      DefinitionSubstitutions: { FnArn: !GetAtt Fn.Arn, PlainArn: !Ref Plain }
+"""
+
+
+def test_readers_on_a_synthetic_template(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(SYNTHETIC, encoding="utf-8")
+    tpl = T.load_template(path)
+    fns = T.functions(tpl)
+    assert fns["Fn"] == T.FunctionSpec(
+        handler="pkg.mod.fn",
+        timeout=7,
+        memory=2048,
+        environment={"A": "1", "B": "override", "C": {"Fn::Sub": "${AWS::Region}-x"}},
+    )
+    assert fns["Plain"] == T.FunctionSpec(handler="a.b", timeout=3, memory=128)  # no Globals, Lambda defaults
+    assert T.websocket_routes(tpl) == {"ping": "Fn"}
+    assert T.route_selection_expression(tpl) == "$request.body.type"
+    assert T.stream_mappings(tpl) == [T.StreamMapping("Fn", "Table", 3, -1, False, ())]
+    assert T.state_machines(tpl, path) == {
+        "Machine": T.StateMachineSpec(
+            "flow", tmp_path / "sm" / "flow.json", {"FnArn": "Fn", "PlainArn": "Plain"}
+        )
+    }
+
+
+def test_state_machine_name_must_carry_the_stack_prefix(tmp_path: Path) -> None:
+    tpl = T.load_template(_write(tmp_path, SYNTHETIC.replace('"${AWS::StackName}-flow"', "flow")))
+    with pytest.raises(ValueError, match="Name must be"):
+        T.state_machines(tpl, tmp_path / "t.yaml")
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "t.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_resolve_intrinsics() -> None:
+    refs = {"AWS::Region": "eu-west-1", "Api": "abc", "Fn.Arn": "arn:fn", "P": "a,b"}
+    assert T.resolve_intrinsics({"Fn::Sub": "wss://${Api}.${AWS::Region}/${!Literal}"}, refs) == (
+        "wss://abc.eu-west-1/${Literal}"
+    )
+    assert T.resolve_intrinsics({"Fn::Sub": ["${X}-${Api}", {"X": {"Ref": "P"}}]}, refs) == "a,b-abc"
+    assert T.resolve_intrinsics({"Fn::GetAtt": ["Fn", "Arn"]}, refs) == "arn:fn"
+    assert T.resolve_intrinsics({"Fn::Join": ["/", ["x", {"Ref": "Api"}]]}, refs) == "x/abc"
+    assert T.resolve_intrinsics({"Fn::Select": [1, {"Fn::Split": [",", {"Ref": "P"}]}]}, refs) == "b"
+    assert T.resolve_intrinsics({"K": [{"Ref": "Api"}, 3]}, refs) == {"K": ["abc", 3]}
+    with pytest.raises(KeyError):
+        T.resolve_intrinsics({"Ref": "Missing"}, refs)
+    with pytest.raises(ValueError, match="Fn::If"):
+        T.resolve_intrinsics({"Fn::If": ["C", 1, 2]}, refs)
+
+
+def test_short_form_tags_load_as_long_form(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "Conditions:\n  A: !Equals [x, y]\n  B: !And [!Condition A, !Not [!Condition A]]\n"
+        "Resources:\n  R: { Type: X, Properties: { P: !GetAtt Fn.Arn, Q: !Ref Y, S: !Sub '${Y}' } }\n",
+    )
+    tpl = T.load_template(path)
+    assert tpl["Conditions"]["B"] == {"Fn::And": [{"Condition": "A"}, {"Fn::Not": [{"Condition": "A"}]}]}
+    assert tpl["Resources"]["R"]["Properties"] == {
+        "P": {"Fn::GetAtt": ["Fn", "Arn"]},
+        "Q": {"Ref": "Y"},
+        "S": {"Fn::Sub": "${Y}"},
+    }
