@@ -126,7 +126,9 @@ def load_plugins(pm: pluggy.PluginManager, group: str = ENTRYPOINT_GROUP) -> lis
         except Exception as exc:
             pm.set_blocked(name)  # a half-registered plugin is worse than none
             errors.append(
-                PluginError(f"plugin {name!r} (distribution {dist}) failed to load: {type(exc).__name__}: {exc}")
+                PluginError(
+                    f"plugin {name!r} (distribution {dist}) failed to load: {type(exc).__name__}: {exc}"
+                )
             )
     errors.extend(_drop_pending(pm))
     _ERRORS.setdefault(pm, []).extend(errors)

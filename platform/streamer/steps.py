@@ -227,7 +227,7 @@ class StepContext:
         return self.attempt - 1
 
     def progress(self, percent: int | float, message: str = "") -> None:
-        """Report progress: ``percent`` is rounded and clamped to 0–100, ``message`` cut to 1000 chars.
+        """Report progress: ``percent`` is rounded and clamped to 0-100, ``message`` cut to 1000 chars.
 
         Cheap to call often: events are throttled (one per ``STREAMER_PROGRESS_INTERVAL_MS``, latest value
         wins, the last one is always delivered).
@@ -308,7 +308,9 @@ def run_step(
         try:
             arg: Any = step.input_model.model_validate(ev.input)
         except ValidationError as exc:
-            raise StepFailedError(f"invalid input for step {step.name!r}: {_validation_summary(exc)}") from None
+            raise StepFailedError(
+                f"invalid input for step {step.name!r}: {_validation_summary(exc)}"
+            ) from None
     else:
         arg = ev.input
 
@@ -321,7 +323,9 @@ def run_step(
         clock=clock,
         scheduler=scheduler,
     )
-    ctx = StepContext(request=ref, step=step.name, attempt=ev.attempt + 1, report=throttle.report, logger=logger)
+    ctx = StepContext(
+        request=ref, step=step.name, attempt=ev.attempt + 1, report=throttle.report, logger=logger
+    )
     started = time.monotonic()
     try:
         result = step.func(arg, ctx)
@@ -358,6 +362,9 @@ def run_step(
         )
     ctx.logger.info(
         "step finished",
-        extra={"duration_ms": round((time.monotonic() - started) * 1000, 1), "progress_events": throttle.sent},
+        extra={
+            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            "progress_events": throttle.sent,
+        },
     )
     return output

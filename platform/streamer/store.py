@@ -249,7 +249,7 @@ class TerminalAlreadyError(StoreError):
 
 
 class EventStore(_Lazy):
-    """``events`` table: the per-request event log with gap-free ``seq`` (head item at ``seq = 0``)."""
+    """``events`` table: the per-request event log with gap-free ``seq``."""
 
     def __init__(
         self,
@@ -267,13 +267,18 @@ class EventStore(_Lazy):
         self._sleep = sleep
 
     def last_seq(self, request_key: str) -> int:
-        resp = self.client.get_item(
+        """The highest stored seq of the request (0 when it has no event yet)."""
+        resp = self.client.query(
             TableName=self.table,
-            Key={"request_key": {"S": request_key}, "seq": {"N": "0"}},
+            KeyConditionExpression="request_key = :k",
+            ExpressionAttributeValues={":k": {"S": request_key}},
+            ProjectionExpression="seq",
+            ScanIndexForward=False,
+            Limit=1,
             ConsistentRead=True,
         )
-        item = resp.get("Item")
-        return int(item["last_seq"]["N"]) if item else 0
+        items = resp.get("Items", [])
+        return int(items[0]["seq"]["N"]) if items else 0
 
     def append(
         self,
@@ -283,58 +288,45 @@ class EventStore(_Lazy):
         *,
         also: list[dict[str, Any]] | None = None,
     ) -> RequestEvent:
-        """Append one event; ``make_body(seq)`` builds it once its seq is known.
+        """Append one event at the next free seq; ``make_body(seq)`` builds it once its seq is known.
 
-        One transaction: the head moves from ``prev`` to ``prev + 1`` (condition ``last_seq = prev``) and
-        the event is put (condition: absent). ``also`` adds items to the same transaction (e.g. the
-        request's terminal update); if one of those fails its condition, :class:`TerminalAlreadyError`.
-        Contention (another writer took ``prev + 1``) is retried with jittered backoff.
+        The event item *is* the claim on its seq: a put conditioned on the slot being free, so seqs are
+        gap-free and a seq always carries one event, with no counter to fall out of step. Contention
+        (another writer took the slot) re-reads the tail and retries with jittered backoff.
+        ``also`` makes the put one transaction with other writes (a request's terminal update); when
+        one of those fails its condition, :class:`TerminalAlreadyError` and nothing is written.
         """
         extra = also or []
         for attempt in range(self.max_attempts):
-            prev = self.last_seq(request_key)
-            seq = prev + 1
+            seq = self.last_seq(request_key) + 1
             body = make_body(seq)
-            head_update: dict[str, Any] = {
-                "Update": {
-                    "TableName": self.table,
-                    "Key": {"request_key": {"S": request_key}, "seq": {"N": "0"}},
-                    "UpdateExpression": "SET last_seq = :n, expires_at = :exp",
-                    "ConditionExpression": "attribute_not_exists(last_seq) OR last_seq = :prev"
-                    if prev == 0
-                    else "last_seq = :prev",
-                    "ExpressionAttributeValues": {
-                        ":n": {"N": str(seq)},
-                        ":prev": {"N": str(prev)},
-                        ":exp": {"N": str(now + self.ttl_seconds)},
-                    },
-                }
-            }
-            put_event = {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": _to_ddb(
-                        {
-                            "request_key": request_key,
-                            "seq": seq,
-                            "body": json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-                            "created_at": now,
-                            "expires_at": now + self.ttl_seconds,
-                        }
-                    ),
-                    "ConditionExpression": "attribute_not_exists(seq)",
-                }
+            put: dict[str, Any] = {
+                "TableName": self.table,
+                "Item": _to_ddb(
+                    {
+                        "request_key": request_key,
+                        "seq": seq,
+                        "body": json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+                        "created_at": now,
+                        "expires_at": now + self.ttl_seconds,
+                    }
+                ),
+                "ConditionExpression": "attribute_not_exists(seq)",
             }
             try:
-                items: Any = [head_update, put_event, *extra]
-                self.client.transact_write_items(TransactItems=items)
+                if extra:
+                    items: Any = [{"Put": put}, *extra]
+                    self.client.transact_write_items(TransactItems=items)
+                else:
+                    self.client.put_item(**put)
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                code = exc.response.get("Error", {}).get("Code")
+                if code == "TransactionCanceledException":
+                    reasons = exc.response.get("CancellationReasons") or []
+                    if any(r.get("Code") == "ConditionalCheckFailed" for r in reasons[1:]):
+                        raise TerminalAlreadyError(f"request {request_key} already ended") from exc
+                elif code != "ConditionalCheckFailedException":
                     raise
-                reasons = exc.response.get("CancellationReasons") or []
-                codes = [r.get("Code", "None") for r in reasons]
-                if any(c == "ConditionalCheckFailed" for c in codes[2:]):
-                    raise TerminalAlreadyError(f"request {request_key} already ended") from exc
                 self._sleep(min(0.2, 0.005 * (2 ** min(attempt, 6))) * random.random())
                 continue
             return RequestEvent(request_key=request_key, seq=seq, body=body, created_at=now)

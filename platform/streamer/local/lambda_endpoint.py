@@ -389,6 +389,25 @@ def serve_in_thread(
     return server, server.url
 
 
+def watch_stdin(on_eof: Callable[[], None]) -> threading.Thread:
+    """Call ``on_eof`` when stdin reaches end of file: the supervisor holds the other end of that pipe, so
+    this fires when it exits, even by SIGKILL (no orphaned child keeps a port)."""
+
+    def run() -> None:
+        # os.read on the raw descriptor: a daemon thread blocked in a buffered read would abort the
+        # interpreter at exit ("could not acquire lock for <stdin>").
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        on_eof()
+
+    t = threading.Thread(target=run, name="watch-stdin", daemon=True)
+    t.start()
+    return t
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m streamer.local.lambda_endpoint``: serve the template's functions until SIGINT/SIGTERM."""
     import signal
@@ -402,12 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--template", default=None, help="default: infra/template.yaml")
     parser.add_argument("--no-preload", action="store_true", help="import handlers on first use")
     parser.add_argument("--log-level", default=os.environ.get("STREAMER_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes (parent gone)")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s [lambda] %(name)s: %(message)s",
-    )
+    from streamer.local._logging import configure_logging
+
+    configure_logging("lambda", args.log_level, args.log_format)
 
     # The environment (tables, endpoints, secrets) is set by the supervisor, resolved from the template.
     specs = function_specs_from_template(load_template(args.template))
@@ -426,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if args.watch_stdin:
+        watch_stdin(lambda: stop(0, None))
     print(f"lambda endpoint ready {server.url} functions={','.join(sorted(specs))}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)

@@ -158,14 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, default=None, help="serve on this inherited listening socket")
     parser.add_argument("--lambda-endpoint", default=None, help="URL of the Lambda Invoke endpoint")
     parser.add_argument("--log-level", default=os.environ.get("STREAMER_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes (parent gone)")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s [moto] %(name)s: %(message)s",
-    )
-    # werkzeug logs every request at INFO: keep that for --log-level DEBUG only.
-    logging.getLogger("werkzeug").setLevel(max(logging.WARNING, logging.getLogger().level))
+    from streamer.local._logging import configure_logging
+
+    configure_logging("moto", args.log_level, args.log_format)
 
     if args.fd is not None:
         sock = socket.socket(fileno=args.fd)
@@ -187,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if args.watch_stdin:
+        from streamer.local.lambda_endpoint import watch_stdin
+
+        watch_stdin(lambda: stop(0, None))
     print(f"moto server ready http://{host}:{port}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)

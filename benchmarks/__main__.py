@@ -1,0 +1,142 @@
+"""``make bench`` / ``python -m benchmarks [NAME ...]``.
+
+Machines here are noisy (2 shared cores), so no benchmark prints an absolute verdict: each measures a
+baseline in the same process, interleaved with the subject, and reports the subject/baseline ratio of
+medians. Absolute numbers are printed for context only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+
+RESULTS: list[dict[str, Any]] = []
+
+
+def interleaved(baseline: Callable[[], None], subject: Callable[[], None], rounds: int, inner: int
+                ) -> tuple[float, float]:
+    """Median seconds per call of each, alternating rounds so drift hits both alike."""
+    b, s = [], []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for _ in range(inner):
+            baseline()
+        b.append((time.perf_counter() - t) / inner)
+        t = time.perf_counter()
+        for _ in range(inner):
+            subject()
+        s.append((time.perf_counter() - t) / inner)
+    return statistics.median(b), statistics.median(s)
+
+
+def report(name: str, baseline_name: str, base: float, subj: float, unit: str = "s") -> None:
+    ratio = subj / base if base else float("inf")
+    RESULTS.append({"benchmark": name, "baseline": baseline_name, "baseline_value": base,
+                    "subject_value": subj, "ratio": ratio, "unit": unit})
+    fmt = (lambda v: f"{v * 1e6:9.1f} µs") if unit == "s" else (lambda v: f"{v / 1024:9.1f} KiB")
+    print(f"{name:<38} {fmt(subj)}  vs {baseline_name:<28} {fmt(base)}  ratio {ratio:6.2f}x", flush=True)
+
+
+def _service() -> Any:
+    import boto3
+
+    from streamer.config import Settings
+    from streamer.connections import ConnectionManager
+    from streamer.service import RequestService
+    from streamer.store import ConnectionStore, EventStore, RequestStore
+    from tests.functional.conftest import create_tables
+
+    ddb = boto3.client("dynamodb")
+    create_tables(ddb)
+    s = Settings(rate_limit_per_minute=10**9)
+    conns = ConnectionStore(s.connections_table, ddb)
+    return ddb, RequestService(s, connections=conns, requests=RequestStore(s.requests_table, ddb),
+                               events=EventStore(s.events_table, ddb),
+                               manager=ConnectionManager("http://127.0.0.1:9", connections=conns))
+
+
+def bench_parse() -> None:
+    """Protocol validation cost: parse_action vs bare json.loads of the same frame."""
+    from streamer.protocol import parse_action
+
+    frame = json.dumps({"action": "submit", "workflow": "echo", "request_id": "abc-123",
+                        "payload": {"message": "x" * 200, "steps": 5}})
+    base, subj = interleaved(lambda: json.loads(frame), lambda: parse_action(frame), rounds=15, inner=2000)
+    report("parse_action(submit)", "json.loads", base, subj)
+
+
+def bench_event_append() -> None:
+    """Gap-free seq costs a transaction: EventStore.append vs a plain put_item (moto, in-process)."""
+    from moto import mock_aws
+
+    with mock_aws():
+        ddb, svc = _service()
+        n = iter(range(10**9))
+
+        def plain() -> None:
+            ddb.put_item(TableName="streamer-events",
+                         Item={"request_key": {"S": "plain"}, "seq": {"N": str(next(n) + 1)}, "body": {"S": "{}"}})
+
+        def append() -> None:
+            svc.events.append("seqd", lambda seq: {"type": "progress", "seq": seq}, 0)
+
+        base, subj = interleaved(plain, append, rounds=10, inner=50)
+        report("EventStore.append (tail query+put)", "put_item", base, subj)
+
+
+def bench_router_memory() -> None:
+    """Peak memory of routing 500 submits vs 500 pings (tracemalloc; moto in-process)."""
+    from moto import mock_aws
+
+    from streamer.router import Router
+
+    class Wf:
+        name, description, payload_model = "echo", "", None
+
+    with mock_aws():
+        _, svc = _service()
+        from streamer.models import Connection
+
+        svc.connections.put(Connection(connection_id="c", user_id="u", connected_at=0, expires_at=2**31))
+        router = Router(svc, lambda: {"echo": Wf()})
+        peaks = []
+        for make in (lambda i: '{"action":"ping"}',
+                     lambda i: json.dumps({"action": "submit", "workflow": "echo", "payload": {"i": i}})):
+            tracemalloc.start()
+            for i in range(500):
+                router.handle("c", "u", make(i))
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+        report("router: 500 submits (peak memory)", "500 pings", peaks[0], peaks[1], unit="B")
+
+
+BENCHMARKS = {"parse": bench_parse, "append": bench_event_append, "router_memory": bench_router_memory}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"one of {sorted(BENCHMARKS)}; default: all")
+    parser.add_argument("--json", help="also write results to this file")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, os.getcwd())
+    for name in args.names or list(BENCHMARKS):
+        BENCHMARKS[name]()
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(RESULTS, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

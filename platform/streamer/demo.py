@@ -1,0 +1,74 @@
+"""``streamer demo`` (``make run``): start the local stack, send requests through it with live progress, stop."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+__all__ = ["run_demo"]
+
+READY_PREFIX = "streamer local ready "
+
+
+def _start_local(port: int) -> tuple[subprocess.Popen[str], str]:
+    cmd = [sys.executable, "-m", "streamer.cli", "local", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True, bufsize=1)
+    deadline = time.monotonic() + 60
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        print(line, end="", flush=True)
+        if line.startswith(READY_PREFIX):
+            return proc, line[len(READY_PREFIX):].split()[0]
+    proc.kill()
+    raise RuntimeError(f"`streamer local` did not become ready (exit code {proc.poll()})")
+
+
+def _submit(url: str, workflow: str, payload: str, sub: str) -> int:
+    from streamer.cli import main
+
+    print(f"\n$ streamer submit {workflow} --payload '{payload}'", flush=True)
+    return main(["submit", workflow, "--payload", payload, "--url", url, "--sub", sub])
+
+
+def run_demo(port: int = 0) -> int:
+    if port == 0:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    proc, url = _start_local(port)
+    try:
+        rc = _submit(url, "echo", '{"message": "hello from streamer", "steps": 5, "delay_ms": 400}', "demo-user")
+        text = "It was the best of times, it was the worst of times, it was the age of wisdom. " * 50
+        rc |= _submit(url, "textstats", '{"text": "%s", "top": 5}' % text.strip(), "demo-user")
+        rc |= _submit(url, "echo", '{"message": "this one fails", "fail": true}', "demo-user") ^ 1
+        print("\nThe last request failed on purpose (fail: true) and got a typed STEP_FAILED terminal event.")
+        print("Run `.venv/bin/streamer local` to keep the stack running; see README.md.")
+        return rc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        # Let the stack's shutdown lines reach the terminal.
+        if proc.stdout is not None:
+            sys.stdout.write(proc.stdout.read())
+
+
+def main() -> int:  # pragma: no cover - `python -m streamer.demo`
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=int(os.environ.get("STREAMER_PORT", "0")))
+    return run_demo(parser.parse_args().port)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
