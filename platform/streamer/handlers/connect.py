@@ -24,8 +24,8 @@ def _resolve_secret() -> dict[str, str]:
         import boto3
 
         if ":ssm:" in arn:
-            name = arn.split(":parameter", 1)[1]
-            resp = boto3.client("ssm").get_parameter(Name=name, WithDecryption=True)
+            # GetParameter accepts the parameter's full ARN as Name.
+            resp = boto3.client("ssm").get_parameter(Name=arn, WithDecryption=True)
             env["STREAMER_JWT_SECRET"] = resp["Parameter"]["Value"]
         else:
             env["STREAMER_JWT_SECRET"] = boto3.client("secretsmanager").get_secret_value(SecretId=arn)[
