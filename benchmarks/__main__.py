@@ -24,8 +24,9 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
 RESULTS: list[dict[str, Any]] = []
 
 
-def interleaved(baseline: Callable[[], None], subject: Callable[[], None], rounds: int, inner: int
-                ) -> tuple[float, float]:
+def interleaved(
+    baseline: Callable[[], None], subject: Callable[[], None], rounds: int, inner: int
+) -> tuple[float, float]:
     """Median seconds per call of each, alternating rounds so drift hits both alike."""
     b, s = [], []
     for _ in range(rounds):
@@ -42,36 +43,49 @@ def interleaved(baseline: Callable[[], None], subject: Callable[[], None], round
 
 def report(name: str, baseline_name: str, base: float, subj: float, unit: str = "s") -> None:
     ratio = subj / base if base else float("inf")
-    RESULTS.append({"benchmark": name, "baseline": baseline_name, "baseline_value": base,
-                    "subject_value": subj, "ratio": ratio, "unit": unit})
+    RESULTS.append(
+        {
+            "benchmark": name,
+            "baseline": baseline_name,
+            "baseline_value": base,
+            "subject_value": subj,
+            "ratio": ratio,
+            "unit": unit,
+        }
+    )
     fmt = (lambda v: f"{v * 1e6:9.1f} µs") if unit == "s" else (lambda v: f"{v / 1024:9.1f} KiB")
     print(f"{name:<38} {fmt(subj)}  vs {baseline_name:<28} {fmt(base)}  ratio {ratio:6.2f}x", flush=True)
 
 
 def _service() -> Any:
     import boto3
+    from tests.functional.conftest import create_tables
 
     from streamer.config import Settings
     from streamer.connections import ConnectionManager
     from streamer.service import RequestService
     from streamer.store import ConnectionStore, EventStore, RequestStore
-    from tests.functional.conftest import create_tables
 
     ddb = boto3.client("dynamodb")
     create_tables(ddb)
     s = Settings(rate_limit_per_minute=10**9)
     conns = ConnectionStore(s.connections_table, ddb)
-    return ddb, RequestService(s, connections=conns, requests=RequestStore(s.requests_table, ddb),
-                               events=EventStore(s.events_table, ddb),
-                               manager=ConnectionManager("http://127.0.0.1:9", connections=conns))
+    return ddb, RequestService(
+        s,
+        connections=conns,
+        requests=RequestStore(s.requests_table, ddb),
+        events=EventStore(s.events_table, ddb),
+        manager=ConnectionManager("http://127.0.0.1:9", connections=conns),
+    )
 
 
 def bench_parse() -> None:
     """Protocol validation cost: parse_action vs bare json.loads of the same frame."""
     from streamer.protocol import parse_action
 
-    frame = json.dumps({"action": "submit", "workflow": "echo", "request_id": "abc-123",
-                        "payload": {"message": "x" * 200, "steps": 5}})
+    frame = json.dumps(
+        {"action": "submit", "workflow": "echo", "request_id": "abc-123", "payload": {"message": "x" * 200, "steps": 5}}
+    )
     base, subj = interleaved(lambda: json.loads(frame), lambda: parse_action(frame), rounds=15, inner=2000)
     report("parse_action(submit)", "json.loads", base, subj)
 
@@ -85,8 +99,10 @@ def bench_event_append() -> None:
         n = iter(range(10**9))
 
         def plain() -> None:
-            ddb.put_item(TableName="streamer-events",
-                         Item={"request_key": {"S": "plain"}, "seq": {"N": str(next(n) + 1)}, "body": {"S": "{}"}})
+            ddb.put_item(
+                TableName="streamer-events",
+                Item={"request_key": {"S": "plain"}, "seq": {"N": str(next(n) + 1)}, "body": {"S": "{}"}},
+            )
 
         def append() -> None:
             svc.events.append("seqd", lambda seq: {"type": "progress", "seq": seq}, 0)
@@ -111,8 +127,10 @@ def bench_router_memory() -> None:
         svc.connections.put(Connection(connection_id="c", user_id="u", connected_at=0, expires_at=2**31))
         router = Router(svc, lambda: {"echo": Wf()})
         peaks = []
-        for make in (lambda i: '{"action":"ping"}',
-                     lambda i: json.dumps({"action": "submit", "workflow": "echo", "payload": {"i": i}})):
+        for make in (
+            lambda i: '{"action":"ping"}',
+            lambda i: json.dumps({"action": "submit", "workflow": "echo", "payload": {"i": i}}),
+        ):
             tracemalloc.start()
             for i in range(500):
                 router.handle("c", "u", make(i))

@@ -29,8 +29,11 @@ def jwt_secret() -> str:
 def _cmd_token(args: argparse.Namespace) -> int:
     from streamer.auth import mint_token
 
-    print(mint_token(args.secret or jwt_secret(), args.sub, ttl_seconds=args.ttl,
-                     issuer=args.issuer, audience=args.audience))
+    print(
+        mint_token(
+            args.secret or jwt_secret(), args.sub, ttl_seconds=args.ttl, issuer=args.issuer, audience=args.audience
+        )
+    )
     return 0
 
 
@@ -74,8 +77,14 @@ async def _watch_with_progress_bar(client: Any, rid: str, workflow: str, timeout
     console = Console(stderr=False)
     console.print(f"[bold]{workflow}[/] request [cyan]{rid}[/] accepted")
     final: dict[str, Any] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
         task = progress.add_task("waiting for the execution", total=100)
         async for ev in client.events(rid, timeout=timeout):
             if ev["type"] == "progress":
@@ -142,8 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="WebSocket port (default: a free one)")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("build", help="build the Lambda artifact with every plugin (see --help)",
-                       add_help=False)
+    p = sub.add_parser("build", help="build the Lambda artifact with every plugin (see --help)", add_help=False)
     p.add_argument("build_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_build)
 

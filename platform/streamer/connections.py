@@ -34,8 +34,14 @@ __all__ = ["ConnectionManager", "SendReport", "encode_message"]
 logger = logging.getLogger(__name__)
 
 _RETRYABLE = frozenset(
-    {"LimitExceededException", "ThrottlingException", "TooManyRequestsException", "InternalServerError",
-     "ServiceUnavailable", "InternalFailure"}
+    {
+        "LimitExceededException",
+        "ThrottlingException",
+        "TooManyRequestsException",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "InternalFailure",
+    }
 )
 
 
@@ -90,7 +96,9 @@ class ConnectionManager:
             self._client = boto3.client(
                 "apigatewaymanagementapi",
                 endpoint_url=self.endpoint_url,
-                config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=10),
+                config=Config(
+                    retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=10
+                ),
             )
         return self._client
 

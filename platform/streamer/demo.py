@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -25,7 +26,7 @@ def _start_local(port: int) -> tuple[subprocess.Popen[str], str]:
             break
         print(line, end="", flush=True)
         if line.startswith(READY_PREFIX):
-            return proc, line[len(READY_PREFIX):].split()[0]
+            return proc, line[len(READY_PREFIX) :].split()[0]
     proc.kill()
     raise RuntimeError(f"`streamer local` did not become ready (exit code {proc.poll()})")
 
@@ -48,7 +49,7 @@ def run_demo(port: int = 0) -> int:
     try:
         rc = _submit(url, "echo", '{"message": "hello from streamer", "steps": 5, "delay_ms": 400}', "demo-user")
         text = "It was the best of times, it was the worst of times, it was the age of wisdom. " * 50
-        rc |= _submit(url, "textstats", '{"text": "%s", "top": 5}' % text.strip(), "demo-user")
+        rc |= _submit(url, "textstats", json.dumps({"text": text.strip(), "top": 5}), "demo-user")
         rc |= _submit(url, "echo", '{"message": "this one fails", "fail": true}', "demo-user") ^ 1
         print("\nThe last request failed on purpose (fail: true) and got a typed STEP_FAILED terminal event.")
         print("Run `.venv/bin/streamer local` to keep the stack running; see README.md.")

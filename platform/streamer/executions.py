@@ -24,7 +24,7 @@ __all__ = ["MAX_EXECUTION_NAME", "execution_input", "execution_name", "start_for
 
 logger = logging.getLogger(__name__)
 
-#: Execution names: 1–80 characters from [A-Za-z0-9_-] (other characters break CloudWatch metrics).
+#: Execution names: 1 to 80 characters from [A-Za-z0-9_-] (other characters break CloudWatch metrics).
 MAX_EXECUTION_NAME = 80
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 

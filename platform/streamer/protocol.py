@@ -162,9 +162,7 @@ def parse_action(raw: str | bytes) -> Action:
     try:
         return _ACTION_ADAPTER.validate_python(data)
     except ValidationError as exc:
-        raise FrameError(
-            ErrorCode.VALIDATION_ERROR, f"invalid '{action}' message", _validation_details(exc)
-        ) from exc
+        raise FrameError(ErrorCode.VALIDATION_ERROR, f"invalid '{action}' message", _validation_details(exc)) from exc
     except RecursionError as exc:  # pathological nesting inside payload
         raise FrameError(ErrorCode.VALIDATION_ERROR, "message is nested too deeply") from exc
 

@@ -95,9 +95,7 @@ class RequestService:
 
     # -- router actions -------------------------------------------------------------------------
 
-    def submit(
-        self, user_id: str, workflow: str, payload: dict[str, Any], request_id: str | None
-    ) -> SubmitResult:
+    def submit(self, user_id: str, workflow: str, payload: dict[str, Any], request_id: str | None) -> SubmitResult:
         """Store a new request (the table's stream starts its execution) or recognise a retry."""
         now = self.now()
         rid = request_id or uuid.uuid4().hex
@@ -161,8 +159,10 @@ class RequestService:
             return False
         if req.execution_arn:
             self.stop_execution(req.execution_arn)
-        return self.finish(req.ref, RequestStatus.CANCELLED, code=ErrorCode.CANCELLED,
-                           message="cancelled by the client") is not None
+        return (
+            self.finish(req.ref, RequestStatus.CANCELLED, code=ErrorCode.CANCELLED, message="cancelled by the client")
+            is not None
+        )
 
     def stop_execution(self, execution_arn: str) -> None:
         try:
@@ -228,9 +228,7 @@ class RequestService:
         else:
             code = code or _TERMINAL_CODES[status]
             body = {"type": "error", "status": status.value, "code": code.value, "message": message or ""}
-            update = self.requests.terminal_update(
-                ref, status, now, error_code=code.value, error_message=message or ""
-            )
+            update = self.requests.terminal_update(ref, status, now, error_code=code.value, error_message=message or "")
         try:
             event = self.events.append(
                 ref.request_key,

@@ -175,9 +175,7 @@ class RequestStore(_Lazy):
         return True
 
     def get(self, user_id: str, request_id: str) -> Request | None:
-        resp = self.client.get_item(
-            TableName=self.table, Key=self._key(user_id, request_id), ConsistentRead=True
-        )
+        resp = self.client.get_item(TableName=self.table, Key=self._key(user_id, request_id), ConsistentRead=True)
         item = resp.get("Item")
         return Request.model_validate(from_ddb(item)) if item else None
 

@@ -287,10 +287,9 @@ def test_a_signal_stops_everything_cleanly(start_local: Callable[..., Stack], si
     urls = [stack.http_url, stack.lambda_url, stack.moto_url]
     assert all(_listening(u) for u in urls)
     # An open connection does not hold the shutdown up; it is closed with 1001 like API Gateway does.
-    ws = open_ws(stack, stack.unique_user())
-    assert stack.stop(sig) == 0
-    code, _ = close_code(ws, 10)
-    ws.close()
+    with open_ws(stack, stack.unique_user()) as ws:
+        assert stack.stop(sig) == 0
+        code, _ = close_code(ws, 10)
     assert code == 1001
     assert not [pid for pid in children if _alive(pid)]
     assert not [u for u in urls if _listening(u)]

@@ -104,7 +104,8 @@ REJECTED = {
     "wrong_aud": lambda: token(aud="someone-else"),
     "wrong_secret": lambda: jwt.encode(claims(), "another-secret-0123456789abcdef0123", algorithm="HS256"),
     "rs256_not_allowed": lambda: jwt.encode(
-        claims(), rsa.generate_private_key(public_exponent=65537, key_size=2048), algorithm="RS256"),
+        claims(), rsa.generate_private_key(public_exponent=65537, key_size=2048), algorithm="RS256"
+    ),
     "garbage": lambda: "not.a.jwt",
     "huge": lambda: token(pad="x" * 10_000),
     "empty": lambda: "",
@@ -112,8 +113,9 @@ REJECTED = {
 
 
 @pytest.mark.parametrize("case", sorted(REJECTED))
-def test_connect_rejects_bad_tokens_and_stores_nothing(service: Any, ddb: Any, case: str,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_connect_rejects_bad_tokens_and_stores_nothing(
+    service: Any, ddb: Any, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
     tok = REJECTED[case]()
     resp = connect.handler(connect_event(tok), None)
     assert resp == {"statusCode": 401}
@@ -186,8 +188,9 @@ def test_router_submit_with_installed_workflow(service: Any, mgmt_api: Any) -> N
     connect.handler(connect_event(token()), None)
     mgmt_api.open(CID)
     router.handler(message({"action": "workflows"}), None)
-    router.handler(message({"action": "submit", "workflow": "echo", "payload": {"message": "hi"},
-                            "request_id": "h1"}), None)
+    router.handler(
+        message({"action": "submit", "workflow": "echo", "payload": {"message": "hi"}, "request_id": "h1"}), None
+    )
     router.handler(message({"action": "submit", "workflow": "echo", "payload": {"message": 3}}), None)
     wf, ack, bad = mgmt_api.received(CID)
     assert {"echo", "textstats"} <= {w["name"] for w in wf["workflows"]}
@@ -200,7 +203,8 @@ def test_router_refuses_unknown_or_expired_connection(service: Any, mgmt_api: An
     mgmt_api.open("ghost")
     router.handler(message({"action": "ping"}, cid="ghost"), None)
     assert mgmt_api.received("ghost") == [
-        {"type": "error", "code": "FORBIDDEN", "message": "connection is not authenticated or has expired"}]
+        {"type": "error", "code": "FORBIDDEN", "message": "connection is not authenticated or has expired"}
+    ]
 
 
 def test_router_survives_a_closed_caller(service: Any, mgmt_api: Any) -> None:
@@ -208,3 +212,26 @@ def test_router_survives_a_closed_caller(service: Any, mgmt_api: Any) -> None:
     # The caller left before the reply: the handler neither raises nor retries forever.
     assert router.handler(message({"action": "ping"}), None) == {"statusCode": 200}
     assert mgmt_api.received(CID) == []
+
+
+@pytest.mark.parametrize("store", ["ssm", "secretsmanager"])
+def test_jwt_secret_resolved_from_its_arn_at_cold_start(
+    service: Any, monkeypatch: pytest.MonkeyPatch, store: str
+) -> None:
+    import boto3
+
+    kept = "kept-in-a-secret-store-0123456789abcdef"
+    if store == "ssm":
+        ssm = boto3.client("ssm", region_name="us-east-1")
+        ssm.put_parameter(Name="/streamer/jwt", Value=kept, Type="SecureString")
+        arn = "arn:aws:ssm:us-east-1:123456789012:parameter/streamer/jwt"
+    else:
+        arn = boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+            Name="streamer-jwt", SecretString=kept
+        )["ARN"]
+    monkeypatch.delenv("STREAMER_JWT_SECRET")
+    monkeypatch.setenv("STREAMER_JWT_SECRET_ARN", arn)
+    connect.get_authenticator.cache_clear()
+    good = jwt.encode(claims(), kept, algorithm="HS256")
+    assert connect.handler(connect_event(good), None)["statusCode"] == 200
+    assert connect.handler(connect_event(token(), cid="old-secret"), None)["statusCode"] == 401

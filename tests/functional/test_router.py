@@ -34,8 +34,7 @@ CATALOG = {"echo": Wf("echo", "Echo a message", EchoPayload), "free": Wf("free",
 @pytest.fixture
 def router(service: Any, mgmt_api: Any) -> Router:
     now = service.now()
-    service.connections.put(Connection(connection_id="c1", user_id="alice", connected_at=now,
-                                       expires_at=now + 3600))
+    service.connections.put(Connection(connection_id="c1", user_id="alice", connected_at=now, expires_at=now + 3600))
     mgmt_api.open("c1")
     return Router(service, lambda: CATALOG, rate_limit_per_minute=1000)
 
@@ -54,13 +53,19 @@ def test_ping(router: Router) -> None:
 
 
 def test_workflows(router: Router) -> None:
-    assert send(router, {"action": "workflows"}) == [{"type": "workflows", "workflows": [
-        {"name": "echo", "description": "Echo a message"}, {"name": "free", "description": "Any payload"}]}]
+    assert send(router, {"action": "workflows"}) == [
+        {
+            "type": "workflows",
+            "workflows": [
+                {"name": "echo", "description": "Echo a message"},
+                {"name": "free", "description": "Any payload"},
+            ],
+        }
+    ]
 
 
 def test_submit_status_resume_cancel(router: Router, service: Any, mgmt_api: Any) -> None:
-    (ack,) = send(router, {"action": "submit", "workflow": "echo", "payload": {"message": "hi"},
-                           "request_id": "r1"})
+    (ack,) = send(router, {"action": "submit", "workflow": "echo", "payload": {"message": "hi"}, "request_id": "r1"})
     assert ack == {"type": "ack", "request_id": "r1", "workflow": "echo", "status": "PENDING"}
     (st_,) = send(router, {"action": "status", "request_id": "r1"})
     assert st_["type"] == "status" and st_["status"] == "PENDING" and st_["last_seq"] == 0
@@ -95,14 +100,16 @@ def test_server_assigned_request_id(router: Router) -> None:
         ({"action": "submit"}, "VALIDATION_ERROR"),
         ({"action": "submit", "workflow": "echo", "payload": []}, "VALIDATION_ERROR"),
         ({"action": "submit", "workflow": "echo", "payload": {"message": 1}}, "VALIDATION_ERROR"),
-        ({"action": "submit", "workflow": "echo", "payload": {"message": "x", "steps": 0}},
-         "VALIDATION_ERROR"),
-        ({"action": "submit", "workflow": "echo", "payload": {"message": "x"}, "request_id": "bad id!"},
-         "VALIDATION_ERROR"),
-        ({"action": "submit", "workflow": "echo", "payload": {"message": "x"}, "request_id": "x" * 65},
-         "VALIDATION_ERROR"),
-        ({"action": "submit", "workflow": "echo", "payload": {"message": "x"}, "request_id": ""},
-         "VALIDATION_ERROR"),
+        ({"action": "submit", "workflow": "echo", "payload": {"message": "x", "steps": 0}}, "VALIDATION_ERROR"),
+        (
+            {"action": "submit", "workflow": "echo", "payload": {"message": "x"}, "request_id": "bad id!"},
+            "VALIDATION_ERROR",
+        ),
+        (
+            {"action": "submit", "workflow": "echo", "payload": {"message": "x"}, "request_id": "x" * 65},
+            "VALIDATION_ERROR",
+        ),
+        ({"action": "submit", "workflow": "echo", "payload": {"message": "x"}, "request_id": ""}, "VALIDATION_ERROR"),
         ({"action": "submit", "workflow": "nope", "payload": {}}, "UNKNOWN_WORKFLOW"),
         ({"action": "status"}, "VALIDATION_ERROR"),
         ({"action": "status", "request_id": 7}, "VALIDATION_ERROR"),
@@ -112,8 +119,7 @@ def test_server_assigned_request_id(router: Router) -> None:
         ({"action": "resume", "request_id": "r", "after_seq": "3"}, "VALIDATION_ERROR"),
         ({"action": "cancel", "request_id": "missing"}, "NOT_FOUND"),
         ("{" * 100_000, "VALIDATION_ERROR"),
-        ({"action": "submit", "workflow": "free", "payload": {"blob": "x" * MAX_MESSAGE_BYTES}},
-         "PAYLOAD_TOO_LARGE"),
+        ({"action": "submit", "workflow": "free", "payload": {"blob": "x" * MAX_MESSAGE_BYTES}}, "PAYLOAD_TOO_LARGE"),
     ],
 )
 def test_bad_input_gets_its_code_and_stores_nothing(router: Router, ddb: Any, raw: Any, code: str) -> None:
@@ -129,8 +135,7 @@ def test_conflict(router: Router) -> None:
     send(router, {"action": "submit", "workflow": "free", "payload": {"a": 1}, "request_id": "dup"})
     (again,) = send(router, {"action": "submit", "workflow": "free", "payload": {"a": 1}, "request_id": "dup"})
     assert again["type"] == "ack"
-    (conflict,) = send(router, {"action": "submit", "workflow": "free", "payload": {"a": 2},
-                                "request_id": "dup"})
+    (conflict,) = send(router, {"action": "submit", "workflow": "free", "payload": {"a": 2}, "request_id": "dup"})
     assert conflict["code"] == "CONFLICT"
 
 
@@ -143,8 +148,7 @@ def test_other_users_request_is_not_found(router: Router) -> None:
 
 def test_rate_limited(service: Any, mgmt_api: Any) -> None:
     now = service.now()
-    service.connections.put(Connection(connection_id="c1", user_id="alice", connected_at=now,
-                                       expires_at=now + 3600))
+    service.connections.put(Connection(connection_id="c1", user_id="alice", connected_at=now, expires_at=now + 3600))
     router = Router(service, lambda: CATALOG, rate_limit_per_minute=3)
     replies = [router.handle("c1", "alice", '{"action":"ping"}')[0] for _ in range(5)]
     assert [r["type"] for r in replies] == ["pong", "pong", "pong", "error", "error"]
@@ -169,8 +173,13 @@ messages = st.one_of(
     json_values,
     st.fixed_dictionaries(
         {"action": st.sampled_from(["ping", "submit", "status", "cancel", "resume", "workflows", "x"])},
-        optional={"workflow": json_values, "payload": json_values, "request_id": json_values,
-                  "after_seq": json_values, "extra": json_values},
+        optional={
+            "workflow": json_values,
+            "payload": json_values,
+            "request_id": json_values,
+            "after_seq": json_values,
+            "extra": json_values,
+        },
     ),
 )
 
@@ -189,6 +198,7 @@ def test_arbitrary_json_never_raises_and_stores_nothing_invalid(router: Router, 
     acked = [r for r in replies if r["type"] == "ack"]
     stored = count_items(ddb, "streamer-requests")
     for item in ddb.scan(TableName="streamer-requests")["Items"]:
-        ddb.delete_item(TableName="streamer-requests",
-                        Key={"user_id": item["user_id"], "request_id": item["request_id"]})
+        ddb.delete_item(
+            TableName="streamer-requests", Key={"user_id": item["user_id"], "request_id": item["request_id"]}
+        )
     assert stored == len(acked)

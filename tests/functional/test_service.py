@@ -22,8 +22,7 @@ def test_submit_is_idempotent_per_user(service: Any) -> None:
     first = service.submit("alice", "echo", {"message": "hi"}, "req-1")
     again = service.submit("alice", "echo", {"message": "hi"}, "req-1")
     assert first.created and not again.created
-    assert again.ack() == first.ack() == {
-        "type": "ack", "request_id": "req-1", "workflow": "echo", "status": "PENDING"}
+    assert again.ack() == first.ack() == {"type": "ack", "request_id": "req-1", "workflow": "echo", "status": "PENDING"}
     with pytest.raises(ProtocolError) as exc:
         service.submit("alice", "echo", {"message": "other"}, "req-1")
     assert exc.value.code is ErrorCode.CONFLICT
@@ -40,8 +39,12 @@ def test_server_assigns_unique_ids(service: Any) -> None:
 
 def test_status_of_other_users_request_is_not_found(service: Any) -> None:
     service.submit("alice", "echo", {}, "mine")
-    for call in (lambda: service.status("bob", "mine"), lambda: service.replay("bob", "mine", 0),
-                 lambda: service.cancel("bob", "mine"), lambda: service.status("alice", "nope")):
+    for call in (
+        lambda: service.status("bob", "mine"),
+        lambda: service.replay("bob", "mine", 0),
+        lambda: service.cancel("bob", "mine"),
+        lambda: service.status("alice", "nope"),
+    ):
         with pytest.raises(ProtocolError) as exc:
             call()
         assert exc.value.code is ErrorCode.NOT_FOUND
@@ -60,10 +63,21 @@ def test_events_have_gap_free_seq_and_reach_every_connection(service: Any, mgmt_
     for cid in ("c1", "c2"):
         got = mgmt_api.received(cid)
         assert [m["seq"] for m in got] == [1, 2, 3, 4]
-        assert got[-1] == {"type": "result", "status": "SUCCEEDED", "output": {"message": "done"},
-                           "request_id": "r", "seq": 4}
-        assert got[0] == {"type": "progress", "step": "echo", "percent": 0, "message": "step 0",
-                          "request_id": "r", "seq": 1}
+        assert got[-1] == {
+            "type": "result",
+            "status": "SUCCEEDED",
+            "output": {"message": "done"},
+            "request_id": "r",
+            "seq": 4,
+        }
+        assert got[0] == {
+            "type": "progress",
+            "step": "echo",
+            "percent": 0,
+            "message": "step 0",
+            "request_id": "r",
+            "seq": 1,
+        }
     assert mgmt_api.received("c3") == []  # users never see each other's requests
     assert [e.seq for e in service.replay("alice", "r", 2)] == [3, 4]
     st = service.status("alice", "r")
@@ -102,7 +116,8 @@ def test_concurrent_writers_never_share_or_skip_a_seq(service: Any) -> None:
     events = service.replay("alice", "busy", 0)
     assert [e.seq for e in events] == list(range(1, 41))
     assert sorted((e.body["step"], e.body["percent"]) for e in events) == sorted(
-        (f"w{n}", i) for n in range(4) for i in range(10))
+        (f"w{n}", i) for n in range(4) for i in range(10)
+    )
 
 
 def test_cancel_pending_request_ends_cancelled(service: Any, mgmt_api: Any) -> None:
@@ -110,8 +125,16 @@ def test_cancel_pending_request_ends_cancelled(service: Any, mgmt_api: Any) -> N
     service.submit("alice", "echo", {}, "r")
     assert service.cancel("alice", "r") is True
     msgs = mgmt_api.received("c1")
-    assert msgs == [{"type": "error", "status": "CANCELLED", "code": "CANCELLED",
-                     "message": "cancelled by the client", "request_id": "r", "seq": 1}]
+    assert msgs == [
+        {
+            "type": "error",
+            "status": "CANCELLED",
+            "code": "CANCELLED",
+            "message": "cancelled by the client",
+            "request_id": "r",
+            "seq": 1,
+        }
+    ]
     assert service.requests.get("alice", "r").status is RequestStatus.CANCELLED
 
 
@@ -162,7 +185,6 @@ def test_oversized_message_is_refused_before_any_call(service: Any, mgmt_api: An
 
 def test_expired_connections_are_not_targets(service: Any, mgmt_api: Any) -> None:
     now = service.now()
-    service.connections.put(Connection(connection_id="old", user_id="alice", connected_at=now - 10,
-                                       expires_at=now - 1))
+    service.connections.put(Connection(connection_id="old", user_id="alice", connected_at=now - 10, expires_at=now - 1))
     mgmt_api.open("old")
     assert service.manager.send_to_user("alice", {"type": "pong"}).delivered == []

@@ -83,9 +83,7 @@ def deliver(records: list[dict[str, Any]], batch: int = 100) -> list[dict[str, s
     return failures
 
 
-def test_thousand_requests_delivered_three_times_start_exactly_thousand(
-    service: Any, ddb: Any, sfn: Any
-) -> None:
+def test_thousand_requests_delivered_three_times_start_exactly_thousand(service: Any, ddb: Any, sfn: Any) -> None:
     users = [f"user-{i}" for i in range(10)]
     for i in range(1000):
         service.submit(users[i % 10], "echo", {"message": str(i)}, f"req-{i // 10}")
@@ -113,8 +111,11 @@ def test_execution_already_exists_counts_as_success(service: Any, ddb: Any, sfn:
     from streamer.executions import execution_input
 
     req = service.requests.get("alice", "crashy")
-    sfn.start_execution(stateMachineArn="arn:aws:states:us-east-1:123456789012:stateMachine:streamer-echo",
-                        name=execution_name("alice", "crashy"), input=execution_input(req.ref, req.payload))
+    sfn.start_execution(
+        stateMachineArn="arn:aws:states:us-east-1:123456789012:stateMachine:streamer-echo",
+        name=execution_name("alice", "crashy"),
+        input=execution_input(req.ref, req.payload),
+    )
     assert deliver([record]) == []
     assert len(executions(sfn)) == 1
     assert service.requests.get("alice", "crashy").status is RequestStatus.RUNNING
@@ -127,7 +128,7 @@ def test_poison_record_fails_alone(service: Any, ddb: Any, sfn: Any) -> None:
     poison = json.loads(json.dumps(records[2]))
     poison["dynamodb"]["SequenceNumber"] = "999999"
     del poison["dynamodb"]["NewImage"]["workflow"]
-    batch = records[:2] + [poison] + records[2:]
+    batch = [*records[:2], poison, *records[2:]]
     failures = deliver(batch)
     assert failures == [{"itemIdentifier": "999999"}]
     assert len(executions(sfn)) == 5

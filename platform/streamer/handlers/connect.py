@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any
 
-from streamer.auth import AuthConfig, AuthError, Authenticator, extract_token
+from streamer.auth import AuthConfig, Authenticator, AuthError, extract_token
 from streamer.config import MAX_CONNECTION_SECONDS
 from streamer.handlers._runtime import get_logger, get_service
 from streamer.handlers.events import WebSocketEvent
@@ -28,9 +28,7 @@ def _resolve_secret() -> dict[str, str]:
             resp = boto3.client("ssm").get_parameter(Name=arn, WithDecryption=True)
             env["STREAMER_JWT_SECRET"] = resp["Parameter"]["Value"]
         else:
-            env["STREAMER_JWT_SECRET"] = boto3.client("secretsmanager").get_secret_value(SecretId=arn)[
-                "SecretString"
-            ]
+            env["STREAMER_JWT_SECRET"] = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
     return env
 
 

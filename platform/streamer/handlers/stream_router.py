@@ -26,7 +26,5 @@ def record_handler(record: DynamoDBRecord) -> str:
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return dict(
-        process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-        )
+        process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
     )
