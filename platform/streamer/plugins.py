@@ -126,9 +126,7 @@ def load_plugins(pm: pluggy.PluginManager, group: str = ENTRYPOINT_GROUP) -> lis
         except Exception as exc:
             pm.set_blocked(name)  # a half-registered plugin is worse than none
             errors.append(
-                PluginError(
-                    f"plugin {name!r} (distribution {dist}) failed to load: {type(exc).__name__}: {exc}"
-                )
+                PluginError(f"plugin {name!r} (distribution {dist}) failed to load: {type(exc).__name__}: {exc}")
             )
     errors.extend(_drop_pending(pm))
     _ERRORS.setdefault(pm, []).extend(errors)
@@ -207,7 +205,10 @@ class Registry:
             if impl.hookwrapper or impl.wrapper:
                 continue
             plugin = impl.plugin_name
-            result = impl.function()
+            try:
+                result = impl.function()
+            except Exception as exc:
+                raise PluginError(f"plugin {plugin!r}: {hook_name}() raised {type(exc).__name__}: {exc}") from exc
             if result is None:
                 continue
             if isinstance(result, kind) or not isinstance(result, Iterable):
@@ -215,8 +216,7 @@ class Registry:
             for item in result:
                 if not isinstance(item, kind):
                     raise PluginError(
-                        f"plugin {plugin!r}: {hook_name}() returned {type(item).__name__}, "
-                        f"expected {kind.__name__}"
+                        f"plugin {plugin!r}: {hook_name}() returned {type(item).__name__}, expected {kind.__name__}"
                     )
                 if item.name in found:
                     other = found[item.name][1]

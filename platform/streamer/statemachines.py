@@ -244,9 +244,7 @@ def _check_definition(file: str, definition: Any, registry: Registry, workflow: 
         return [Problem(file, "-", "a state machine definition is a JSON object")]
     problems: list[Problem] = []
     rendered = json.loads(
-        _substitute(
-            json.dumps(definition), {n: _placeholder_arn(n) for n in placeholders(json.dumps(definition))}
-        )
+        _substitute(json.dumps(definition), {n: _placeholder_arn(n) for n in placeholders(json.dumps(definition))})
     )
     problems.extend(Problem(file, state, reason) for state, reason in _statelint(rendered))
     if definition.get("QueryLanguage") == "JSONata":
@@ -262,9 +260,7 @@ def _check_definition(file: str, definition: Any, registry: Registry, workflow: 
         except PluginError:
             known = {}
         if workflow not in known:
-            problems.append(
-                Problem(file, "-", f"workflow {workflow!r} is not declared by any installed plugin")
-            )
+            problems.append(Problem(file, "-", f"workflow {workflow!r} is not declared by any installed plugin"))
     states = definition.get("States")
     if not isinstance(states, Mapping):
         return problems
@@ -519,9 +515,7 @@ def add_subcommands(subparsers: Any) -> None:
     d.add_argument("--endpoint-url", help="a Step Functions endpoint (moto server, Step Functions Local)")
     d.add_argument("--region")
     d.add_argument("--profile")
-    d.add_argument(
-        "--role-arn", help="execution role (needed to create; a dummy one is used with --endpoint-url)"
-    )
+    d.add_argument("--role-arn", help="execution role (needed to create; a dummy one is used with --endpoint-url)")
     d.add_argument(
         "--prefix",
         help=f"state machine name prefix (default: {DEFAULT_NAME_PREFIX!r} or the one "
@@ -537,8 +531,7 @@ def add_subcommands(subparsers: Any) -> None:
     d.add_argument(
         "--function-arn-prefix",
         metavar="PREFIX",
-        help="${XFunctionArn} becomes PREFIX + 'XFunction', e.g. "
-        "arn:aws:lambda:us-east-1:123456789012:function:",
+        help="${XFunctionArn} becomes PREFIX + 'XFunction', e.g. arn:aws:lambda:us-east-1:123456789012:function:",
     )
     d.add_argument("--no-validate", action="store_true", help="deploy even if validation finds problems")
     d.set_defaults(func=_cmd_deploy)

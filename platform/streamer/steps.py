@@ -308,9 +308,7 @@ def run_step(
         try:
             arg: Any = step.input_model.model_validate(ev.input)
         except ValidationError as exc:
-            raise StepFailedError(
-                f"invalid input for step {step.name!r}: {_validation_summary(exc)}"
-            ) from None
+            raise StepFailedError(f"invalid input for step {step.name!r}: {_validation_summary(exc)}") from None
     else:
         arg = ev.input
 
@@ -323,9 +321,7 @@ def run_step(
         clock=clock,
         scheduler=scheduler,
     )
-    ctx = StepContext(
-        request=ref, step=step.name, attempt=ev.attempt + 1, report=throttle.report, logger=logger
-    )
+    ctx = StepContext(request=ref, step=step.name, attempt=ev.attempt + 1, report=throttle.report, logger=logger)
     started = time.monotonic()
     try:
         result = step.func(arg, ctx)
@@ -342,9 +338,7 @@ def run_step(
     except Exception:
         incident = uuid.uuid4().hex[:12]
         ctx.logger.exception("step raised an unexpected error (incident %s)", incident)
-        raise StepFailedError(
-            f"step {step.name!r} failed with an unexpected error (incident {incident})"
-        ) from None
+        raise StepFailedError(f"step {step.name!r} failed with an unexpected error (incident {incident})") from None
     finally:
         throttle.close()
 
@@ -357,9 +351,7 @@ def run_step(
     size = len(json.dumps(output, ensure_ascii=False, separators=(",", ":")).encode())
     if size > MAX_OUTPUT_BYTES:
         ctx.logger.error("step output too large: %d bytes", size)
-        raise StepFailedError(
-            f"step {step.name!r} returned {size} bytes; Step Functions allows {MAX_OUTPUT_BYTES}"
-        )
+        raise StepFailedError(f"step {step.name!r} returned {size} bytes; Step Functions allows {MAX_OUTPUT_BYTES}")
     ctx.logger.info(
         "step finished",
         extra={

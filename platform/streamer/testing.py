@@ -69,9 +69,7 @@ _ACCOUNT = "123456789012"
 _ROLE_ARN = f"arn:aws:iam::{_ACCOUNT}:role/streamer-local-states"
 
 
-def make_request(
-    workflow: str = "test", *, user_id: str = "test-user", request_id: str | None = None
-) -> RequestRef:
+def make_request(workflow: str = "test", *, user_id: str = "test-user", request_id: str | None = None) -> RequestRef:
     """A :class:`~streamer.models.RequestRef` for tests (a fresh request id unless one is given)."""
     return RequestRef.of(user_id, request_id or f"req-{uuid.uuid4().hex[:12]}", workflow)
 
@@ -293,7 +291,8 @@ class LocalWorkflows:
         self.interval_ms = interval_ms
         self.sink = RecordingSink()
         self.statemachines_dir = statemachines_dir
-        self._notify = notify
+        #: Called with each notify event after it is recorded; its return value is the function's result.
+        self.notify = notify
         self._notifications: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._mock: Any = None
@@ -365,8 +364,8 @@ class LocalWorkflows:
                     source="notify",
                 )
             )
-        if self._notify is not None:
-            return self._notify(event, context)
+        if self.notify is not None:
+            return self.notify(event, context)
         return {"seq": None}
 
     # -- AWS side ---------------------------------------------------------------------------------------
@@ -407,9 +406,7 @@ class LocalWorkflows:
         if workflow in self.deployed:
             self.sfn.update_state_machine(stateMachineArn=self.deployed[workflow], definition=body)
         else:
-            arn = self.sfn.create_state_machine(name=name, definition=body, roleArn=_ROLE_ARN)[
-                "stateMachineArn"
-            ]
+            arn = self.sfn.create_state_machine(name=name, definition=body, roleArn=_ROLE_ARN)["stateMachineArn"]
             self.deployed[workflow] = arn
         return self.deployed[workflow]
 

@@ -74,24 +74,6 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
-def process_exists(pid: int) -> bool:
-    """True for a live (non-zombie) process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2 :].split()[0] != "Z"
-
-
-def port_is_listening(url_or_port: str | int, host: str = "127.0.0.1") -> bool:
-    port = (
-        url_or_port if isinstance(url_or_port, int) else int(str(url_or_port).rsplit(":", 1)[1].split("/")[0])
-    )
-    with socket.socket() as s:
-        s.settimeout(2)
-        return s.connect_ex((host, port)) == 0
-
-
 @dataclass
 class LocalStack:
     """One running ``streamer local`` process and how to reach it."""
@@ -199,9 +181,7 @@ def launch(
         for line in proc.stdout:
             stack.stdout_lines.append(line.rstrip("\n"))
             if line.startswith(READY_PREFIX):
-                fields = dict(
-                    part.split("=", 1) for part in line[len(READY_PREFIX) :].split()[1:] if "=" in part
-                )
+                fields = dict(part.split("=", 1) for part in line[len(READY_PREFIX) :].split()[1:] if "=" in part)
                 stack.ws_url = line[len(READY_PREFIX) :].split()[0]
                 stack.http_url = fields["http"]
                 stack.lambda_url = fields["lambda"]
@@ -220,9 +200,7 @@ def launch(
             stack._pump.join(5)
             if proc.stdout is not None:
                 proc.stdout.close()
-            raise AssertionError(
-                f"streamer local not ready (exit code {proc.returncode}):\n{stack.stderr()[-4000:]}"
-            )
+            raise AssertionError(f"streamer local not ready (exit code {proc.returncode}):\n{stack.stderr()[-4000:]}")
     return stack
 
 

@@ -117,8 +117,8 @@ def test_post_to_a_closed_or_unknown_connection_is_gone(local_stack: Stack) -> N
         api.get_connection(ConnectionId=cid)
     with pytest.raises(api.exceptions.GoneException):
         api.post_to_connection(ConnectionId="NoSuchConnId0=", Data=b"x")
-    # $disconnect ran: the connect handler's row is gone.
-    assert local_stack.connection_ids(user, timeout=0) == [] or _eventually_no_connection(local_stack, user)
+    # $disconnect ran: the disconnect handler removed the connection's row.
+    assert _eventually_no_connection(local_stack, user)
     api.close()
 
 
@@ -308,4 +308,94 @@ def test_a_taken_port_fails_fast_with_a_one_line_reason(start_local: Callable[..
     assert lines[-1] == (
         f"streamer local: cannot listen on 127.0.0.1:{port} for the WebSocket gateway: address already in use"
     )
+    assert not stack.children()
+
+
+# ------------------------------------------------------------------------------------- external engine
+
+
+def test_an_external_step_functions_endpoint_runs_the_workflows(start_local: Callable[..., Stack]) -> None:
+    """``--sfn-endpoint``: what a user of AWS Step Functions Local does. A separate moto server stands in
+    for it, calling our Lambda endpoint as Step Functions Local does with ``LAMBDA_ENDPOINT``."""
+    import os
+    import subprocess
+    import sys
+
+    lambda_port = _free_port()
+    external = subprocess.Popen(
+        [sys.executable, "-m", "streamer.local.moto_server", "--port", "0", "--lambda-endpoint",
+         f"http://127.0.0.1:{lambda_port}"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+    )  # fmt: skip
+    try:
+        assert external.stdout is not None
+        sfn_url = external.stdout.readline().split()[-1]
+        stack = start_local("--port", str(_free_port()), "--lambda-port", str(lambda_port), "--sfn-endpoint", sfn_url)
+        assert stack.sfn_url == sfn_url
+        assert f"LAMBDA_ENDPOINT={stack.lambda_url}" in stack.stderr()
+        sfn = stack.client("stepfunctions")
+        names = {m["name"] for m in sfn.list_state_machines()["stateMachines"]}
+        sfn.close()
+        assert {"streamer-echo", "streamer-textstats"} <= names
+        out = subprocess.run(
+            [sys.executable, "-m", "streamer.cli", "submit", "echo", "--json", "--url", stack.ws_url,
+             "--sub", stack.unique_user(), "--timeout", "120", "--payload", '{"message": "via external"}'],
+            capture_output=True, text=True, timeout=180,
+            env={**os.environ, "STREAMER_JWT_SECRET": stack.secret},
+        )  # fmt: skip
+        events = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+        assert out.returncode == 0, out.stderr
+        assert events[-1]["type"] == "result"
+        assert events[-1]["output"] == {"message": "via external"}
+        assert stack.stop(signal.SIGINT) == 0
+    finally:
+        external.terminate()
+        external.wait(30)
+        if external.stdout is not None:
+            external.stdout.close()
+
+
+# --------------------------------------------------------------------------------------- start-up errors
+
+
+def _last_line(stack: Stack) -> str:
+    return [ln for ln in stack.stderr().splitlines() if ln.strip()][-1]
+
+
+def test_a_broken_plugin_fails_fast_with_a_one_line_reason(start_local: Callable[..., Stack], tmp_path: Any) -> None:
+    import os
+
+    # An installed distribution whose entry point cannot be imported.
+    dist = tmp_path / "site" / "streamer_broken-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: streamer-broken\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[streamer.plugins]\nbroken = streamer_broken_no_such_module\n")
+    path = os.pathsep.join(p for p in (str(tmp_path / "site"), os.environ.get("PYTHONPATH")) if p)
+    stack = start_local("--port", str(_free_port()), wait=False, env={"PYTHONPATH": path})
+    assert stack.proc.wait(90) == 1
+    line = _last_line(stack)
+    assert line.startswith("streamer local: plugins: plugin 'broken' (distribution streamer-broken)"), line
+    assert "ModuleNotFoundError" in line
+    assert not stack.children()
+
+
+def test_a_handler_that_cannot_be_imported_fails_start_up(start_local: Callable[..., Stack], tmp_path: Any) -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "infra").mkdir()
+    (tmp_path / "statemachines").symlink_to(root / "statemachines")
+    text = (root / "infra" / "template.yaml").read_text()
+    assert "Handler: streamer.handlers.notify.handler" in text
+    broken = text.replace("Handler: streamer.handlers.notify.handler", "Handler: streamer.handlers.nope.handler")
+    (tmp_path / "infra" / "template.yaml").write_text(broken)
+    stack = start_local(
+        "--port", str(_free_port()), "--template", str(tmp_path / "infra" / "template.yaml"), wait=False
+    )
+    assert stack.proc.wait(90) == 1
+    line = _last_line(stack)
+    assert line.startswith("streamer local: lambda exited with code 3: "), line
+    assert "streamer.handlers.nope" in line
     assert not stack.children()

@@ -86,9 +86,7 @@ def endpoint() -> Iterator[tuple[LambdaEndpoint, Any]]:
             "Background": background,
         }
     )
-    client = boto3.client(
-        "lambda", endpoint_url=url, config=Config(retries={"max_attempts": 0}), **CREDS
-    )
+    client = boto3.client("lambda", endpoint_url=url, config=Config(retries={"max_attempts": 0}), **CREDS)
     server.received = received  # type: ignore[attr-defined]
     server.got_event = got_event  # type: ignore[attr-defined]
     try:
@@ -185,9 +183,7 @@ def test_unknown_function_is_resource_not_found(endpoint: Any) -> None:
 
 def test_unknown_function_raw_http_shape(endpoint: Any) -> None:
     server, _ = endpoint
-    req = urllib.request.Request(
-        f"{server.url}/2015-03-31/functions/Nope/invocations", data=b"{}", method="POST"
-    )
+    req = urllib.request.Request(f"{server.url}/2015-03-31/functions/Nope/invocations", data=b"{}", method="POST")
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(req, timeout=10)
     try:
@@ -426,9 +422,7 @@ def test_function_errors_bisect_the_batch_down_to_the_poison_record(aws: dict[st
         return _ok(records)
 
     fn = ScriptedFunction(decide)
-    poller = _poller(
-        aws, fn, batch_size=4, maximum_retry_attempts=1, bisect_batch_on_function_error=True
-    )
+    poller = _poller(aws, fn, batch_size=4, maximum_retry_attempts=1, bisect_batch_on_function_error=True)
     _put(aws["dynamodb"], "a", "b", "poison", "c")
     _drain(poller)
     assert [r["dynamodb"]["Keys"]["request_id"]["S"] for r in poller.on_failure.records] == ["poison"]
@@ -498,3 +492,280 @@ def test_run_and_stop_in_a_thread(aws: dict[str, Any]) -> None:
         poller.stop()
         t.join(10)
     assert not t.is_alive()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Gateway (in-process, scripted functions; the e2e tier runs it with the real handlers)
+
+
+class GatewayThread:
+    """A :class:`Gateway` on its own event loop in a thread, with scripted async functions."""
+
+    def __init__(self, functions: dict[str, Callable[[dict[str, Any]], Any]], **config: Any) -> None:
+        import asyncio
+
+        from streamer.local.gateway import Gateway, GatewayConfig, InvokeOutcome
+
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.functions = functions
+        self.loop = asyncio.new_event_loop()
+
+        async def invoke(name: str, event: dict[str, Any]) -> InvokeOutcome:
+            self.events.append((name, event))
+            result = self.functions[name](event)
+            if asyncio.iscoroutine(result):
+                result = await result
+            if isinstance(result, InvokeOutcome):
+                return result
+            return InvokeOutcome(ok=True, payload=result)
+
+        routes = {"$connect": "Connect", "$disconnect": "Disconnect", "$default": "Default"}
+        routes.update(config.pop("routes", {}))
+        self.gateway = Gateway(GatewayConfig(routes=routes, **config), invoke)
+        self.url = self.loop.run_until_complete(self.gateway.start())
+        self.http = self.url.replace("ws://", "http://")
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [e for n, e in self.events if n == name]
+
+    def wait_for(self, name: str, count: int = 1, timeout: float = 20) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.named(name)) < count:
+            assert time.monotonic() < deadline, f"{name} not invoked {count}x: {self.events}"
+            time.sleep(0.02)
+        return self.named(name)
+
+    def close(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.gateway.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def _accept(event: dict[str, Any]) -> dict[str, Any]:
+    return {"statusCode": 200, "headers": {"Sec-WebSocket-Protocol": "streamer.v1"}}
+
+
+@pytest.fixture
+def gateway() -> Iterator[GatewayThread]:
+    ok: Callable[[dict[str, Any]], Any] = lambda e: {"statusCode": 200}  # noqa: E731
+    gw = GatewayThread({"Connect": _accept, "Disconnect": ok, "Default": ok})
+    try:
+        yield gw
+    finally:
+        gw.close()
+
+
+def test_connect_event_has_the_api_gateway_shape(gateway: GatewayThread) -> None:
+    from websockets.sync.client import connect
+
+    with connect(gateway.url + "/prod?x=1&x=2&y=z", subprotocols=["streamer.v1"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "streamer.v1"
+    (event,) = gateway.wait_for("Connect")
+    ctx = event["requestContext"]
+    assert ctx["routeKey"] == "$connect" and ctx["eventType"] == "CONNECT"
+    assert ctx["stage"] == "prod" and ctx["apiId"] and ctx["domainName"]
+    assert ctx["identity"]["sourceIp"] == "127.0.0.1"
+    assert isinstance(ctx["connectedAt"], int) and isinstance(ctx["requestTimeEpoch"], int)
+    assert len(ctx["connectionId"]) == 16 and ctx["connectionId"].endswith("=")
+    assert "/" not in ctx["connectionId"] and "+" not in ctx["connectionId"]
+    assert event["headers"]["Sec-WebSocket-Protocol"] == "streamer.v1"
+    assert event["multiValueHeaders"]["Sec-WebSocket-Protocol"] == ["streamer.v1"]
+    assert event["queryStringParameters"] == {"x": "2", "y": "z"}
+    assert event["multiValueQueryStringParameters"] == {"x": ["1", "2"], "y": ["z"]}
+    assert event["isBase64Encoded"] is False
+    (disc,) = gateway.wait_for("Disconnect")
+    assert disc["requestContext"]["eventType"] == "DISCONNECT"
+    assert disc["requestContext"]["connectionId"] == ctx["connectionId"]
+    assert disc["requestContext"]["disconnectStatusCode"] == 1000
+
+
+def test_a_refused_connect_returns_the_status_and_never_disconnects(gateway: GatewayThread) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    gateway.functions["Connect"] = lambda e: {"statusCode": 403}
+    with pytest.raises(InvalidStatus) as info:
+        connect(gateway.url)
+    assert info.value.response.status_code == 403
+    gateway.functions["Connect"] = lambda e: InvokeOutcomeError()
+    with pytest.raises(InvalidStatus) as info:
+        connect(gateway.url)
+    assert info.value.response.status_code == 500
+    time.sleep(0.3)
+    assert gateway.named("Disconnect") == []
+
+
+def InvokeOutcomeError() -> Any:
+    from streamer.local.gateway import InvokeOutcome
+
+    return InvokeOutcome(ok=False, error="function error Boom")
+
+
+def test_messages_are_routed_by_the_selection_expression() -> None:
+    from websockets.sync.client import connect
+
+    gw = GatewayThread(
+        {"Connect": _accept, "Disconnect": lambda e: {}, "Default": lambda e: {}, "Ping": lambda e: {}},
+        routes={"ping": "Ping"},
+    )
+    try:
+        with connect(gw.url) as ws:
+            ws.send('{"action": "ping"}')
+            ws.send('{"action": "submit"}')
+            ws.send("not json")
+            ws.send(b"\x00\xffbinary")
+            gw.wait_for("Default", 3)
+            (ping,) = gw.wait_for("Ping")
+        assert ping["requestContext"]["routeKey"] == "ping"
+        assert ping["requestContext"]["eventType"] == "MESSAGE"
+        assert ping["requestContext"]["messageId"]
+        assert ping["body"] == '{"action": "ping"}'
+        bodies = {(e["body"], e["isBase64Encoded"]) for e in gw.named("Default")}
+        assert bodies == {('{"action": "submit"}', False), ("not json", False), ("AP9iaW5hcnk=", True)}
+    finally:
+        gw.close()
+
+
+def test_a_slow_function_does_not_block_reading_the_socket(gateway: GatewayThread) -> None:
+    import asyncio
+
+    from websockets.sync.client import connect
+
+    release = threading.Event()
+
+    async def slow_or_fast(event: dict[str, Any]) -> dict[str, Any]:
+        if event["body"] == "slow":
+            await asyncio.to_thread(release.wait, 20)
+        return {"statusCode": 200}
+
+    gateway.functions["Default"] = slow_or_fast
+    with connect(gateway.url) as ws:
+        ws.send("slow")
+        ws.send("fast")
+        gateway.wait_for("Default", 2)  # the second message was read while the first is still running
+        release.set()
+
+
+def test_a_failing_integration_sends_api_gateways_error_frame(gateway: GatewayThread) -> None:
+    from websockets.sync.client import connect
+
+    gateway.functions["Default"] = lambda e: InvokeOutcomeError()
+    with connect(gateway.url) as ws:
+        ws.send("hello")
+        frame = json.loads(ws.recv(timeout=20))
+    assert frame["message"] == "Internal server error"
+    assert frame["connectionId"] and frame["requestId"]
+
+
+def test_management_api_errors_parse_as_botocore_exceptions(gateway: GatewayThread) -> None:
+    api = boto3.client("apigatewaymanagementapi", endpoint_url=gateway.http, **CREDS)
+    try:
+        with pytest.raises(api.exceptions.GoneException):
+            api.post_to_connection(ConnectionId="L0SM9cOFvHcCIhw=", Data=b"x")
+        with pytest.raises(api.exceptions.GoneException):
+            api.get_connection(ConnectionId="L0SM9cOFvHcCIhw=")
+        with pytest.raises(api.exceptions.GoneException):
+            api.delete_connection(ConnectionId="L0SM9cOFvHcCIhw=")
+    finally:
+        api.close()
+
+
+def test_an_oversized_message_closes_with_1009_and_disconnect_reports_it(gateway: GatewayThread) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with connect(gateway.url, max_size=None) as ws:
+        ws.send("x" * (128 * 1024 + 1))
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=20)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+    (disc,) = gateway.wait_for("Disconnect")
+    assert disc["requestContext"]["disconnectStatusCode"] == 1009
+    assert gateway.named("Default") == []
+
+
+def test_select_route() -> None:
+    from streamer.local.gateway import select_route
+
+    routes = {"$default": "D", "submit": "S", "$connect": "C"}
+    expr = "$request.body.action"
+    assert select_route(expr, '{"action": "submit"}', routes) == "submit"
+    assert select_route(expr, '{"action": "other"}', routes) == "$default"
+    assert select_route(expr, '{"action": "$connect"}', routes) == "$default"
+    assert select_route(expr, "[1]", routes) == "$default"
+    assert select_route(expr, None, routes) == "$default"
+    assert select_route("$request.body.a.b", '{"a": {"b": "submit"}}', routes) == "submit"
+    assert select_route(expr, '{"action": "x"}', {"submit": "S"}) is None
+
+
+# --------------------------------------------------------------------------------------------------------
+# moto server subprocess: Step Functions executes, Tasks reach our Lambda endpoint
+
+
+def test_moto_server_runs_state_machines_against_the_lambda_endpoint() -> None:
+    import subprocess
+    import sys
+
+    attempts: list[int] = []
+
+    def flaky(event: dict[str, Any], context: Any) -> Any:
+        attempts.append(event["attempt"])
+        if len(attempts) < 2:
+            raise RetryableStepError("not yet")
+        return {"doubled": event["value"] * 2}
+
+    server, url = serve_in_thread({"Flaky": flaky})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamer.local.moto_server", "--port", "0", "--lambda-endpoint", url],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**__import__("os").environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("moto server ready http://127.0.0.1:")
+        sfn = boto3.client("stepfunctions", endpoint_url=line.split()[-1], **CREDS)
+        definition = {
+            "StartAt": "Double",
+            "States": {
+                "Double": {
+                    "Type": "Task",
+                    "Resource": "arn:aws:lambda:us-east-1:123456789012:function:Flaky",
+                    "Parameters": {"value.$": "$.value", "attempt.$": "$$.State.RetryCount"},
+                    "Retry": [{"ErrorEquals": ["RetryableStepError"], "IntervalSeconds": 1, "MaxAttempts": 2}],
+                    "Next": "PlusOne",
+                },
+                # JSONata: moto's stub replaced by jsonata-python.
+                "PlusOne": {
+                    "Type": "Pass",
+                    "QueryLanguage": "JSONata",
+                    "Output": "{% $states.input.doubled + 1 %}",
+                    "End": True,
+                },
+            },
+        }
+        arn = sfn.create_state_machine(
+            name="flaky", definition=json.dumps(definition), roleArn="arn:aws:iam::123456789012:role/r"
+        )["stateMachineArn"]
+        execution = sfn.start_execution(stateMachineArn=arn, name="run-1", input='{"value": 20}')["executionArn"]
+        deadline = time.monotonic() + 60
+        while (desc := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        sfn.close()
+        assert desc["status"] == "SUCCEEDED", desc
+        assert json.loads(desc["output"]) == 41
+        assert attempts == [0, 1]  # the custom error name matched Retry, as on AWS
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
+        server.shutdown()
+        server.server_close()

@@ -164,6 +164,17 @@ def test_a_hook_returning_the_wrong_thing_is_reported_with_the_plugin(
         plugins.steps(pm)
 
 
+def test_a_hook_that_raises_is_reported_with_the_plugin(pm: pluggy.PluginManager) -> None:
+    class BadName:
+        @streamer.hookimpl
+        def streamer_steps(self) -> list[Step]:
+            return [Step(name="no spaces allowed", func=_noop)]
+
+    pm.register(BadName(), name="bad-name")
+    with pytest.raises(PluginError, match=r"^plugin 'bad-name': streamer_steps\(\) raised PluginError: step name"):
+        plugins.steps(pm)
+
+
 def test_an_implementation_may_take_only_the_arguments_it_uses(pm: pluggy.PluginManager) -> None:
     class Extra:
         @streamer.hookimpl

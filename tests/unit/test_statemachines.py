@@ -70,6 +70,17 @@ def test_every_step_task_passes_the_attempt_and_every_task_is_guarded() -> None:
                 assert state["Parameters"]["attempt.$"] == "$$.State.RetryCount", name
 
 
+def test_step_tasks_time_out_before_the_step_runner_lambda_does() -> None:
+    # Otherwise Lambda's own timeout (Sandbox.Timedout -> FAILED) would win over States.Timeout (TIMED_OUT).
+    from streamer.template import functions
+
+    lambda_timeout = functions()["StepRunnerFunction"].timeout
+    for path in (ECHO, TEXTSTATS):
+        for name, state, _ in statemachines._walk(load(path)["States"], covered=False):
+            if state.get("Resource") == statemachines.STEP_RUNNER_PLACEHOLDER:
+                assert state["TimeoutSeconds"] < lambda_timeout, (path.name, name)
+
+
 def _task(d: dict[str, Any], name: str = "Echo") -> dict[str, Any]:
     state: dict[str, Any] = d["States"][name]
     return state
@@ -266,7 +277,8 @@ def test_render_the_real_definition() -> None:
 
 def test_function_arn_substitutions() -> None:
     prefix = "arn:aws:lambda:us-east-1:123456789012:function:"
-    assert statemachines.function_arn_substitutions(prefix, ["StepRunnerFunctionArn", "NotifyFunctionArn", "X", "Arn"]) == {
+    names = ["StepRunnerFunctionArn", "NotifyFunctionArn", "X", "Arn"]
+    assert statemachines.function_arn_substitutions(prefix, names) == {
         "StepRunnerFunctionArn": prefix + "StepRunnerFunction",
         "NotifyFunctionArn": prefix + "NotifyFunction",
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -353,7 +354,7 @@ def test_throttle_properties(interval_ms: int, steps: list[tuple[float, int]]) -
     throttle.close()
     times = [ts for ts, _, _ in sent]
     # Never two events closer than the interval, except the final flush at the step's end.
-    for a, b in zip(times[:-1], times[1:-1], strict=False):
+    for a, b in itertools.pairwise(times[:-1]):
         assert b - a >= interval_ms / 1000 - 1e-9
     # The last value reported is always delivered, and it is the last one sent.
     assert sent[-1][2] == str(len(reported) - 1)
@@ -445,7 +446,7 @@ def test_handler_reports_a_broken_plugin_set_without_details(registry: Registry)
             return [Step(name="double", func=double)]
 
     registry.pm.register(Clash(), name="clash")
-    with pytest.raises(StepFailedError, match="^the step runner's plugins are misconfigured$"):
+    with pytest.raises(StepFailedError, match=r"^the step runner's plugins are misconfigured$"):
         handle(event("double", {"n": 1}), FakeContext(), sink=RecordingSink(), registry=Registry(registry.pm))
 
 

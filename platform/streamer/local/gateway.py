@@ -30,7 +30,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import os
 import secrets
 import socket
 import time
@@ -227,7 +226,7 @@ class Gateway:
         await self._runner.setup()
         if sock is None:
             sock = socket.create_server((host, port), backlog=1024)
-        site = web.SockSite(self._runner, sock, shutdown_timeout=2.0)
+        site = web.SockSite(self._runner, sock)
         await site.start()
         bound_host, bound_port = sock.getsockname()[:2]
         self.url = f"ws://{bound_host}:{bound_port}"
@@ -353,9 +352,7 @@ class Gateway:
                     for k, v in (response.get("headers") or {}).items()
                     if k.lower() not in ("sec-websocket-protocol", "content-length")
                 }
-                return web.Response(
-                    status=status, text=body if isinstance(body, str) else None, headers=extra
-                )
+                return web.Response(status=status, text=body if isinstance(body, str) else None, headers=extra)
             for k, v in (response.get("headers") or {}).items():
                 if k.lower() == "sec-websocket-protocol":
                     subprotocol = str(v)
@@ -557,9 +554,3 @@ class Gateway:
         # Answer at once; the close handshake and $disconnect happen in the background, as on AWS.
         self._spawn(self._close(conn, WSCloseCode.OK, ""))
         return web.Response(status=204)
-
-
-def env_float(name: str, default: float) -> float:
-    """A float from the environment (used for ``STREAMER_LOCAL_*`` timeouts)."""
-    value = os.environ.get(name)
-    return float(value) if value else default

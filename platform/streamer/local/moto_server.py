@@ -126,9 +126,7 @@ class LambdaForwarder:
         return [data]
 
 
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "server", "date"}
-)
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "server", "date"})
 
 
 def path_with_query(environ: dict[str, Any]) -> str:

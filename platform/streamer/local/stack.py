@@ -91,11 +91,7 @@ def local_table_names(template: Mapping[str, Any]) -> dict[str, str]:
 
     out: dict[str, str] = {}
     for logical_id in table_definitions(dict(template)):
-        base = (
-            logical_id[: -len("Table")]
-            if logical_id.endswith("Table") and logical_id != "Table"
-            else logical_id
-        )
+        base = logical_id[: -len("Table")] if logical_id.endswith("Table") and logical_id != "Table" else logical_id
         out[logical_id] = f"{STACK_NAME}-{_kebab(base)}"
     return out
 
@@ -105,7 +101,7 @@ class StateMachinePlan:
     workflow: str
     definition_path: Path
     substitutions: Mapping[str, str]  # ${Var} → function logical id
-    source: str  # "template", "plugin <name>" or "statemachines/"
+    source: str  # "template" or "discovered" (statemachines/ or a plugin's own definition)
 
 
 @dataclass
@@ -170,8 +166,7 @@ def plan_from_template(template_path: Path | str | None = None, *, check_plugins
     known = {sm.workflow for sm in plan.state_machines}
     if check_plugins:
         _add_plugin_workflows(plan, known)
-    # Definitions the template does not list: statemachines/*.asl.json and those plugins ship.
-    if check_plugins:
+        # Definitions the template does not list: statemachines/*.asl.json and those plugins ship.
         from streamer.statemachines import discover
 
         try:
@@ -181,9 +176,7 @@ def plan_from_template(template_path: Path | str | None = None, *, check_plugins
         for workflow, file in found.items():
             if workflow not in known:
                 known.add(workflow)
-                plan.state_machines.append(
-                    StateMachinePlan(workflow, Path(file), DEFAULT_SUBSTITUTIONS, "discovered")
-                )
+                plan.state_machines.append(StateMachinePlan(workflow, Path(file), DEFAULT_SUBSTITUTIONS, "discovered"))
         for name in plan.workflows:
             if name not in known:
                 plan.warnings.append(f"workflow {name} has no state machine definition")
@@ -251,6 +244,7 @@ def function_environment(
             refs.setdefault(logical_id, "local")
     env: dict[str, str] = {}
     origin: dict[str, str] = {}
+    wired: set[str] = set()  # variables naming local resources (tables …): never overridden
     for fn_id, spec in plan.functions.items():
         for key, raw in (spec.environment or {}).items():
             try:
@@ -261,12 +255,18 @@ def function_environment(
             value = str(value).lower() if isinstance(value, bool) else str(value)
             if key in env and env[key] != value:
                 plan.warnings.append(
-                    f"environment {key}: {origin[key]} and {fn_id} differ; "
-                    f"all functions share {env[key]!r} locally"
+                    f"environment {key}: {origin[key]} and {fn_id} differ; all functions share {env[key]!r} locally"
                 )
                 continue
             env[key] = value
             origin[key] = fn_id
+            if isinstance(raw, dict) and raw.get("Ref") in plan.table_names:
+                wired.add(key)
+    # The developer's own STREAMER_* settings (issuer, audience, algorithms …) win over the template's
+    # defaults; what wires the local services together (below) does not.
+    for key in list(env):
+        if key.startswith("STREAMER_") and key in os.environ and key not in wired:
+            env[key] = os.environ[key]
     env.update(
         {
             "AWS_REGION": REGION,
@@ -313,15 +313,13 @@ def _listen(host: str, port: int, what: str) -> socket.socket:
 
 def _url(sock: socket.socket, scheme: str = "http") -> str:
     host, port = sock.getsockname()[:2]
-    return f"{scheme}://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 class Child:
     """One supervised subprocess serving on a socket the supervisor owns."""
 
-    def __init__(
-        self, name: str, argv: list[str], env: Mapping[str, str], sock: socket.socket, ready: str
-    ) -> None:
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], sock: socket.socket, ready: str) -> None:
         self.name = name
         self.argv = argv
         self.env = dict(env)
@@ -540,9 +538,7 @@ class LocalStack:
         )
         for child in self.children.values():
             child.start()
-        await asyncio.gather(
-            *(asyncio.to_thread(c.wait_ready, CHILD_READY_TIMEOUT) for c in self.children.values())
-        )
+        await asyncio.gather(*(asyncio.to_thread(c.wait_ready, CHILD_READY_TIMEOUT) for c in self.children.values()))
         await asyncio.to_thread(self._provision)
         await self._start_gateway(gw_sock)
         self._start_pollers()
@@ -634,9 +630,7 @@ class LocalStack:
                 mapping,
                 dynamodb=self._client("dynamodb", self.moto_url),
                 streams=self._client("dynamodbstreams", self.moto_url),
-                invoke=HttpLambdaInvoker(
-                    self.lambda_url, timeout=timeouts.get(mapping.function_name, 900) + 30
-                ),
+                invoke=HttpLambdaInvoker(self.lambda_url, timeout=timeouts.get(mapping.function_name, 900) + 30),
                 on_failure=self.on_failure,
                 poll_interval=self.options.poll_interval,
                 region=REGION,
@@ -725,6 +719,9 @@ class LocalStack:
 
     def banner(self) -> str:
         plan, opts = self.plan, self.options
+        workflows = [sm.workflow for sm in plan.state_machines]
+        example = "echo" if "echo" in workflows else (workflows[0] if workflows else "<workflow>")
+        payload = '{"message": "hi"}' if example == "echo" else "{}"
         stage_url = f"{self.ws_url}/{plan.stage}"
         lines = [
             "streamer local — the whole platform on this machine (no AWS account, no Docker)",
@@ -748,7 +745,7 @@ class LocalStack:
             f"max connection {opts.max_connection_duration:g}s",
             "",
             "  get a token      streamer token --sub alice",
-            f'  try it           streamer submit echo --url {self.ws_url} --payload \'{{"message": "hi"}}\'',
+            f"  try it           streamer submit {example} --url {self.ws_url} --payload '{payload}'",
             "  stop             Ctrl-C",
         ]
         return "\n".join(lines)
@@ -780,27 +777,32 @@ async def _run(options: LocalOptions) -> int:
         loop.add_signal_handler(sig, on_signal, sig)
     start = asyncio.ensure_future(stack.start())
     stopper = asyncio.ensure_future(stack._stop.wait())
+    reason: str | None = None
     try:
         await asyncio.wait({start, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if not start.done():  # a signal during start-up
             start.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await start
-            return 0
-        start.result()  # raises StartupError
-        print(stack.banner(), file=sys.stderr, flush=True)
-        print(stack.ready_line(), flush=True)
-        await stack.supervise()
+        else:
+            start.result()
+            print(stack.banner(), file=sys.stderr, flush=True)
+            print(stack.ready_line(), flush=True)
+            await stack.supervise()
     except StartupError as exc:
-        print(f"streamer local: {exc}", file=sys.stderr, flush=True)
-        return 1
+        reason = str(exc)
+    except Exception as exc:
+        log.debug("start-up failed", exc_info=True)
+        reason = f"{type(exc).__name__}: {_one_line(exc)}"
     finally:
         stopper.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await asyncio.shield(stack.stop())
-    if stack._fatal:
-        print(f"streamer local: {stack._fatal}", file=sys.stderr, flush=True)
+    reason = reason or stack._fatal
+    if reason:
+        # Last line on stderr, after the shutdown logs: what a user (or a script) reads.
+        print(f"streamer local: {reason}", file=sys.stderr, flush=True)
         return 1
     log.info("stopped")
     return 0
@@ -896,9 +898,7 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         type=str.upper,
     )
-    p.add_argument(
-        "--log-format", choices=("text", "json"), default=os.environ.get("STREAMER_LOG_FORMAT", "text")
-    )
+    p.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("STREAMER_LOG_FORMAT", "text"))
     p.set_defaults(func=run_local)
     return p
 

@@ -130,9 +130,7 @@ def _raw_mapping_props(template: Mapping[str, Any], function: str, table: str) -
         props = res.get("Properties") or {}
         candidates: list[Mapping[str, Any]] = []
         if res.get("Type") == "AWS::Lambda::EventSourceMapping":
-            if function in json.dumps(props.get("FunctionName")) and table in json.dumps(
-                props.get("EventSourceArn")
-            ):
+            if function in json.dumps(props.get("FunctionName")) and table in json.dumps(props.get("EventSourceArn")):
                 candidates.append(props)
         elif res.get("Type") == "AWS::Serverless::Function":
             for ev in (props.get("Events") or {}).values():
@@ -473,9 +471,7 @@ class StreamPoller:
         result = self.invoke(cfg.function_name, {"Records": batch})
         self.invocations += 1
         if result.transport_error is not None:
-            log.warning(
-                "stream batch for %s not delivered (%s); retrying", cfg.function_name, result.transport_error
-            )
+            log.warning("stream batch for %s not delivered (%s); retrying", cfg.function_name, result.transport_error)
             shard.retry_at = time.monotonic() + self.backoff_max
             return False
 
@@ -506,9 +502,7 @@ class StreamPoller:
             > cfg.maximum_record_age_seconds
         )
         if shard.attempts > cfg.retry_bound or too_old:
-            self._give_up(
-                shard, batch, failed, result, "RecordAgeExceeded" if too_old else "RetryAttemptsExhausted"
-            )
+            self._give_up(shard, batch, failed, result, "RecordAgeExceeded" if too_old else "RetryAttemptsExhausted")
             return True
         delay = min(self.backoff_max, self.backoff_base * (2 ** (shard.attempts - 1)))
         shard.retry_at = time.monotonic() + delay

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from streamer_echo import EchoPayload
 
 from streamer.testing import StepHarness, WorkflowRun
-from streamer_echo import EchoPayload
 
 
 def test_reports_steps_progress_events_and_returns_the_message(streamer_steps: StepHarness) -> None:

@@ -45,8 +45,7 @@ def echo(payload: EchoPayload, context: StepContext) -> EchoOutput:
         raise StepFailedError("echo failed because the payload asked it to (fail: true)")
     if context.attempt <= payload.fail_times:
         raise RetryableStepError(
-            f"echo attempt {context.attempt} failed because the payload asked it to "
-            f"(fail_times: {payload.fail_times})"
+            f"echo attempt {context.attempt} failed because the payload asked it to (fail_times: {payload.fail_times})"
         )
     for i in range(1, payload.steps + 1):
         if payload.delay_ms:

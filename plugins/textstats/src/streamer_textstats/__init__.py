@@ -94,9 +94,7 @@ def split(payload: TextstatsPayload, context: StepContext) -> SplitOutput:
 def count(chunk: CountInput, context: StepContext) -> ChunkCounts:
     """Count one chunk's words; progress is the share of chunks counted so far (by index)."""
     counts = count_words(chunk.text)
-    context.progress(
-        100 * (chunk.index + 1) / chunk.total, f"counted chunk {chunk.index + 1} of {chunk.total}"
-    )
+    context.progress(100 * (chunk.index + 1) / chunk.total, f"counted chunk {chunk.index + 1} of {chunk.total}")
     return ChunkCounts(counts=counts)
 
 
