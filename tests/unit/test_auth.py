@@ -807,6 +807,10 @@ def test_no_log_record_contains_a_token(
     redactor = RedactTokensFilter()
     auth_logger.addFilter(redactor)
     app_logger.addFilter(redactor)
+    # The handlers' Powertools logger owns "streamer" and stops propagation to the root logger once a
+    # handler module is imported: attach the capture handler to these loggers directly.
+    auth_logger.addHandler(caplog.handler)
+    app_logger.addHandler(caplog.handler)
     now = int(time.time())
     good = [_hs(_claims()), _rs(_claims(), rsa_key)]
     bad = [
@@ -820,7 +824,11 @@ def test_no_log_record_contains_a_token(
         "eyJnYXJiYWdlIjp0cnVlfQ.eyJub3QiOiJzaWduZWQifQ.bm90LWEtc2lnbmF0dXJl",  # JWT-shaped garbage
     ]
     try:
-        with caplog.at_level(logging.DEBUG):
+        with (
+            caplog.at_level(logging.DEBUG),
+            caplog.at_level(logging.DEBUG, logger="streamer.auth"),
+            caplog.at_level(logging.DEBUG, logger="streamer.test_auth_app"),
+        ):
             for token in good:
                 app_logger.debug("verifying %s", token)
                 (rs_auth if jwt.get_unverified_header(token)["alg"] == "RS256" else hs_auth).verify(token)
@@ -834,6 +842,8 @@ def test_no_log_record_contains_a_token(
     finally:
         auth_logger.removeFilter(redactor)
         app_logger.removeFilter(redactor)
+        auth_logger.removeHandler(caplog.handler)
+        app_logger.removeHandler(caplog.handler)
 
     assert any(r.name == "streamer.auth" for r in caplog.records)  # verify() did log its rejections
     assert any("[REDACTED]" in r.getMessage() for r in caplog.records)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pluggy
@@ -406,9 +407,19 @@ def registry() -> Registry:
     return Registry(pm)
 
 
-def test_handler_runs_the_named_step_and_logs_no_input(
-    registry: Registry, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def lambda_log() -> Iterator[io.StringIO]:
+    """What the step runner's Powertools logger writes (its handler's stream, swapped for the test)."""
+    from streamer.handlers.step_runner import logger
+
+    (handler,) = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+    yield buffer
+    handler.setStream(previous)
+
+
+def test_handler_runs_the_named_step_and_logs_no_input(registry: Registry, lambda_log: io.StringIO) -> None:
     from streamer.handlers.step_runner import make_handler
 
     sink = RecordingSink()
@@ -416,9 +427,9 @@ def test_handler_runs_the_named_step_and_logs_no_input(
     out = handler(event("double", {"n": 3, "password": "s3cr3t-value"}, attempt=1), FakeContext())
     assert out == {"doubled": 6}
     assert [e.percent for e in sink.events] == [50]
-    logs = capsys.readouterr()
-    assert "s3cr3t-value" not in logs.out + logs.err
-    lines = [json.loads(line) for line in logs.out.splitlines() if line.startswith("{")]
+    logs = lambda_log.getvalue()
+    assert "s3cr3t-value" not in logs
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
     finished = [line for line in lines if line.get("message") == "step finished"]
     assert finished, lines
     assert finished[0]["request_id"] == "req-1" and finished[0]["step"] == "double"
