@@ -16,7 +16,7 @@ READY_PREFIX = "streamer local ready "
 
 
 def _start_local(port: int) -> tuple[subprocess.Popen[str], str]:
-    cmd = [sys.executable, "-m", "streamer.cli", "local", "--port", str(port)]
+    cmd = [sys.executable, "-m", "streamer.cli", "local", "--port", str(port), "--log-level", "WARNING"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True, bufsize=1)
     deadline = time.monotonic() + 60
     assert proc.stdout is not None
@@ -34,7 +34,8 @@ def _start_local(port: int) -> tuple[subprocess.Popen[str], str]:
 def _submit(url: str, workflow: str, payload: str, sub: str) -> int:
     from streamer.cli import main
 
-    print(f"\n$ streamer submit {workflow} --payload '{payload}'", flush=True)
+    shown = payload if len(payload) <= 100 else payload[:90] + f"…({len(payload)} chars)"
+    print(f"\n$ streamer submit {workflow} --payload '{shown}'", flush=True)
     return main(["submit", workflow, "--payload", payload, "--url", url, "--sub", sub])
 
 

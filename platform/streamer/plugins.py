@@ -139,9 +139,12 @@ def _drop_pending(pm: pluggy.PluginManager) -> list[PluginError]:
         try:
             pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            name = pm.get_name(exc.plugin) or repr(exc.plugin)
-            errors.append(PluginError(f"plugin {name!r} is invalid: {exc}"))
-            pm.unregister(exc.plugin)
+            name = pm.get_name(exc.plugin)
+            errors.append(PluginError(f"plugin {name or exc.plugin!r} is invalid: {exc}"))
+            if name is not None:
+                pm.set_blocked(name)  # unregisters it, and a later load_plugins() will not bring it back
+            else:
+                pm.unregister(exc.plugin)
             continue
         return errors
 

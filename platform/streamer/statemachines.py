@@ -209,7 +209,8 @@ def _walk(states: Mapping[str, Any], covered: bool) -> Iterator[tuple[str, Mappi
                 yield from _walk(branch["States"], inner_covered)
 
 
-def _check_task(name: str, state: Mapping[str, Any], covered: bool, steps: Mapping[str, Any]) -> list[str]:
+def _check_task(name: str, state: Mapping[str, Any], covered: bool, steps: Mapping[str, Any] | None) -> list[str]:
+    """Why the Task breaks the platform's rules; ``steps`` is ``None`` when the catalogue is unusable."""
     reasons: list[str] = []
     if "TimeoutSeconds" not in state and "TimeoutSecondsPath" not in state:
         reasons.append("Task has no TimeoutSeconds")
@@ -230,7 +231,7 @@ def _check_task(name: str, state: Mapping[str, Any], covered: bool, steps: Mappi
             reasons.append("Parameters.step must be a constant step name, not a path (step.$)")
         elif not isinstance(step, str):
             reasons.append("Parameters.step (the step to run) is missing")
-        elif step not in steps:
+        elif steps is not None and step not in steps:
             reasons.append(f"step {step!r} is not declared by any installed plugin")
         if "request.$" not in params and "request" not in params:
             reasons.append('Parameters must pass the request ("request.$": "$.request")')
@@ -250,10 +251,10 @@ def _check_definition(file: str, definition: Any, registry: Registry, workflow: 
     if definition.get("QueryLanguage") == "JSONata":
         problems.append(Problem(file, "-", "JSONata is not supported by the local engine; use JSONPath"))
     try:
-        steps: Mapping[str, Any] = registry.steps()
+        steps: Mapping[str, Any] | None = registry.steps()
     except PluginError as exc:
         problems.append(Problem(file, "-", f"cannot check step names: {exc}"))
-        steps = {}
+        steps = None
     if workflow is not None:
         try:
             known = registry.workflows()

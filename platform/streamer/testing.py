@@ -40,6 +40,7 @@ import pluggy
 from streamer.errors import RetryableStepError, StepFailedError
 from streamer.models import RequestRef
 from streamer.plugins import Registry, create_plugin_manager
+from streamer.steps import ProgressSink
 from streamer.steps import run_step as _run_step
 
 if TYPE_CHECKING:
@@ -86,14 +87,18 @@ class ProgressEvent:
 
 
 class RecordingSink:
-    """A :class:`~streamer.steps.ProgressSink` that keeps every event (thread-safe)."""
+    """A :class:`~streamer.steps.ProgressSink` that keeps every event (thread-safe), then passes it on to
+    ``forward`` if given (e.g. a real ``RequestService``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, forward: ProgressSink | None = None) -> None:
         self._events: list[ProgressEvent] = []
         self._lock = threading.Lock()
+        self.forward = forward
 
     def progress(self, ref: RequestRef, step: str, percent: int, message: str) -> None:
         self.add(ProgressEvent(ref.request_id, step, percent, message))
+        if self.forward is not None:
+            self.forward.progress(ref, step, percent, message)
 
     def add(self, event: ProgressEvent) -> None:
         with self._lock:
@@ -273,7 +278,8 @@ class LocalWorkflows:
 
     Use as a context manager: entering starts ``moto.mock_aws`` (state machine execution on), a Lambda
     Invoke endpoint on 127.0.0.1 serving ``StepRunnerFunction`` (bound to ``pm``'s plugins and a
-    recording sink) and ``NotifyFunction`` (records each call, or calls ``notify`` if given), and points
+    recording sink, which passes events on to ``sink`` if given) and ``NotifyFunction`` (records each call,
+    then calls ``notify`` if given, e.g. the platform's ``streamer.handlers.notify.handler``), and points
     ``AWS_ENDPOINT_URL_LAMBDA`` at it; leaving undoes all of it.
     """
 
@@ -284,12 +290,13 @@ class LocalWorkflows:
         region: str = "us-east-1",
         interval_ms: int = 0,
         notify: Callable[[dict[str, Any], Any], Any] | None = None,
+        sink: ProgressSink | None = None,
         statemachines_dir: Path | None = None,
     ) -> None:
         self.pm = pm if pm is not None else create_plugin_manager()
         self.region = region
         self.interval_ms = interval_ms
-        self.sink = RecordingSink()
+        self.sink = RecordingSink(forward=sink)
         self.statemachines_dir = statemachines_dir
         #: Called with each notify event after it is recorded; its return value is the function's result.
         self.notify = notify

@@ -203,9 +203,15 @@ def test_stale_connection_row_is_removed_on_410(local_stack: Any) -> None:
     user = local_stack.unique_user()
     ddb = local_stack.client("dynamodb")
     now = int(time.time())
-    ddb.put_item(TableName="streamer-connections", Item={
-        "connection_id": {"S": "vanished-without-disconnect"}, "user_id": {"S": user},
-        "connected_at": {"N": str(now)}, "expires_at": {"N": str(now + 600)}})
+    ddb.put_item(
+        TableName="streamer-connections",
+        Item={
+            "connection_id": {"S": "vanished-without-disconnect"},
+            "user_id": {"S": user},
+            "connected_at": {"N": str(now)},
+            "expires_at": {"N": str(now + 600)},
+        },
+    )
 
     async def main() -> list[dict[str, Any]]:
         async with await StreamerClient.connect(local_stack.ws_url, local_stack.token(user)) as c:
@@ -214,8 +220,12 @@ def test_stale_connection_row_is_removed_on_410(local_stack: Any) -> None:
 
     events = run(main())
     assert events[-1]["type"] == "result"
-    assert ddb.get_item(TableName="streamer-connections",
-                        Key={"connection_id": {"S": "vanished-without-disconnect"}}).get("Item") is None
+    assert (
+        ddb.get_item(TableName="streamer-connections", Key={"connection_id": {"S": "vanished-without-disconnect"}}).get(
+            "Item"
+        )
+        is None
+    )
 
 
 def test_users_never_see_each_others_requests(local_stack: Any) -> None:
@@ -225,7 +235,9 @@ def test_users_never_see_each_others_requests(local_stack: Any) -> None:
         rid = await alice.submit("echo", {"message": "private", "steps": 2})
         for action in ("status", "cancel", "resume"):
             with pytest.raises(ClientError) as exc:
-                await mallory.call({"action": action, "request_id": rid, **({"after_seq": 0} if action == "resume" else {})})
+                await mallory.call(
+                    {"action": action, "request_id": rid, **({"after_seq": 0} if action == "resume" else {})}
+                )
             assert exc.value.code == "NOT_FOUND"
         await collect(alice, rid, timeout=90)
         await asyncio.sleep(0.5)
@@ -239,10 +251,12 @@ def test_users_never_see_each_others_requests(local_stack: Any) -> None:
 def test_bad_frames_get_typed_errors_and_connection_stays_usable(local_stack: Any) -> None:
     async def main() -> None:
         async with await StreamerClient.connect(local_stack.ws_url, local_stack.token(local_stack.unique_user())) as c:
-            for raw, code in [("{nope", "VALIDATION_ERROR"), (json.dumps({"action": "fly"}), "UNKNOWN_ACTION"),
-                              (json.dumps({"action": "submit", "workflow": "nope"}), "UNKNOWN_WORKFLOW"),
-                              (json.dumps({"action": "submit", "workflow": "echo", "payload": {"steps": 0}}),
-                               "VALIDATION_ERROR")]:
+            for raw, code in [
+                ("{nope", "VALIDATION_ERROR"),
+                (json.dumps({"action": "fly"}), "UNKNOWN_ACTION"),
+                (json.dumps({"action": "submit", "workflow": "nope"}), "UNKNOWN_WORKFLOW"),
+                (json.dumps({"action": "submit", "workflow": "echo", "payload": {"steps": 0}}), "VALIDATION_ERROR"),
+            ]:
                 await c.ws.send(raw)
                 reply = await c.reply()
                 assert reply["type"] == "error" and reply["code"] == code, reply

@@ -235,3 +235,26 @@ def test_jwt_secret_resolved_from_its_arn_at_cold_start(
     good = jwt.encode(claims(), kept, algorithm="HS256")
     assert connect.handler(connect_event(good), None)["statusCode"] == 200
     assert connect.handler(connect_event(token(), cid="old-secret"), None)["statusCode"] == 401
+
+
+def test_log_keys_of_one_invocation_do_not_leak_into_the_next() -> None:
+    import io
+    import logging
+
+    from streamer.handlers._runtime import get_logger
+
+    logger = get_logger()
+    buf = io.StringIO()
+    h = logging.StreamHandler(buf)
+    h.setFormatter(logger.registered_formatter)
+    logger.addHandler(h)
+    try:
+        connect.handler(connect_event(token(), cid="first-connection"), None)
+        disconnect.handler(load_event("disconnect", requestContext={"connectionId": "second"}), None)
+    finally:
+        logger.removeHandler(h)
+    lines = [json.loads(line) for line in buf.getvalue().splitlines()]
+    (first,) = [x for x in lines if x["message"] == "connected"]
+    (second,) = [x for x in lines if x["message"] == "disconnected"]
+    assert first["connection_id"] == "first-connection"
+    assert "first-connection" not in json.dumps(second)

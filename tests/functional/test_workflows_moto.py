@@ -239,6 +239,59 @@ def test_a_failing_chunk_is_caught_by_the_map(local: LocalWorkflows) -> None:
     assert run.notifications[-1]["error"]["Error"] == "StepFailedError"
 
 
+# --------------------------------------------------------------------------------------- with the real platform
+
+
+@pytest.mark.parametrize(
+    ("payload", "frames"),
+    [
+        (
+            {"message": "hi", "steps": 2},
+            [("progress", 50), ("progress", 100), ("result", "SUCCEEDED")],
+        ),
+        (
+            {"message": "hi", "steps": 1, "fail": True},
+            [("error", "FAILED")],
+        ),
+    ],
+    ids=["success", "failure"],
+)
+def test_with_the_real_service_and_notify_handler_the_client_gets_every_event(
+    service: Any, ddb: Any, mgmt_api: Any, settings: Any, payload: dict[str, Any], frames: list[Any]
+) -> None:
+    """Step runner progress into RequestService, the platform's notify handler for the terminal event."""
+    from streamer.handlers import _runtime, notify
+    from streamer.models import Connection
+    from streamer.store import ConnectionStore
+
+    now = int(time.time())
+    ConnectionStore(settings.connections_table, ddb).put(
+        Connection(connection_id="conn-1", user_id="alice", connected_at=now, expires_at=now + 3600)
+    )
+    mgmt_api.open("conn-1")
+    submitted = service.submit("alice", "echo", payload, "req-e2e").request
+    _runtime.set_service(service)
+    try:
+        with LocalWorkflows(sink=service, notify=notify.handler) as local:
+            run = local.run("echo", submitted.payload, request=submitted.ref)
+    finally:
+        _runtime.set_service(None)
+    received = mgmt_api.received("conn-1")
+    assert [(f["type"], f.get("percent", f.get("status"))) for f in received] == frames
+    assert [f["seq"] for f in received] == list(range(1, len(frames) + 1))
+    assert all(f["request_id"] == "req-e2e" for f in received)
+    stored = service.requests.get("alice", "req-e2e")
+    if payload.get("fail"):
+        assert run.status == "FAILED"
+        assert received[-1]["code"] == "STEP_FAILED"
+        assert received[-1]["message"] == "echo failed because the payload asked it to (fail: true)"
+        assert stored.status == "FAILED" and stored.error_code == "STEP_FAILED"
+    else:
+        assert run.status == "SUCCEEDED"
+        assert received[-1]["output"] == {"message": "hi"}
+        assert stored.status == "SUCCEEDED" and stored.output == {"message": "hi"}
+
+
 # --------------------------------------------------------------------------------------- the guide's example
 
 

@@ -6,6 +6,7 @@ import argparse
 import inspect
 import json
 import re
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -322,7 +323,6 @@ def test_autoload_can_be_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_process_manager_is_lazy_and_cached(
     clean_process_manager: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert plugins._manager is None  # nothing is loaded at import time
     pm = plugins.get_plugin_manager()
     assert plugins.get_plugin_manager() is pm
     assert plugins.get_registry() is plugins.get_registry()
@@ -332,6 +332,22 @@ def test_the_process_manager_is_lazy_and_cached(
     monkeypatch.setenv("STREAMER_DISABLE_PLUGIN_AUTOLOAD", "1")
     assert plugins.get_plugin_manager() is not pm
     assert plugins.steps() == {}
+
+
+def test_importing_loads_no_plugin_and_the_pytest_plugin_imports_nothing_heavy() -> None:
+    def run(code: str) -> str:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+    loaded = run(
+        "import sys, streamer.plugins, streamer.handlers.step_runner\n"
+        "print(streamer.plugins._manager is None, 'streamer_echo' in sys.modules)"
+    )
+    assert loaded.split() == ["True", "False"]
+    heavy = run(
+        "import sys, streamer.pytest_plugin\n"
+        "print([m for m in ('moto', 'boto3', 'streamer.testing', 'streamer_echo') if m in sys.modules])"
+    )
+    assert heavy.strip() == "[]"
 
 
 # --------------------------------------------------------------------------------------- `streamer plugins`

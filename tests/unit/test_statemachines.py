@@ -408,3 +408,16 @@ def test_cli_deploy_refuses_invalid_definitions(tmp_path: Path, capsys: pytest.C
 def test_problem_is_a_named_triple() -> None:
     p = Problem("f.asl.json", "S", "why")
     assert tuple(p) == ("f.asl.json", "S", "why") and str(p) == "f.asl.json: S: why"
+
+
+def test_a_broken_plugin_set_is_one_problem_not_one_per_task() -> None:
+    class Clash:
+        @streamer.hookimpl
+        def streamer_steps(self) -> list[Step]:
+            return [Step(name="echo", func=lambda d, c: {})]
+
+    pm = create_plugin_manager(autoload=True)
+    pm.register(Clash(), name="clash")
+    problems = validate([ECHO], registry=Registry(pm))
+    assert [(p.state, p.reason.split(":")[0]) for p in problems] == [("-", "cannot check step names")]
+    assert "'clash'" in problems[0].reason and "'echo'" in problems[0].reason

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -12,7 +13,7 @@ from aws_lambda_powertools import Logger
 from streamer.config import Settings
 from streamer.service import RequestService
 
-__all__ = ["get_logger", "get_service", "reset"]
+__all__ = ["get_logger", "get_service", "lambda_handler", "reset", "set_service"]
 
 
 class _RedactTokens(logging.Filter):
@@ -31,6 +32,33 @@ def get_logger() -> Logger:
     for h in logger.handlers:
         h.addFilter(_RedactTokens())
     return logger
+
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def lambda_handler(fn: Handler) -> Handler:
+    """Per-invocation log context: thread-local keys, cleared before and after each invocation.
+
+    Powertools' plain ``append_keys`` would carry one request's keys into the next invocation of a warm
+    container (and, locally, into other functions served by the same process).
+    """
+    logger = get_logger()
+
+    @functools.wraps(fn)
+    def wrapper(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        logger.thread_safe_clear_keys()
+        keys = {
+            "function_name": getattr(context, "function_name", None),
+            "function_request_id": getattr(context, "aws_request_id", None),
+        }
+        logger.thread_safe_append_keys(**{k: v for k, v in keys.items() if isinstance(v, str)})
+        try:
+            return fn(event, context)
+        finally:
+            logger.thread_safe_clear_keys()
+
+    return wrapper
 
 
 _SERVICE: RequestService | None = None

@@ -9,7 +9,7 @@ from typing import Any
 
 from streamer.auth import AuthConfig, Authenticator, AuthError, extract_token
 from streamer.config import MAX_CONNECTION_SECONDS
-from streamer.handlers._runtime import get_logger, get_service
+from streamer.handlers._runtime import get_logger, get_service, lambda_handler
 from streamer.handlers.events import WebSocketEvent
 from streamer.models import Connection
 
@@ -37,6 +37,7 @@ def get_authenticator() -> Authenticator:
     return Authenticator(AuthConfig.from_env(_resolve_secret()))
 
 
+@lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         ev = WebSocketEvent.parse(event)
@@ -44,7 +45,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.warning("malformed $connect event")
         return {"statusCode": 400}
     cid = ev.request_context.connection_id
-    logger.append_keys(connection_id=cid)
+    logger.thread_safe_append_keys(connection_id=cid)
     token, subprotocol = extract_token(ev.headers, ev.query_string_parameters)
     if not token:
         logger.info("connect refused", extra={"reason": "no token", "status": 401})

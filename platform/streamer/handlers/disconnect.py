@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamer.handlers._runtime import get_logger, get_service
+from streamer.handlers._runtime import get_logger, get_service, lambda_handler
 from streamer.handlers.events import WebSocketEvent
 
 logger = get_logger()
 
 
+@lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         ev = WebSocketEvent.parse(event)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamer.handlers._runtime import get_logger, get_service
+from streamer.handlers._runtime import get_logger, get_service, lambda_handler
 from streamer.models import RequestRef
 from streamer.protocol import ErrorCode, RequestStatus
 
@@ -53,9 +53,10 @@ def failure_of(err: StepFunctionsError | None) -> tuple[RequestStatus, ErrorCode
     return RequestStatus.FAILED, ErrorCode.STEP_FAILED, message
 
 
+@lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     ev = NotifyEvent.model_validate(event)
-    logger.append_keys(request_id=ev.request.request_id, workflow=ev.request.workflow)
+    logger.thread_safe_append_keys(request_id=ev.request.request_id, workflow=ev.request.workflow)
     service = get_service()
     if ev.kind == "progress":
         e = service.progress(ev.request, ev.step, ev.percent, ev.message)

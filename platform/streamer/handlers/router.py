@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from streamer.errors import ProtocolError, StreamerError
-from streamer.handlers._runtime import get_logger, get_service
+from streamer.handlers._runtime import get_logger, get_service, lambda_handler
 from streamer.handlers.events import WebSocketEvent
 from streamer.protocol import ErrorCode, error_frame
 from streamer.router import Router
@@ -28,6 +28,7 @@ def get_router() -> Router:
     return Router(service, _workflows(), rate_limit_per_minute=service.settings.rate_limit_per_minute)
 
 
+@lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         ev = WebSocketEvent.parse(event)
@@ -35,7 +36,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.warning("malformed message event")
         return {"statusCode": 400}
     cid = ev.request_context.connection_id
-    logger.append_keys(connection_id=cid)
+    logger.thread_safe_append_keys(connection_id=cid)
     service = get_service(event)
     raw: str | bytes = ev.body or ""
     if ev.is_base64_encoded:

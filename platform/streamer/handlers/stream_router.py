@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
 from streamer.executions import start_for_record
-from streamer.handlers._runtime import get_logger, get_service
+from streamer.handlers._runtime import get_logger, get_service, lambda_handler
 
 logger = get_logger()
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
@@ -24,6 +24,7 @@ def record_handler(record: DynamoDBRecord) -> str:
     return outcome
 
 
+@lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return dict(
         process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -53,3 +53,7 @@ def configure_logging(component: str, level: str = "INFO", fmt: str = "text") ->
     # Per-request chatter of libraries stays out unless asked for.
     for noisy in ("werkzeug", "aiohttp.access", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # moto's ASL interpreter logs every failed execution at ERROR with the whole state tree; a failed
+    # execution is an expected outcome here (the client gets a typed terminal event), so keep it for DEBUG.
+    if root.level > logging.DEBUG:
+        logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
