@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from streamer.errors import PluginError, StepFailedError
-from streamer.handlers._runtime import get_logger
+from streamer.handlers._runtime import get_logger, get_service, lambda_handler
 from streamer.plugins import Registry, UnknownStepError, get_registry, plugin_errors
 from streamer.steps import ProgressSink, run_step
 
@@ -32,9 +32,7 @@ _reported_plugin_errors = False
 
 
 def _default_sink() -> ProgressSink:
-    # Imported here: building the service pulls in boto3 clients; tests inject their own sink instead.
-    from streamer.handlers._runtime import get_service
-
+    # The container's RequestService (RequestService.from_env()), built on first use and then cached.
     return get_service()
 
 
@@ -61,12 +59,14 @@ def handle(
     request = request if isinstance(request, dict) else {}
     step_name = event.get("step") if isinstance(event, dict) else None
     # Identifiers only: neither the input (it may hold secrets) nor the user id is logged.
-    logger.append_keys(
-        request_id=request.get("request_id"),
-        workflow=request.get("workflow"),
-        step=step_name,
-        attempt=event.get("attempt") if isinstance(event, dict) else None,
-    )
+    keys = {
+        "request_id": request.get("request_id"),
+        "workflow": request.get("workflow"),
+        "step": step_name,
+        "attempt": event.get("attempt") if isinstance(event, dict) else None,
+    }
+    # Thread-local: the local Lambda endpoint runs concurrent invocations in one process.
+    logger.thread_safe_append_keys(**{k: v for k, v in keys.items() if v is not None})
     reg = registry if registry is not None else get_registry()
     _log_plugin_errors(reg.pm if registry is not None else None)
     if not isinstance(step_name, str):
@@ -93,8 +93,7 @@ def make_handler(
     def step_runner(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return handle(event, context, sink=sink, registry=registry, interval_ms=interval_ms)
 
-    wrapped: Handler = logger.inject_lambda_context(step_runner, clear_state=True)
-    return wrapped
+    return lambda_handler(step_runner)
 
 
 #: The Lambda entry point (``Handler: streamer.handlers.step_runner.handler``).
