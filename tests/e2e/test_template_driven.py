@@ -8,8 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from streamer.client import StreamerClient
 from tests.e2e.conftest import free_port
+
+from streamer.client import StreamerClient
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +35,8 @@ EXTRA = """
     Properties:
       ApiId: !Ref WebSocketApi
       IntegrationType: AWS_PROXY
-      IntegrationUri: !Sub arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/${PingFunction.Arn}/invocations
+      IntegrationUri: !Sub >-
+        arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/${PingFunction.Arn}/invocations
 
   PingRoute:
     Type: AWS::ApiGatewayV2::Route
