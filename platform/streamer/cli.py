@@ -125,7 +125,13 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamer", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="streamer",
+        description="Long-running requests over WebSockets on AWS: run the platform locally, submit requests, "
+        "list plugins, validate and deploy state machines, build the Lambda artifact.",
+        epilog="Start with `streamer local` in one terminal and `streamer submit echo --payload "
+        "'{\"message\": \"hi\"}'` in another. Docs: README.md and docs/.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("token", help="mint a development JWT (HS256, STREAMER_JWT_SECRET or the local default)")
