@@ -149,8 +149,18 @@ class RequestService:
         return body
 
     def replay(self, user_id: str, request_id: str, after_seq: int) -> list[RequestEvent]:
+        """Stored events after ``after_seq``, through the terminal one.
+
+        A progress write racing the terminal write can land one seq after it (its status check and its put
+        are not one transaction); the replay ends at the terminal event, so it is always the last one seen.
+        """
         req = self.get_owned(user_id, request_id)
-        return list(self.events.after(req.ref.request_key, after_seq))
+        out: list[RequestEvent] = []
+        for event in self.events.after(req.ref.request_key, after_seq):
+            out.append(event)
+            if event.body.get("type") in ("result", "error"):
+                break
+        return out
 
     def cancel(self, user_id: str, request_id: str) -> bool:
         """Stop the request. True when this call ended it; False when it had already ended."""

@@ -188,3 +188,12 @@ def test_expired_connections_are_not_targets(service: Any, mgmt_api: Any) -> Non
     service.connections.put(Connection(connection_id="old", user_id="alice", connected_at=now - 10, expires_at=now - 1))
     mgmt_api.open("old")
     assert service.manager.send_to_user("alice", {"type": "pong"}).delivered == []
+
+
+def test_replay_ends_at_the_terminal_event(service: Any) -> None:
+    ref = service.submit("alice", "echo", {}, "r").request.ref
+    service.progress(ref, "echo", 10, "")
+    service.finish(ref, RequestStatus.SUCCEEDED, output={})
+    # A progress write that raced the terminal one (it checked the status before the terminal commit).
+    service.emit(ref, {"type": "progress", "step": "echo", "percent": 99, "message": "late"})
+    assert [e.body["type"] for e in service.replay("alice", "r", 0)] == ["progress", "result"]
