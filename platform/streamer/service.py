@@ -26,9 +26,12 @@ from streamer.store import ConnectionStore, EventStore, RequestStore, TerminalAl
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
-__all__ = ["RequestService", "SubmitResult"]
+__all__ = ["CANCEL_ERROR", "RequestService", "SubmitResult"]
 
 logger = logging.getLogger(__name__)
+
+#: The ``error`` of the StopExecution that the protocol's ``cancel`` makes (an aborted execution carries it).
+CANCEL_ERROR = "Streamer.Cancelled"
 
 _TERMINAL_CODES = {
     RequestStatus.FAILED: ErrorCode.STEP_FAILED,
@@ -176,9 +179,7 @@ class RequestService:
 
     def stop_execution(self, execution_arn: str) -> None:
         try:
-            self.sfn.stop_execution(
-                executionArn=execution_arn, error="Streamer.Cancelled", cause="cancelled by the client"
-            )
+            self.sfn.stop_execution(executionArn=execution_arn, error=CANCEL_ERROR, cause="cancelled by the client")
         except ClientError as exc:
             # Already finished: the terminal event below (conditional) settles who wins.
             if exc.response.get("Error", {}).get("Code") != "ExecutionDoesNotExist":

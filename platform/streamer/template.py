@@ -8,6 +8,7 @@ module reads, so adding a resource to the template makes it exist locally. Cloud
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,10 +18,13 @@ from typing import Any, NamedTuple
 import yaml
 
 __all__ = [
+    "EventRule",
+    "EventTarget",
     "FunctionSpec",
     "StateMachineSpec",
     "StreamMapping",
     "default_template_path",
+    "event_rules",
     "functions",
     "load_template",
     "parameter_defaults",
@@ -361,6 +365,87 @@ def stream_mappings(template: dict[str, Any] | None = None) -> list[StreamMappin
                 m = mapping(f"{logical_id}.Events.{event_id}", logical_id, eprops, eprops.get("Stream"))
                 if m is not None:
                     out.append(m)
+    return out
+
+
+class EventTarget(NamedTuple):
+    """A function an EventBridge rule invokes, with the target's ``RetryPolicy`` (``None``: EventBridge's
+    defaults, 185 attempts / 24 h) and its ``DeadLetterConfig`` queue (a logical ID, or ``None``)."""
+
+    function: str
+    maximum_retry_attempts: int | None = None
+    maximum_event_age_seconds: int | None = None
+    dead_letter_queue: str | None = None
+
+
+class EventRule(NamedTuple):
+    """An enabled EventBridge rule on the default bus with an event pattern and function targets.
+
+    ``pattern`` is the ``EventPattern`` with CloudFormation intrinsics kept raw (resolve them with
+    :func:`resolve_intrinsics`); ``targets`` are the targets that are functions of the template.
+    """
+
+    pattern: dict[str, Any]
+    targets: tuple[EventTarget, ...]
+
+
+_DEFAULT_BUS = "default"
+_SAM_RULE_EVENTS = ("EventBridgeRule", "CloudWatchEvent")
+
+
+def _event_target(where: str, function: str, props: Mapping[str, Any]) -> EventTarget:
+    retry = props.get("RetryPolicy") or {}
+    attempts, age = retry.get("MaximumRetryAttempts"), retry.get("MaximumEventAgeInSeconds")
+    queues = _referenced_ids((props.get("DeadLetterConfig") or {}).get("Arn"))
+    return EventTarget(
+        function=function,
+        maximum_retry_attempts=None if attempts is None else _int(attempts, f"{where}.MaximumRetryAttempts"),
+        maximum_event_age_seconds=None if age is None else _int(age, f"{where}.MaximumEventAgeInSeconds"),
+        dead_letter_queue=queues[0] if queues else None,
+    )
+
+
+def _event_pattern(where: str, value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None  # a scheduled rule
+    pattern = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(pattern, dict):
+        raise ValueError(f"{where}: the event pattern must be an object")
+    return pattern
+
+
+def event_rules(template: dict[str, Any] | None = None) -> dict[str, EventRule]:
+    """``{logical_id: EventRule}``: ``AWS::Events::Rule`` resources, and SAM ``Events`` of ``Type:
+    EventBridgeRule`` / ``CloudWatchEvent`` (logical ID ``<Function><EventId>``, as SAM names the rule).
+
+    Only enabled rules on the default event bus with an ``EventPattern`` and at least one function target
+    are returned: those are what Step Functions (and other AWS services) deliver events to.
+    """
+    tpl = template if template is not None else load_template()
+    fn_ids = _function_ids(tpl)
+    out: dict[str, EventRule] = {}
+    for logical_id, props in _of_type(tpl, "AWS::Events::Rule"):
+        bus = props.get("EventBusName", _DEFAULT_BUS)
+        if props.get("State", "ENABLED") != "ENABLED" or bus != _DEFAULT_BUS:
+            continue
+        pattern = _event_pattern(logical_id, props.get("EventPattern"))
+        targets = []
+        for i, target in enumerate(props.get("Targets") or []):
+            fns = [f for f in _referenced_ids(target.get("Arn")) if f in fn_ids] if isinstance(target, dict) else []
+            if len(fns) == 1:
+                targets.append(_event_target(f"{logical_id}.Targets[{i}]", fns[0], target))
+        if pattern is not None and targets:
+            out[logical_id] = EventRule(pattern, tuple(targets))
+    for logical_id, props in _of_type(tpl, _SERVERLESS_FUNCTION):
+        for event_id, event in (props.get("Events") or {}).items():
+            if not isinstance(event, dict) or event.get("Type") not in _SAM_RULE_EVENTS:
+                continue
+            eprops = event.get("Properties") or {}
+            where = f"{logical_id}.Events.{event_id}"
+            enabled = eprops.get("State", "ENABLED") == "ENABLED" and eprops.get("Enabled", True) is not False
+            pattern = _event_pattern(where, eprops.get("Pattern"))
+            if enabled and eprops.get("EventBusName", _DEFAULT_BUS) == _DEFAULT_BUS and pattern is not None:
+                out[f"{logical_id}{event_id}"] = EventRule(pattern, (_event_target(where, logical_id, eprops),))
     return out
 
 

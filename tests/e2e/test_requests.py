@@ -263,3 +263,29 @@ def test_bad_frames_get_typed_errors_and_connection_stays_usable(local_stack: An
             assert await c.call({"action": "ping"}) == {"type": "pong"}
 
     run(main())
+
+
+def test_execution_stopped_outside_the_protocol_still_ends_the_request(local_stack: Any) -> None:
+    """StopExecution straight on Step Functions (console, CLI), not the protocol's `cancel`: the execution's
+    status change (EventBridge, played by `streamer local`) gives the request its terminal event."""
+    user = local_stack.unique_user()
+    sfn = local_stack.client("stepfunctions")
+    machine = "arn:aws:states:us-east-1:123456789012:stateMachine:streamer-echo"
+
+    async def main() -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+        async with await StreamerClient.connect(local_stack.ws_url, local_stack.token(user)) as c:
+            rid = await c.submit("echo", {"message": "x", "steps": 20, "delay_ms": 500})
+            async for ev in c.events(rid, timeout=60):
+                if ev["type"] == "progress":
+                    break
+            arn = machine.replace(":stateMachine:", ":execution:") + ":" + execution_name(user, rid)
+            await asyncio.to_thread(sfn.stop_execution, executionArn=arn, error="Console", cause="stopped by hand")
+            rest = await collect(c, rid, after_seq=ev["seq"], timeout=90)
+            return rid, rest, await c.call({"action": "status", "request_id": rid})
+
+    rid, rest, status = run(main())
+    assert rest[-1]["type"] == "error", rest[-1]
+    assert (rest[-1]["status"], rest[-1]["code"]) == ("CANCELLED", "CANCELLED")
+    assert rest[-1]["message"] == "the execution was stopped"
+    assert status["status"] == "CANCELLED" and status["last_seq"] == rest[-1]["seq"]
+    assert wait_status(local_stack, "echo", execution_name(user, rid), "ABORTED")["status"] == "ABORTED"

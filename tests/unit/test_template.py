@@ -31,6 +31,7 @@ HANDLERS = {
     "StreamRouterFunction": "streamer.handlers.stream_router.handler",
     "StepRunnerFunction": "streamer.handlers.step_runner.handler",
     "NotifyFunction": "streamer.handlers.notify.handler",
+    "ExecutionEventsFunction": "streamer.handlers.execution_events.handler",
 }
 
 # Actions AWS authorizes only on Resource "*" (no resource-level permissions), and so the only ones a
@@ -315,6 +316,16 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
     | PUSHER,
     "StepRunnerFunction": {("dynamodb:GetItem", REQ)} | EVENT_WRITER | PUSHER,
     "NotifyFunction": {("dynamodb:GetItem", REQ), ("dynamodb:UpdateItem", REQ)} | EVENT_WRITER | PUSHER,
+    "ExecutionEventsFunction": {
+        ("dynamodb:GetItem", REQ),
+        ("dynamodb:UpdateItem", REQ),
+        # An execution input over 248 KiB is left out of the EventBridge event: read it from the execution.
+        ("states:DescribeExecution", EXECUTIONS),
+        # EventInvokeConfig's on-failure destination (SAM adds the grant for it).
+        ("sqs:SendMessage", "StreamDeadLetterQueue.Arn"),
+    }
+    | EVENT_WRITER
+    | PUSHER,
 }
 
 
@@ -482,6 +493,46 @@ def test_stream_mapping(tpl: dict[str, Any], resources: dict[str, Any]) -> None:
     assert resources[dlq]["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
 
 
+def test_executions_that_end_badly_reach_the_execution_events_function(
+    tpl: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    rules = T.event_rules(tpl)
+    assert list(rules) == ["ExecutionEndedRule"]
+    rule = rules["ExecutionEndedRule"]
+    prefix = tpl["Globals"]["Function"]["Environment"]["Variables"]["STREAMER_STATE_MACHINE_ARN_PREFIX"]
+    # Exactly the statuses the handler acts on, for exactly the state machines the code considers its own.
+    assert rule.pattern == {
+        "source": ["aws.states"],
+        "detail-type": ["Step Functions Execution Status Change"],
+        "detail": {"status": ["FAILED", "TIMED_OUT", "ABORTED"], "stateMachineArn": [{"prefix": prefix}]},
+    }
+    from streamer.executions import ENDING_STATUSES
+
+    assert set(rule.pattern["detail"]["status"]) == ENDING_STATUSES
+    assert rule.targets == (T.EventTarget("ExecutionEventsFunction", 185, 86400, "StreamDeadLetterQueue"),)
+    # EventBridge may invoke the function, only for this rule.
+    (perm,) = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::Permission" and r["Properties"]["Principal"] == "events.amazonaws.com"
+    ]
+    assert perm["FunctionName"] == {"Ref": "ExecutionEventsFunction"}
+    assert perm["SourceArn"] == {"Fn::GetAtt": ["ExecutionEndedRule", "Arn"]}
+    # Nothing is dropped silently: undeliverable events (EventBridge) and events the function failed on
+    # (Lambda's asynchronous retries) go to the dead-letter queue, which lets only this rule send to it.
+    fn = resources["ExecutionEventsFunction"]["Properties"]
+    assert fn["EventInvokeConfig"]["DestinationConfig"]["OnFailure"] == {
+        "Type": "SQS",
+        "Destination": {"Fn::GetAtt": ["StreamDeadLetterQueue", "Arn"]},
+    }
+    (policy,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::SQS::QueuePolicy"]
+    assert policy["Queues"] == [{"Ref": "StreamDeadLetterQueue"}]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["ExecutionEndedRule", "Arn"]}}}
+
+
 def test_state_machines_are_wired_to_the_step_runner_and_notify(
     tpl: dict[str, Any], resources: dict[str, Any]
 ) -> None:
@@ -549,6 +600,7 @@ def test_readers_default_to_the_checkout_template() -> None:
     assert T.websocket_routes()["$default"] == "RouterFunction"
     assert T.stream_mappings()[0].table == "RequestsTable"
     assert set(T.state_machines()) == set(T.state_machines(None, TEMPLATE_PATH))
+    assert set(T.event_rules()) == {"ExecutionEndedRule"}
 
 
 SYNTHETIC = """
@@ -619,6 +671,73 @@ def test_readers_on_a_synthetic_template(tmp_path: Path) -> None:
         "Machine": T.StateMachineSpec(
             "flow", tmp_path / "sm" / "flow.json", {"FnArn": "Fn", "PlainArn": "Plain"}
         )
+    }
+
+
+EVENT_RULES = """
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Queue: { Type: AWS::SQS::Queue }
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: pkg.mod.fn
+      Events:
+        Ended:
+          Type: EventBridgeRule
+          Properties:
+            Pattern: { source: [aws.states] }
+            RetryPolicy: { MaximumRetryAttempts: 4 }
+        Off:
+          Type: CloudWatchEvent
+          Properties: { Pattern: { source: [aws.states] }, State: DISABLED }
+        Timer:
+          Type: Schedule
+          Properties: { Schedule: rate(1 minute) }
+  Plain:
+    Type: AWS::Lambda::Function
+    Properties: { Handler: a.b }
+  JsonRule:
+    Type: AWS::Events::Rule
+    Properties:
+      EventPattern: '{"source": ["aws.states"], "detail": {"status": ["FAILED"]}}'
+      Targets:
+        - { Id: a, Arn: !GetAtt Plain.Arn, DeadLetterConfig: { Arn: !GetAtt Queue.Arn } }
+        - { Id: b, Arn: !GetAtt Queue.Arn }
+  OnlyAQueue:
+    Type: AWS::Events::Rule
+    Properties:
+      EventPattern: { source: [aws.s3] }
+      Targets: [{ Id: q, Arn: !GetAtt Queue.Arn }]
+  Disabled:
+    Type: AWS::Events::Rule
+    Properties:
+      State: DISABLED
+      EventPattern: { source: [aws.states] }
+      Targets: [{ Id: f, Arn: !GetAtt Plain.Arn }]
+  OtherBus:
+    Type: AWS::Events::Rule
+    Properties:
+      EventBusName: custom
+      EventPattern: { source: [aws.states] }
+      Targets: [{ Id: f, Arn: !GetAtt Plain.Arn }]
+  Scheduled:
+    Type: AWS::Events::Rule
+    Properties:
+      ScheduleExpression: rate(5 minutes)
+      Targets: [{ Id: f, Arn: !GetAtt Plain.Arn }]
+"""
+
+
+def test_event_rules_reader(tmp_path: Path) -> None:
+    """Enabled default-bus rules with a pattern and function targets: AWS::Events::Rule and SAM events."""
+    rules = T.event_rules(T.load_template(_write(tmp_path, EVENT_RULES)))
+    assert rules == {
+        "JsonRule": T.EventRule(
+            {"source": ["aws.states"], "detail": {"status": ["FAILED"]}},
+            (T.EventTarget("Plain", None, None, "Queue"),),
+        ),
+        "FnEnded": T.EventRule({"source": ["aws.states"]}, (T.EventTarget("Fn", 4, None, None),)),
     }
 
 

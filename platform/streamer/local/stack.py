@@ -5,14 +5,16 @@ What runs (see ``docs/local.md``)::
     streamer local (this process, asyncio)
     ├── gateway        API Gateway WebSocket API + Management API   ws://HOST:PORT  (aiohttp)
     ├── stream poller  the requests table's event source mapping    (a thread per mapping)
+    ├── event poller   EventBridge rules on execution status changes (a thread)
     ├── supervisor     restarts the Lambda endpoint if it dies
     ├── child: Lambda endpoint   the Lambda Invoke API, handlers in threads   --lambda-port
     └── child: moto server       DynamoDB, DynamoDB Streams, Step Functions   --moto-port
 
 Everything is derived from ``infra/template.yaml`` (``streamer.template``): tables, functions, routes, the
-stream mapping, state machines and the functions' environment. The supervisor binds every listening socket
-itself and hands the children theirs, so a taken port is reported before anything starts, a restarted
-Lambda endpoint keeps its port (and the requests queued meanwhile), and no port outlives the command.
+stream mapping, state machines, the EventBridge rules on execution status changes and the functions'
+environment. The supervisor binds every listening socket itself and hands the children theirs, so a taken
+port is reported before anything starts, a restarted Lambda endpoint keeps its port (and the requests
+queued meanwhile), and no port outlives the command.
 
 Stdout carries one machine-readable line, ``streamer local ready ws://HOST:PORT …``, once everything is up;
 the banner and the logs go to stderr.
@@ -36,7 +38,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streamer.local.eventbridge import RuleConfig
 
 __all__ = [
     "ACCOUNT",
@@ -48,6 +53,7 @@ __all__ = [
     "add_subcommand",
     "function_arn",
     "function_environment",
+    "local_refs",
     "local_table_names",
     "plan_from_template",
     "run_local",
@@ -65,6 +71,8 @@ CHILD_READY_TIMEOUT = 90.0
 #: Restarts of the Lambda endpoint allowed within RESTART_WINDOW seconds before giving up.
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
+#: How often the EventBridge stand-in lists executions (seconds).
+EXECUTION_EVENTS_POLL_INTERVAL = 0.5
 #: Placeholders of plugin-shipped definitions that the template does not list (the documented contract).
 DEFAULT_SUBSTITUTIONS = {"StepRunnerFunctionArn": "StepRunnerFunction", "NotifyFunctionArn": "NotifyFunction"}
 _LOCAL_DEV_SECRET = "streamer-local-development-secret-do-not-use-in-production"
@@ -119,6 +127,8 @@ class LocalPlan:
     state_machines: list[StateMachinePlan]
     workflows: dict[str, str] = field(default_factory=dict)  # name → description (plugins)
     warnings: list[str] = field(default_factory=list)
+    #: EventBridge rules that receive execution status changes
+    event_rules: list[RuleConfig] = field(default_factory=list)
 
     def state_machine_name(self, workflow: str) -> str:
         return f"{STACK_NAME}-{workflow}"
@@ -184,6 +194,12 @@ def plan_from_template(template_path: Path | str | None = None, *, check_plugins
         for var, fn in sm.substitutions.items():
             if fn not in plan.functions:
                 raise StartupError(f"state machine {sm.workflow}: ${{{var}}} names unknown function {fn}")
+    from streamer.local.eventbridge import status_change_rules
+
+    try:
+        plan.event_rules = status_change_rules(template, local_refs(plan))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StartupError(f"template {path}: {_one_line(exc)}") from exc
     return plan
 
 
@@ -206,21 +222,9 @@ def _add_plugin_workflows(plan: LocalPlan, known: set[str]) -> None:
             plan.warnings.append(f"state machine {sm.workflow} has no plugin workflow of that name")
 
 
-def function_environment(
-    plan: LocalPlan,
-    *,
-    gateway_http: str,
-    moto_url: str,
-    lambda_url: str,
-    sfn_url: str,
-    jwt_secret: str,
-) -> dict[str, str]:
-    """The environment every local function sees (one process runs them all, so it is one merged set).
-
-    The template's ``Globals`` and per-function variables are resolved against local values; then the AWS
-    endpoints are pointed at the local services.
-    """
-    from streamer.template import parameter_defaults, resolve_intrinsics
+def local_refs(plan: LocalPlan) -> dict[str, Any]:
+    """Local values of the template's ``Ref`` / ``Fn::GetAtt`` targets and pseudo parameters."""
+    from streamer.template import parameter_defaults
 
     refs: dict[str, Any] = dict(parameter_defaults(plan.template))
     refs.update(
@@ -242,6 +246,26 @@ def function_environment(
     for logical_id, res in plan.template.get("Resources", {}).items():
         if isinstance(res, dict) and res.get("Type") == "AWS::ApiGatewayV2::Api":
             refs.setdefault(logical_id, "local")
+    return refs
+
+
+def function_environment(
+    plan: LocalPlan,
+    *,
+    gateway_http: str,
+    moto_url: str,
+    lambda_url: str,
+    sfn_url: str,
+    jwt_secret: str,
+) -> dict[str, str]:
+    """The environment every local function sees (one process runs them all, so it is one merged set).
+
+    The template's ``Globals`` and per-function variables are resolved against local values; then the AWS
+    endpoints are pointed at the local services.
+    """
+    from streamer.template import resolve_intrinsics
+
+    refs = local_refs(plan)
     env: dict[str, str] = {}
     origin: dict[str, str] = {}
     wired: set[str] = set()  # variables naming local resources (tables …): never overridden
@@ -542,6 +566,7 @@ class LocalStack:
         await asyncio.to_thread(self._provision)
         await self._start_gateway(gw_sock)
         self._start_pollers()
+        await self._start_event_rules()
 
     def _client(self, service: str, endpoint: str) -> Any:
         import boto3
@@ -649,6 +674,38 @@ class LocalStack:
                 mapping.report_batch_item_failures,
             )
 
+    async def _start_event_rules(self) -> None:
+        """EventBridge for the rules on execution status changes (``streamer.local.eventbridge``)."""
+        from streamer.local.eventbridge import ExecutionEventsPoller
+        from streamer.local.stream_poller import HttpLambdaInvoker
+
+        rules = self.plan.event_rules
+        if not rules or not self.plan.state_machines:
+            return
+        timeout = max(self.plan.functions[t.function_name].timeout for r in rules for t in r.targets) + 30
+        poller = ExecutionEventsPoller(
+            rules,
+            sfn=self._client("stepfunctions", self.sfn_url),
+            state_machine_arns=[self.plan.state_machine_arn_prefix() + sm.workflow for sm in self.plan.state_machines],
+            invoke=HttpLambdaInvoker(self.lambda_url, timeout=float(timeout)),
+            poll_interval=EXECUTION_EVENTS_POLL_INTERVAL,
+            account=ACCOUNT,
+            region=REGION,
+        )
+        # Executions that ended before now are not delivered (a rule only sees events after it exists).
+        await asyncio.to_thread(poller.prime)
+        t = threading.Thread(target=poller.run, name="execution-events", daemon=True)
+        t.start()
+        self.pollers.append(poller)
+        self.poller_threads.append(t)
+        for rule in rules:
+            log.info(
+                "event rule %s: Step Functions execution status changes -> %s (polled every %gs)",
+                rule.name,
+                ", ".join(t.function_name for t in rule.targets),
+                EXECUTION_EVENTS_POLL_INTERVAL,
+            )
+
     # -- supervise --------------------------------------------------------------------------------------
 
     async def supervise(self) -> None:
@@ -741,6 +798,13 @@ class LocalStack:
             + (", ".join(f"{sm.workflow}" for sm in plan.state_machines) or "none (install a plugin)"),
             f"  routes           {', '.join(f'{k} -> {v}' for k, v in plan.routes.items())}"
             f"   (selection {plan.route_selection_expression})",
+            "  event rules      "
+            + (
+                ", ".join(f"{r.name} -> {', '.join(t.function_name for t in r.targets)}" for r in plan.event_rules)
+                + f"   (Step Functions execution status changes, polled every {EXECUTION_EVENTS_POLL_INTERVAL:g}s)"
+                if plan.event_rules
+                else "none"
+            ),
             f"  limits           128 KiB per message, idle {opts.idle_timeout:g}s, "
             f"max connection {opts.max_connection_duration:g}s",
             "",

@@ -1,0 +1,36 @@
+"""EventBridge "Step Functions Execution Status Change" → the request's terminal event, when nothing else sent it.
+
+The rule (``ExecutionEndedRule`` in ``infra/template.yaml``) forwards this stack's executions that ended
+FAILED, TIMED_OUT or ABORTED; the logic is ``streamer.executions.end_for_status_change``. Events that are not
+about one of our requests are logged and answered normally: raising would only make Lambda retry them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from streamer.executions import ExecutionStatusChange, end_for_status_change
+from streamer.handlers._runtime import get_logger, get_service, lambda_handler
+
+__all__ = ["handler"]
+
+logger = get_logger()
+
+
+@lambda_handler
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    try:
+        change = ExecutionStatusChange.model_validate(event)
+    except ValidationError as exc:
+        logger.warning(
+            "not a Step Functions execution status change; ignored",
+            extra={"errors": [".".join(map(str, e["loc"])) for e in exc.errors()][:5]},
+        )
+        return {"outcome": "unreadable"}
+    detail = change.detail
+    logger.thread_safe_append_keys(execution_arn=detail.execution_arn, execution_status=detail.status)
+    outcome = end_for_status_change(get_service(), detail)
+    logger.info("execution status change", extra={"outcome": outcome, "event_id": change.id})
+    return {"outcome": outcome}

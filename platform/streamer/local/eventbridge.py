@@ -1,0 +1,359 @@
+"""EventBridge's "Step Functions Execution Status Change" events, played locally.
+
+On AWS, Step Functions puts an event on the default bus whenever a Standard execution changes status, and
+the template's ``AWS::Events::Rule`` s send the matching ones to their function targets. moto and AWS Step
+Functions Local emit no such events, so :class:`ExecutionEventsPoller` produces them:
+
+* the rules come from the template (``streamer.template.event_rules``): every enabled default-bus rule whose
+  pattern can match ``source: aws.states`` / ``detail-type: Step Functions Execution Status Change``, with
+  its intrinsics resolved to local values (:func:`status_change_rules`);
+* every ``poll_interval`` it lists the executions of the deployed state machines (``ListExecutions``, with a
+  ``statusFilter`` per status the rules can match) and describes each one that newly reached such a status;
+* it builds the event EventBridge would deliver (:func:`status_change_event`: the same shape, the input
+  included unless it is too large, as on AWS), matches it against each rule's whole pattern and invokes the
+  rule's targets through the Lambda Invoke API.
+
+Each status change is delivered once per target. Executions that had already ended when the poller started
+are not delivered (:meth:`ExecutionEventsPoller.prime`): a rule only sees events emitted after it exists. A
+failed invocation (function error) is retried with exponential backoff up to the target's
+``RetryPolicy.MaximumRetryAttempts``, bounded locally to :data:`LOCAL_MAX_RETRY_ATTEMPTS`; then it is logged
+at ERROR and kept in :attr:`ExecutionEventsPoller.given_up`. A transport error (the Lambda endpoint is
+restarting) does not use up an attempt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from streamer.local.stream_poller import Invoker, record_passes_filters
+
+__all__ = [
+    "DETAIL_TYPE",
+    "LOCAL_MAX_RETRY_ATTEMPTS",
+    "MAX_EVENT_DATA_BYTES",
+    "SOURCE",
+    "ExecutionEventsPoller",
+    "GivenUp",
+    "RuleConfig",
+    "TargetConfig",
+    "status_change_event",
+    "status_change_rules",
+]
+
+log = logging.getLogger("streamer.local.eventbridge")
+
+SOURCE = "aws.states"
+DETAIL_TYPE = "Step Functions Execution Status Change"
+#: Statuses Step Functions reports (``ListExecutions`` accepts them as ``statusFilter``).
+_TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+#: EventBridge's ``RetryPolicy`` allows up to 185 retries over 24 hours; locally that would hide a broken
+#: handler, so a failing invocation is given up on after this many retries (and logged).
+LOCAL_MAX_RETRY_ATTEMPTS = 3
+#: "If the combined escaped input and escaped output sent to EventBridge exceeds 248 KB, then the input
+#: will be excluded" (https://docs.aws.amazon.com/step-functions/latest/dg/cw-events.html).
+MAX_EVENT_DATA_BYTES = 248 * 1024
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    function_name: str
+    maximum_retry_attempts: int = LOCAL_MAX_RETRY_ATTEMPTS
+
+    @property
+    def retry_bound(self) -> int:
+        return max(0, min(self.maximum_retry_attempts, LOCAL_MAX_RETRY_ATTEMPTS))
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """One rule: its logical ID, its event pattern (intrinsics resolved) and its function targets."""
+
+    name: str
+    pattern: Mapping[str, Any]
+    targets: tuple[TargetConfig, ...]
+
+    def statuses(self) -> frozenset[str] | None:
+        """The execution statuses the pattern can match; ``None`` when it does not restrict them to values."""
+        wanted = (self.pattern.get("detail") or {}).get("status")
+        if isinstance(wanted, list) and wanted and all(isinstance(s, str) for s in wanted):
+            return frozenset(wanted)
+        return None
+
+
+def status_change_rules(template: dict[str, Any], refs: Mapping[str, Any]) -> list[RuleConfig]:
+    """The template's rules that can receive execution status changes, resolved against ``refs``.
+
+    ``refs`` are the local values of ``Ref`` / ``Fn::GetAtt`` / pseudo parameters (see
+    ``streamer.local.stack.local_refs``). Raises ``ValueError`` when a pattern cannot be resolved.
+    """
+    from streamer.template import event_rules, resolve_intrinsics
+
+    head = {"source": SOURCE, "detail-type": DETAIL_TYPE}
+    out: list[RuleConfig] = []
+    for logical_id, rule in event_rules(template).items():
+        top = {k: rule.pattern[k] for k in head if k in rule.pattern}
+        if not record_passes_filters(head, [top]):
+            continue
+        try:
+            pattern = resolve_intrinsics(rule.pattern, refs)
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"{logical_id}: event pattern not resolvable locally ({exc})") from exc
+        targets = tuple(
+            TargetConfig(
+                t.function,
+                LOCAL_MAX_RETRY_ATTEMPTS if t.maximum_retry_attempts is None else t.maximum_retry_attempts,
+            )
+            for t in rule.targets
+        )
+        out.append(RuleConfig(logical_id, pattern, targets))
+    return out
+
+
+def _millis(value: Any) -> Any:
+    return int(value.timestamp() * 1000) if isinstance(value, dt.datetime) else value
+
+
+def status_change_event(execution: Mapping[str, Any], *, account: str, region: str) -> dict[str, Any]:
+    """The EventBridge event for a ``DescribeExecution`` result (as boto3 returns it).
+
+    https://docs.aws.amazon.com/step-functions/latest/dg/eventbridge-integration.html: dates in epoch
+    milliseconds; input and output as JSON strings, each left out (``…Details.included: false``) when too big.
+    """
+    text_in, text_out = execution.get("input"), execution.get("output")
+    size_out = len(json.dumps(text_out)) if text_out is not None else 0
+    out_included = size_out <= MAX_EVENT_DATA_BYTES
+    size_in = len(json.dumps(text_in)) if text_in is not None else 0
+    in_included = size_in + (size_out if out_included else 0) <= MAX_EVENT_DATA_BYTES
+    stop = execution.get("stopDate")
+    when = stop if isinstance(stop, dt.datetime) else dt.datetime.now(dt.UTC)
+    arn = execution["executionArn"]
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": DETAIL_TYPE,
+        "source": SOURCE,
+        "account": account,
+        "time": when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [arn],
+        "detail": {
+            "executionArn": arn,
+            "stateMachineArn": execution["stateMachineArn"],
+            "name": execution["name"],
+            "status": execution["status"],
+            "startDate": _millis(execution.get("startDate")),
+            "stopDate": _millis(stop),
+            "input": text_in if in_included else None,
+            "output": text_out if out_included else None,
+            "inputDetails": {"included": in_included},
+            "outputDetails": {"included": out_included} if text_out is not None else None,
+            "error": execution.get("error"),
+            "cause": execution.get("cause"),
+        },
+    }
+
+
+@dataclass
+class _Delivery:
+    rule: str
+    target: TargetConfig
+    event: dict[str, Any]
+    attempts: int = 0  # failed invocations so far
+    retry_at: float = 0.0
+
+    @property
+    def execution_arn(self) -> str:
+        return str(self.event["detail"]["executionArn"])
+
+
+@dataclass
+class GivenUp:
+    rule: str
+    function_name: str
+    event: dict[str, Any]
+    attempts: int
+    error: str
+
+
+@dataclass
+class _Stats:
+    delivered: int = 0
+    invocations: int = 0
+    seen: int = 0
+
+
+class ExecutionEventsPoller:
+    """Watch the executions of ``state_machine_arns`` and deliver status-change events to the rules' targets.
+
+    ``sfn`` is a boto3 ``stepfunctions`` client; ``invoke`` an :data:`~streamer.local.stream_poller.Invoker`
+    (normally ``HttpLambdaInvoker``). Thread-safe ``stop()``; ``poll_once()`` for step-by-step tests.
+    """
+
+    def __init__(
+        self,
+        rules: Sequence[RuleConfig],
+        *,
+        sfn: Any,
+        state_machine_arns: Iterable[str],
+        invoke: Invoker,
+        poll_interval: float = 0.5,
+        backoff_base: float = 0.2,
+        backoff_max: float = 5.0,
+        account: str = "123456789012",
+        region: str = "us-east-1",
+    ) -> None:
+        self.rules = list(rules)
+        self.sfn = sfn
+        self.state_machine_arns = list(state_machine_arns)
+        self.invoke = invoke
+        self.poll_interval = poll_interval
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.account = account
+        self.region = region
+        self.stats = _Stats()
+        self.given_up: list[GivenUp] = []
+        self._seen: set[tuple[str, str, str]] = set()
+        self._pending: list[_Delivery] = []
+        self._stop = threading.Event()
+        self._primed = False
+        wanted = [r.statuses() for r in self.rules]
+        # ListExecutions takes one statusFilter: one call per status the rules can match (None: all).
+        self._filters: list[str | None] = [None]
+        if all(w is not None for w in wanted):
+            self._filters = [s for s in _TERMINAL if any(w is not None and s in w for w in wanted)]
+
+    # -- life cycle -------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        """Poll until :meth:`stop`; errors are logged and retried."""
+        while not self._stop.is_set():
+            try:
+                if not self._primed:
+                    self.prime()
+                self.poll_once()
+            except Exception:
+                log.exception("execution status-change poller failed; retrying")
+            self._stop.wait(self.poll_interval)
+
+    def prime(self) -> None:
+        """Remember the executions that have already ended: their status changes happened before the rules."""
+        for item in self._terminal_executions():
+            self._seen.add(self._key(item))
+        self._primed = True
+
+    # -- one step ---------------------------------------------------------------------------------------
+
+    def poll_once(self) -> int:
+        """Find executions that newly ended, queue their events, deliver what is due. Returns invocations."""
+        if not self._primed:
+            self.prime()
+        for item in self._terminal_executions():
+            key = self._key(item)
+            if key in self._seen or self._stop.is_set():
+                continue
+            desc = self.sfn.describe_execution(executionArn=item["executionArn"])
+            self._seen.add(key)
+            self.stats.seen += 1
+            event = status_change_event(desc, account=self.account, region=self.region)
+            for rule in self.rules:
+                if record_passes_filters(event, [rule.pattern]):
+                    self._pending.extend(_Delivery(rule.name, t, event) for t in rule.targets)
+        return self._deliver_due()
+
+    def _terminal_executions(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        paginator = self.sfn.get_paginator("list_executions")
+        for arn in self.state_machine_arns:
+            for status in self._filters:
+                kwargs: dict[str, Any] = {"stateMachineArn": arn}
+                if status is not None:
+                    kwargs["statusFilter"] = status
+                for page in paginator.paginate(**kwargs):
+                    found.extend(e for e in page.get("executions", []) if e.get("status") in _TERMINAL)
+        return found
+
+    @staticmethod
+    def _key(item: Mapping[str, Any]) -> tuple[str, str, str]:
+        # The stop date tells a redriven execution's second end from its first.
+        return (str(item["executionArn"]), str(item.get("status")), str(item.get("stopDate")))
+
+    def _deliver_due(self) -> int:
+        now = time.monotonic()
+        invocations = 0
+        for delivery in list(self._pending):
+            if delivery.retry_at > now or self._stop.is_set():
+                continue
+            invocations += 1
+            self.stats.invocations += 1
+            result = self.invoke(delivery.target.function_name, delivery.event)
+            if result.ok:
+                self._pending.remove(delivery)
+                self.stats.delivered += 1
+                log.info(
+                    "%s %s -> %s: %s",
+                    delivery.event["detail"]["status"],
+                    delivery.execution_arn,
+                    delivery.target.function_name,
+                    _summary(result.payload),
+                )
+                continue
+            if result.transport_error is not None:
+                log.warning("%s not reachable (%s); retrying", delivery.target.function_name, result.transport_error)
+                delivery.retry_at = now + self.backoff_max
+                continue
+            delivery.attempts += 1
+            error = _summary(result.payload)
+            if delivery.attempts > delivery.target.retry_bound:
+                self._pending.remove(delivery)
+                self.given_up.append(
+                    GivenUp(delivery.rule, delivery.target.function_name, delivery.event, delivery.attempts, error)
+                )
+                log.error(
+                    "%s: gave up delivering %s of %s to %s after %d attempts: %s",
+                    delivery.rule,
+                    delivery.event["detail"]["status"],
+                    delivery.execution_arn,
+                    delivery.target.function_name,
+                    delivery.attempts,
+                    error,
+                )
+                continue
+            delay = min(self.backoff_max, self.backoff_base * 2 ** (delivery.attempts - 1))
+            delivery.retry_at = now + delay
+            log.warning(
+                "%s failed on %s of %s (attempt %d of %d): %s; retrying in %.2fs",
+                delivery.target.function_name,
+                delivery.event["detail"]["status"],
+                delivery.execution_arn,
+                delivery.attempts,
+                delivery.target.retry_bound + 1,
+                error,
+                delay,
+            )
+        return invocations
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def primed(self) -> bool:
+        return self._primed
+
+
+def _summary(payload: Any) -> str:
+    if isinstance(payload, Mapping) and "errorType" in payload:
+        return f"{payload['errorType']}: {payload.get('errorMessage', '')}"[:300]
+    return json.dumps(payload, default=str)[:300]
