@@ -90,6 +90,9 @@ async def _watch_with_progress_bar(client: Any, rid: str, workflow: str, timeout
             if ev["type"] == "progress":
                 desc = f"#{ev['seq']} {ev['step']}: {ev.get('message', '')}"
                 progress.update(task, completed=ev["percent"], description=desc)
+                progress.console.print(
+                    f"  seq {ev['seq']:>3}  {ev['step']:<16} {ev['percent']:>3}%  {ev.get('message', '')}"
+                )
             else:
                 if ev["type"] == "result":
                     progress.update(task, completed=100, description="done")
@@ -130,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Long-running requests over WebSockets on AWS: run the platform locally, submit requests, "
         "list plugins, validate and deploy state machines, build the Lambda artifact.",
         epilog="Start with `streamer local` in one terminal and `streamer submit echo --payload "
-        "'{\"message\": \"hi\"}'` in another. Docs: README.md and docs/.",
+        '\'{"message": "hi"}\'` in another. Docs: README.md and docs/.',
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
