@@ -111,6 +111,24 @@ def bench_event_append() -> None:
         report("EventStore.append (tail query+put)", "put_item", base, subj)
 
 
+def bench_router_message() -> None:
+    """The $default route's cost before the action: handle_message(ping) (who is asking + rate limit in one
+    UpdateItem) vs one GetItem of the connection row (moto, in-process)."""
+    from moto import mock_aws
+
+    from streamer.models import Connection
+    from streamer.router import Router
+
+    with mock_aws():
+        _, svc = _service()
+        svc.connections.put(Connection(connection_id="c", user_id="u", connected_at=0, expires_at=2**31))
+        router = Router(svc, dict, rate_limit_per_minute=10**9)
+        base, subj = interleaved(
+            lambda: svc.connections.get("c"), lambda: router.handle_message("c", '{"action":"ping"}'), 10, 50
+        )
+        report("router.handle_message(ping)", "one GetItem", base, subj)
+
+
 def bench_router_memory() -> None:
     """Peak memory of routing 500 submits vs 500 pings (tracemalloc; moto in-process)."""
     from moto import mock_aws
@@ -199,6 +217,7 @@ def bench_local_roundtrip() -> None:
 BENCHMARKS = {
     "parse": bench_parse,
     "append": bench_event_append,
+    "router_message": bench_router_message,
     "router_memory": bench_router_memory,
     "local_roundtrip": bench_local_roundtrip,
 }

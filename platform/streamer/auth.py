@@ -34,8 +34,10 @@ from urllib.parse import urlparse
 import jwt
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
+from streamer.errors import StreamerError
+from streamer.protocol import SUBPROTOCOL
+
 __all__ = [
-    "STREAMER_SUBPROTOCOL",
     "AuthConfig",
     "AuthError",
     "Authenticator",
@@ -50,7 +52,6 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 #: The application subprotocol a client offers next to ``bearer.<jwt>`` in ``Sec-WebSocket-Protocol``.
-STREAMER_SUBPROTOCOL = "streamer.v1"
 
 _BEARER_SUBPROTOCOL_PREFIX = "bearer."
 MAX_LEEWAY_SECONDS = 60
@@ -64,7 +65,7 @@ _HMAC_MIN_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-class AuthError(Exception):
+class AuthError(StreamerError):
     """Authentication failed (HTTP 401). ``reason`` is short, generic and never contains the token."""
 
     status: ClassVar[int] = 401
@@ -361,7 +362,7 @@ def extract_token(
 
     The token comes from, in order: a ``bearer.<jwt>`` entry of ``Sec-WebSocket-Protocol`` (header names are
     case-insensitive), an ``Authorization: Bearer <jwt>`` header, the ``token`` query parameter.
-    The second element is :data:`STREAMER_SUBPROTOCOL` when the client offered it, else ``None``; the
+    The second element is :data:`streamer.protocol.SUBPROTOCOL` when the client offered it, else ``None``; the
     ``bearer.*`` entry must never be echoed back as the selected subprotocol.
     """
     token: str | None = None
@@ -370,8 +371,8 @@ def extract_token(
     offered = _header(headers, "sec-websocket-protocol")
     if offered:
         for item in (part.strip() for part in offered.split(",")):
-            if item == STREAMER_SUBPROTOCOL:
-                selected = STREAMER_SUBPROTOCOL
+            if item == SUBPROTOCOL:
+                selected = SUBPROTOCOL
             elif (
                 token is None
                 and item[: len(_BEARER_SUBPROTOCOL_PREFIX)].lower() == _BEARER_SUBPROTOCOL_PREFIX

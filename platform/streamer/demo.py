@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,10 +10,10 @@ import time
 
 __all__ = ["run_demo"]
 
-READY_PREFIX = "streamer local ready "
-
 
 def _start_local(port: int) -> tuple[subprocess.Popen[str], str]:
+    from streamer.local.stack import READY_PREFIX
+
     cmd = [sys.executable, "-m", "streamer.cli", "local", "--port", str(port), "--log-level", "WARNING"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True, bufsize=1)
     deadline = time.monotonic() + 60
@@ -64,13 +62,3 @@ def run_demo(port: int = 0) -> int:
         # Let the stack's shutdown lines reach the terminal.
         if proc.stdout is not None:
             sys.stdout.write(proc.stdout.read())
-
-
-def main() -> int:  # pragma: no cover - `python -m streamer.demo`
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, default=int(os.environ.get("STREAMER_PORT", "0")))
-    return run_demo(parser.parse_args().port)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -8,20 +8,21 @@ The tree::
     ├── SendError                a message could not be delivered after retries
     ├── StoreError               persistence failed in a way the caller cannot fix
     ├── PluginError              the plugin set is broken (duplicate step, failed import, missing hook)
+    ├── AuthError (streamer.auth) a refused handshake: 401; its ForbiddenError: 403
     └── StepError                raised by a step (plugin code)
         ├── RetryableStepError   transient: the state machine's Retry absorbs it
         └── StepFailedError      permanent: ends the request FAILED with STEP_FAILED
 
-Authentication errors live in ``streamer.auth`` (``AuthError``, ``ForbiddenError``).
+Authentication errors (``AuthError`` and its ``ForbiddenError``) live in ``streamer.auth``, under the same root.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
-from streamer.protocol import ErrorCode
-
 __all__ = [
+    "ErrorCode",
     "PluginError",
     "ProtocolError",
     "RetryableStepError",
@@ -32,6 +33,23 @@ __all__ = [
     "StreamerError",
     "WebSocketDisconnectedError",
 ]
+
+
+class ErrorCode(enum.StrEnum):
+    """The closed set of error codes on the wire (``docs/protocol.md``); re-exported by ``streamer.protocol``."""
+
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+    UNKNOWN_ACTION = "UNKNOWN_ACTION"
+    UNKNOWN_WORKFLOW = "UNKNOWN_WORKFLOW"
+    NOT_FOUND = "NOT_FOUND"
+    CONFLICT = "CONFLICT"
+    FORBIDDEN = "FORBIDDEN"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    RATE_LIMITED = "RATE_LIMITED"
+    STEP_FAILED = "STEP_FAILED"
+    TIMEOUT = "TIMEOUT"
+    CANCELLED = "CANCELLED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
 class StreamerError(Exception):
@@ -48,6 +66,7 @@ class ProtocolError(StreamerError):
         self.details = details
 
     def to_wire(self) -> dict[str, Any]:
+        """The error frame: ``{"type": "error", "code", "message", "details"?}``."""
         body: dict[str, Any] = {"type": "error", "code": self.code.value, "message": self.message}
         if self.details is not None:
             body["details"] = self.details

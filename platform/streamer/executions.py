@@ -30,10 +30,12 @@ __all__ = [
     "MAX_EXECUTION_NAME",
     "ExecutionStatusChange",
     "ExecutionStatusDetail",
+    "StepFunctionsError",
     "end_for_status_change",
     "execution_arn",
     "execution_input",
     "execution_name",
+    "failure_of",
     "start_for_record",
     "terminal_of",
 ]
@@ -154,14 +156,47 @@ class ExecutionStatusChange(BaseModel):
 
 
 _WORKFLOW_FAILED = "the workflow failed"
+_STEP_FAILED = "step failed"
+#: Error names whose message was written by the step on purpose and may reach the client.
+_STEP_ERRORS = frozenset({"StepFailedError", "RetryableStepError"})
+_MAX_MESSAGE = 1000
+
+
+class StepFunctionsError(BaseModel):
+    """Step Functions' ``{"Error", "Cause"}`` (a Catch's ``ResultPath`` output, or a failed execution's)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+    error: str = Field(default="States.TaskFailed", alias="Error")
+    cause: str | None = Field(default=None, alias="Cause")
+
+
+def failure_of(err: StepFunctionsError | None, *, generic: str = _STEP_FAILED) -> tuple[RequestStatus, ErrorCode, str]:
+    """Map a Step Functions error to the terminal status, wire code and a client-safe message.
+
+    ``States.Timeout`` is a timeout; a step's own ``StepFailedError``/``RetryableStepError`` message may reach
+    the client; anything else (unexpected exceptions, Lambda errors) gets ``generic``: no trace, no secret.
+    """
+    if err is None:
+        return RequestStatus.FAILED, ErrorCode.STEP_FAILED, generic
+    if err.error in ("States.Timeout", "States.HeartbeatTimeout"):
+        return RequestStatus.TIMED_OUT, ErrorCode.TIMEOUT, "a step did not finish within its time limit"
+    message = generic
+    if err.error in _STEP_ERRORS and err.cause:
+        try:
+            cause = json.loads(err.cause)
+            if isinstance(cause, dict) and isinstance(cause.get("errorMessage"), str):
+                message = cause["errorMessage"][:_MAX_MESSAGE]
+        except ValueError:
+            pass
+    return RequestStatus.FAILED, ErrorCode.STEP_FAILED, message
 
 
 def terminal_of(detail: ExecutionStatusDetail) -> tuple[RequestStatus, ErrorCode, str]:
     """The request's terminal status, wire code and client-safe message for an execution that ended badly.
 
-    FAILED goes through the notify task's mapping (``streamer.handlers.notify.failure_of``): a step's own
-    ``StepFailedError`` message may reach the client, ``States.Timeout`` is a timeout; any other error gets
-    a generic message — its cause (a stack trace, the data of a state) never does.
+    FAILED goes through the notify task's mapping (:func:`failure_of`): a step's own ``StepFailedError``
+    message may reach the client, ``States.Timeout`` is a timeout; any other error gets a generic message —
+    its cause (a stack trace, the data of a state) never does.
     """
     if detail.status == "ABORTED":
         if detail.error == CANCEL_ERROR:  # the protocol's cancel stopped it (and normally ended it first)
@@ -171,14 +206,8 @@ def terminal_of(detail: ExecutionStatusDetail) -> tuple[RequestStatus, ErrorCode
         return RequestStatus.TIMED_OUT, ErrorCode.TIMEOUT, "the workflow did not finish within its time limit"
     if detail.status != "FAILED":
         raise ValueError(f"execution status {detail.status} does not end a request")
-    from streamer.handlers.notify import StepFunctionsError, failure_of  # the notify task's own mapping
-
-    if not detail.error:
-        return RequestStatus.FAILED, ErrorCode.STEP_FAILED, _WORKFLOW_FAILED
-    status, code, message = failure_of(StepFunctionsError(Error=detail.error, Cause=detail.cause))
-    if status is RequestStatus.FAILED and message == failure_of(None)[2]:
-        message = _WORKFLOW_FAILED  # not a message the step wrote on purpose
-    return status, code, message
+    err = StepFunctionsError(Error=detail.error, Cause=detail.cause) if detail.error else None
+    return failure_of(err, generic=_WORKFLOW_FAILED)
 
 
 def _input_of(service: RequestService, detail: ExecutionStatusDetail) -> str | None:

@@ -99,18 +99,18 @@ def create_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManag
     return pm
 
 
-def _entry_points(group: str) -> list[tuple[str, str]]:
-    """``(entry point name, distribution name)`` of every installed entry point of ``group``."""
+def _entry_points() -> list[tuple[str, str]]:
+    """``(entry point name, distribution name)`` of every installed ``streamer.plugins`` entry point."""
     found: list[tuple[str, str]] = []
     for dist in importlib.metadata.distributions():
         for ep in dist.entry_points:
-            if ep.group == group:
+            if ep.group == ENTRYPOINT_GROUP:
                 found.append((ep.name, dist.name))
     return found
 
 
-def load_plugins(pm: pluggy.PluginManager, group: str = ENTRYPOINT_GROUP) -> list[PluginError]:
-    """Load every plugin of the entry-point ``group`` into ``pm``, one at a time.
+def load_plugins(pm: pluggy.PluginManager) -> list[PluginError]:
+    """Load every plugin of the ``streamer.plugins`` entry-point group into ``pm``, one at a time.
 
     Each entry point goes through ``pm.load_setuptools_entrypoints(group, name)`` so one broken plugin
     cannot stop the others. Then ``pm.check_pending()`` finds hook implementations that match no hook
@@ -118,11 +118,11 @@ def load_plugins(pm: pluggy.PluginManager, group: str = ENTRYPOINT_GROUP) -> lis
     which are also added to :func:`plugin_errors`.
     """
     errors: list[PluginError] = []
-    for name, dist in _entry_points(group):
+    for name, dist in _entry_points():
         if pm.has_plugin(name) or pm.is_blocked(name):
             continue
         try:
-            pm.load_setuptools_entrypoints(group, name=name)
+            pm.load_setuptools_entrypoints(ENTRYPOINT_GROUP, name=name)
         except Exception as exc:
             pm.set_blocked(name)  # a half-registered plugin is worse than none
             errors.append(
@@ -263,13 +263,6 @@ class Registry:
             return self._workflow_table()[name][0]
         except KeyError:
             raise UnknownWorkflowError(name) from None
-
-    def step_plugin(self, name: str) -> str:
-        """The name of the plugin that declares step ``name``."""
-        try:
-            return self._step_table()[name][1]
-        except KeyError:
-            raise UnknownStepError(name) from None
 
     def list_plugins(self) -> list[dict[str, Any]]:
         """One dict per registered plugin, sorted by name, for ``streamer plugins``::

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import enum
 import json
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from streamer.errors import ErrorCode, ProtocolError
+
 __all__ = [
     "MAX_MESSAGE_BYTES",
-    "PROTOCOL_VERSION",
     "REQUEST_ID_PATTERN",
     "SUBPROTOCOL",
     "Action",
@@ -28,32 +28,14 @@ __all__ = [
     "WorkflowsAction",
     "error_frame",
     "parse_action",
+    "validation_details",
 ]
 
-PROTOCOL_VERSION = 1
 SUBPROTOCOL = "streamer.v1"
 #: API Gateway WebSocket frame limit (https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html):
 #: 128 KiB per message.
 MAX_MESSAGE_BYTES = 128 * 1024
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-_REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
-
-
-class ErrorCode(enum.StrEnum):
-    """The closed set of error codes on the wire."""
-
-    VALIDATION_ERROR = "VALIDATION_ERROR"
-    UNKNOWN_ACTION = "UNKNOWN_ACTION"
-    UNKNOWN_WORKFLOW = "UNKNOWN_WORKFLOW"
-    NOT_FOUND = "NOT_FOUND"
-    CONFLICT = "CONFLICT"
-    FORBIDDEN = "FORBIDDEN"
-    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
-    RATE_LIMITED = "RATE_LIMITED"
-    STEP_FAILED = "STEP_FAILED"
-    TIMEOUT = "TIMEOUT"
-    CANCELLED = "CANCELLED"
-    INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
 class RequestStatus(enum.StrEnum):
@@ -68,8 +50,6 @@ class RequestStatus(enum.StrEnum):
     def terminal(self) -> bool:
         return self not in (RequestStatus.PENDING, RequestStatus.RUNNING)
 
-
-TERMINAL_STATUSES = frozenset(s for s in RequestStatus if s.terminal)
 
 RequestId = Annotated[str, Field(pattern=REQUEST_ID_PATTERN)]
 
@@ -117,29 +97,20 @@ _ACTION_ADAPTER: TypeAdapter[Action] = TypeAdapter(Action)
 ACTIONS = ("ping", "submit", "status", "cancel", "resume", "workflows")
 
 
-class FrameError(Exception):
-    """A client frame that is not a valid action; carries the wire error (sans-I/O, no AWS)."""
-
-    def __init__(self, code: ErrorCode, message: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.details = details
-
-
-def _validation_details(exc: ValidationError) -> list[dict[str, Any]]:
-    # Only locations and messages: never echo the input back (it may be large or sensitive).
+def validation_details(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The ``details`` of a VALIDATION_ERROR: locations and messages only, never the input back (it may be
+    large or sensitive), at most 20."""
     return [
-        {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
+        {"loc": [*prefix, *(str(p) for p in err["loc"])], "msg": err["msg"], "type": err["type"]}
         for err in exc.errors(include_url=False, include_input=False, include_context=False)
     ][:20]
 
 
 def parse_action(raw: str | bytes) -> Action:
-    """Parse one client frame. Raises :class:`FrameError` with the documented code."""
+    """Parse one client frame. Raises :class:`~streamer.errors.ProtocolError` with the documented code."""
     size = len(raw.encode("utf-8") if isinstance(raw, str) else raw)
     if size > MAX_MESSAGE_BYTES:
-        raise FrameError(
+        raise ProtocolError(
             ErrorCode.PAYLOAD_TOO_LARGE,
             f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES}",
             {"limit": MAX_MESSAGE_BYTES, "size": size},
@@ -147,14 +118,14 @@ def parse_action(raw: str | bytes) -> Action:
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise FrameError(ErrorCode.VALIDATION_ERROR, "message is not valid JSON") from exc
+        raise ProtocolError(ErrorCode.VALIDATION_ERROR, "message is not valid JSON") from exc
     if not isinstance(data, dict):
-        raise FrameError(ErrorCode.VALIDATION_ERROR, "message must be a JSON object")
+        raise ProtocolError(ErrorCode.VALIDATION_ERROR, "message must be a JSON object")
     action = data.get("action")
     if not isinstance(action, str):
-        raise FrameError(ErrorCode.VALIDATION_ERROR, "field 'action' (string) is required")
+        raise ProtocolError(ErrorCode.VALIDATION_ERROR, "field 'action' (string) is required")
     if action not in ACTIONS:
-        raise FrameError(
+        raise ProtocolError(
             ErrorCode.UNKNOWN_ACTION,
             f"unknown action {action[:64]!r}",
             {"actions": list(ACTIONS)},
@@ -162,17 +133,11 @@ def parse_action(raw: str | bytes) -> Action:
     try:
         return _ACTION_ADAPTER.validate_python(data)
     except ValidationError as exc:
-        raise FrameError(ErrorCode.VALIDATION_ERROR, f"invalid '{action}' message", _validation_details(exc)) from exc
+        raise ProtocolError(ErrorCode.VALIDATION_ERROR, f"invalid '{action}' message", validation_details(exc)) from exc
     except RecursionError as exc:  # pathological nesting inside payload
-        raise FrameError(ErrorCode.VALIDATION_ERROR, "message is nested too deeply") from exc
+        raise ProtocolError(ErrorCode.VALIDATION_ERROR, "message is nested too deeply") from exc
 
 
-def is_valid_request_id(value: str) -> bool:
-    return bool(_REQUEST_ID_RE.match(value))
-
-
-def error_frame(code: ErrorCode, message: str, details: Any = None, **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"type": "error", "code": code.value, "message": message, **extra}
-    if details is not None:
-        body["details"] = details
-    return body
+def error_frame(code: ErrorCode, message: str, details: Any = None) -> dict[str, Any]:
+    """An error frame not tied to a stored request."""
+    return ProtocolError(code, message, details).to_wire()

@@ -15,7 +15,6 @@ from streamer.errors import ProtocolError
 from streamer.protocol import (
     CancelAction,
     ErrorCode,
-    FrameError,
     PingAction,
     ResumeAction,
     StatusAction,
@@ -23,6 +22,7 @@ from streamer.protocol import (
     WorkflowsAction,
     error_frame,
     parse_action,
+    validation_details,
 )
 from streamer.service import RequestService
 
@@ -52,20 +52,49 @@ class Router:
         self.workflows = workflows
         self.rate_limit = rate_limit_per_minute
 
+    def handle_message(self, connection_id: str, raw: str | bytes) -> list[dict[str, Any]]:
+        """The ``$default`` route: who is asking (the connection row, FORBIDDEN when absent or expired), the
+        rate limit, then the action. One DynamoDB round trip before the action itself."""
+
+        def run() -> list[dict[str, Any]]:
+            now = self.service.now()
+            seen = self.service.connections.count_message(connection_id, now)
+            if seen is None or seen[0].expires_at <= now:
+                raise ProtocolError(ErrorCode.FORBIDDEN, "connection is not authenticated or has expired")
+            conn, count = seen
+            return self._check_rate(count) or self._dispatch(conn.user_id, parse_action(raw))
+
+        return self._safely(connection_id, run)
+
     def handle(self, connection_id: str, user_id: str, raw: str | bytes) -> list[dict[str, Any]]:
+        """Route a message of a connection already known to belong to ``user_id`` (rate-limited alike)."""
+
+        def run() -> list[dict[str, Any]]:
+            if self.rate_limit:
+                seen = self.service.connections.count_message(connection_id)
+                limited = self._check_rate(seen[1]) if seen else []
+                if limited:
+                    return limited
+            return self._dispatch(user_id, parse_action(raw))
+
+        return self._safely(connection_id, run)
+
+    def _check_rate(self, count: int) -> list[dict[str, Any]]:
+        if self.rate_limit and count > self.rate_limit:
+            return [
+                error_frame(
+                    ErrorCode.RATE_LIMITED,
+                    f"more than {self.rate_limit} messages a minute on this connection",
+                    {"limit_per_minute": self.rate_limit},
+                )
+            ]
+        return []
+
+    @staticmethod
+    def _safely(connection_id: str, run: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Never raises: a refusal is its error frame, anything unexpected an INTERNAL_ERROR with no detail."""
         try:
-            if self.rate_limit and self.service.connections.hit_rate_limit(connection_id, self.rate_limit):
-                return [
-                    error_frame(
-                        ErrorCode.RATE_LIMITED,
-                        f"more than {self.rate_limit} messages a minute on this connection",
-                        {"limit_per_minute": self.rate_limit},
-                    )
-                ]
-            action = parse_action(raw)
-            return self._dispatch(user_id, action)
-        except FrameError as exc:
-            return [error_frame(exc.code, exc.message, exc.details)]
+            return run()
         except ProtocolError as exc:
             return [exc.to_wire()]
         except Exception:
@@ -116,10 +145,7 @@ class Router:
                 raise ProtocolError(
                     ErrorCode.VALIDATION_ERROR,
                     f"invalid payload for workflow {action.workflow!r}",
-                    [
-                        {"loc": ["payload", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
-                        for e in exc.errors(include_url=False, include_input=False, include_context=False)
-                    ][:20],
+                    validation_details(exc, ("payload",)),
                 ) from exc
         result = self.service.submit(user_id, action.workflow, payload, action.request_id)
         return result.ack()

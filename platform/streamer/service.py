@@ -20,7 +20,7 @@ from streamer.config import Settings
 from streamer.connections import ConnectionManager, SendReport
 from streamer.errors import ProtocolError
 from streamer.models import Request, RequestEvent, RequestRef, payload_hash
-from streamer.protocol import MAX_MESSAGE_BYTES, ErrorCode, RequestStatus, error_frame
+from streamer.protocol import MAX_MESSAGE_BYTES, ErrorCode, RequestStatus
 from streamer.store import ConnectionStore, EventStore, RequestStore, TerminalAlreadyError
 
 if TYPE_CHECKING:
@@ -187,12 +187,16 @@ class RequestService:
 
     # -- events ---------------------------------------------------------------------------------
 
-    def emit(self, ref: RequestRef, body: dict[str, Any]) -> RequestEvent:
-        """Store an event (assigning its seq), then push it to every connection of the user."""
+    def emit(self, ref: RequestRef, body: dict[str, Any], *, also: list[dict[str, Any]] | None = None) -> RequestEvent:
+        """Store an event (assigning its seq), then push it to every connection of the user.
+
+        ``also`` joins other writes to the event's put in one transaction (see ``EventStore.append``).
+        """
         event = self.events.append(
             ref.request_key,
             lambda seq: {**body, "request_id": ref.request_id, "seq": seq},
             self.now(),
+            also=also,
         )
         self.push(ref.user_id, event.body)
         return event
@@ -241,16 +245,9 @@ class RequestService:
             body = {"type": "error", "status": status.value, "code": code.value, "message": message or ""}
             update = self.requests.terminal_update(ref, status, now, error_code=code.value, error_message=message or "")
         try:
-            event = self.events.append(
-                ref.request_key,
-                lambda seq: {**body, "request_id": ref.request_id, "seq": seq},
-                now,
-                also=[update],
-            )
+            return self.emit(ref, body, also=[update])
         except TerminalAlreadyError:
             return None
-        self.push(ref.user_id, event.body)
-        return event
 
     def reject(self, ref: RequestRef, code: ErrorCode, message: str) -> RequestEvent | None:
         """End a request that never started (e.g. its input is too large for StartExecution)."""
@@ -259,7 +256,3 @@ class RequestService:
 
 def _frame_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
-
-
-def error_reply(exc: ProtocolError, **extra: Any) -> dict[str, Any]:
-    return error_frame(exc.code, exc.message, exc.details, **extra)

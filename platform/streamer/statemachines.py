@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from streamer.config import Settings
 from streamer.errors import PluginError
 from streamer.plugins import Registry, get_registry, plugin_errors
 
@@ -244,9 +245,8 @@ def _check_definition(file: str, definition: Any, registry: Registry, workflow: 
     if not isinstance(definition, dict):
         return [Problem(file, "-", "a state machine definition is a JSON object")]
     problems: list[Problem] = []
-    rendered = json.loads(
-        _substitute(json.dumps(definition), {n: _placeholder_arn(n) for n in placeholders(json.dumps(definition))})
-    )
+    text = json.dumps(definition)
+    rendered = json.loads(_substitute(text, {n: _placeholder_arn(n) for n in placeholders(text)}))
     problems.extend(Problem(file, state, reason) for state, reason in _statelint(rendered))
     if definition.get("QueryLanguage") == "JSONata":
         problems.append(Problem(file, "-", "JSONata is not supported by the local engine; use JSONPath"))
@@ -447,8 +447,8 @@ def _parse_substitutions(values: Sequence[str]) -> dict[str, str]:
 
 
 def _default_prefix() -> str:
-    prefix = os.environ.get("STREAMER_STATE_MACHINE_ARN_PREFIX", "")
-    return prefix.rpartition(":stateMachine:")[2] if ":stateMachine:" in prefix else DEFAULT_NAME_PREFIX
+    arn_prefix = Settings.from_env().state_machine_arn_prefix
+    return arn_prefix.rpartition(":stateMachine:")[2] if ":stateMachine:" in arn_prefix else DEFAULT_NAME_PREFIX
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:

@@ -198,15 +198,14 @@ class StepContext:
         step: str,
         attempt: int = 1,
         report: Callable[[int, str], None] | None = None,
-        logger: logging.Logger | None = None,
     ) -> None:
         self.request = request
         self.step = step
         self.attempt = attempt
         self._report = report
-        base = logger or logging.getLogger(f"streamer.steps.{step}")
         self.logger: logging.LoggerAdapter[logging.Logger] = _StepLogger(
-            base, {"request_id": request.request_id, "workflow": request.workflow, "step": step}
+            logging.getLogger(f"streamer.steps.{step}"),
+            {"request_id": request.request_id, "workflow": request.workflow, "step": step},
         )
 
     @property
@@ -220,11 +219,6 @@ class StepContext:
     @property
     def workflow(self) -> str:
         return self.request.workflow
-
-    @property
-    def retry_count(self) -> int:
-        """``attempt - 1``: how many times this Task was retried (``$$.State.RetryCount``)."""
-        return self.attempt - 1
 
     def progress(self, percent: int | float, message: str = "") -> None:
         """Report progress: ``percent`` is rounded and clamped to 0-100, ``message`` cut to 1000 chars.
@@ -287,9 +281,6 @@ def run_step(
     sink: ProgressSink,
     *,
     interval_ms: int | None = None,
-    clock: Clock = time.monotonic,
-    scheduler: Scheduler = threading_scheduler,
-    logger: logging.Logger | None = None,
 ) -> dict[str, Any]:
     """Validate, run ``step`` for ``event``, validate its output; see the module docstring.
 
@@ -315,13 +306,8 @@ def run_step(
     ref = ev.request
     if interval_ms is None:
         interval_ms = Settings.from_env().progress_interval_ms
-    throttle = ProgressThrottle(
-        lambda pct, msg: sink.progress(ref, step.name, pct, msg),
-        interval_ms=interval_ms,
-        clock=clock,
-        scheduler=scheduler,
-    )
-    ctx = StepContext(request=ref, step=step.name, attempt=ev.attempt + 1, report=throttle.report, logger=logger)
+    throttle = ProgressThrottle(lambda pct, msg: sink.progress(ref, step.name, pct, msg), interval_ms=interval_ms)
+    ctx = StepContext(request=ref, step=step.name, attempt=ev.attempt + 1, report=throttle.report)
     started = time.monotonic()
     try:
         result = step.func(arg, ctx)

@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from streamer.errors import StoreError
 from streamer.models import Connection, Request, RequestEvent, RequestRef
-from streamer.protocol import TERMINAL_STATUSES, RequestStatus
+from streamer.protocol import RequestStatus
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -30,10 +30,13 @@ _SER = TypeSerializer()
 _DESER = TypeDeserializer()
 
 
+def _attr(value: Any) -> dict[str, Any]:
+    """One DynamoDB attribute value. DynamoDB has no float type: numbers go through Decimal (JSON round-trip)."""
+    return dict(_SER.serialize(json.loads(json.dumps(value), parse_float=Decimal)))
+
+
 def _to_ddb(value: Mapping[str, Any]) -> dict[str, Any]:
-    # DynamoDB has no float type: route numbers through Decimal via a JSON round-trip.
-    plain = json.loads(json.dumps(value), parse_float=Decimal)
-    return {k: _SER.serialize(v) for k, v in plain.items() if v is not None}
+    return {k: _attr(v) for k, v in value.items() if v is not None}
 
 
 def _plain(value: Any) -> Any:
@@ -111,42 +114,39 @@ class ConnectionStore(_Lazy):
                 return out
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
-    def hit_rate_limit(self, connection_id: str, limit: int, now: int | None = None) -> bool:
-        """Count one message in the connection's current one-minute window; True when over ``limit``.
+    def count_message(self, connection_id: str, now: int | None = None) -> tuple[Connection, int] | None:
+        """Count one message in the connection's current one-minute window.
 
-        A fixed window kept on the connection item itself (atomic ``ADD``), so it costs one write per
-        message and disappears with the connection.
+        Returns the connection and its message count in this window, or None when the connection does not
+        exist. One ``UpdateItem`` in the steady state (``ADD`` within the window, ``ReturnValues=ALL_NEW``),
+        so the router learns who is asking and how often in a single round trip. The fixed window lives on
+        the connection item itself and disappears with it.
         """
         now = int(time.time()) if now is None else now
-        window = now // 60
-        try:
-            resp = self.client.update_item(
-                TableName=self.table,
-                Key={"connection_id": {"S": connection_id}},
-                UpdateExpression="SET rate_window = :w, rate_count = :one",
-                ConditionExpression="attribute_exists(connection_id) AND "
-                "(attribute_not_exists(rate_window) OR rate_window <> :w)",
-                ExpressionAttributeValues={":w": {"N": str(window)}, ":one": {"N": "1"}},
-            )
-            return False
-        except ClientError as exc:
-            if not _is_condition_failure(exc):
-                raise
-        try:
-            resp = self.client.update_item(
-                TableName=self.table,
-                Key={"connection_id": {"S": connection_id}},
-                UpdateExpression="ADD rate_count :one",
-                ConditionExpression="attribute_exists(connection_id) AND rate_window = :w",
-                ExpressionAttributeValues={":w": {"N": str(window)}, ":one": {"N": "1"}},
-                ReturnValues="UPDATED_NEW",
-            )
-        except ClientError as exc:
-            if _is_condition_failure(exc):
-                return False  # window rolled over meanwhile, or the connection is gone
-            raise
-        count = int(resp["Attributes"]["rate_count"]["N"])
-        return count > limit
+        values = {":w": {"N": str(now // 60)}, ":one": {"N": "1"}}
+        add = ("ADD rate_count :one", "attribute_exists(connection_id) AND rate_window = :w")
+        # A new window: reset, unless a concurrent message of this connection already did (then ADD again).
+        reset = (
+            "SET rate_window = :w, rate_count = :one",
+            "attribute_exists(connection_id) AND (attribute_not_exists(rate_window) OR rate_window <> :w)",
+        )
+        for update, condition in (add, reset, add):
+            try:
+                resp = self.client.update_item(
+                    TableName=self.table,
+                    Key={"connection_id": {"S": connection_id}},
+                    UpdateExpression=update,
+                    ConditionExpression=condition,
+                    ExpressionAttributeValues=values,
+                    ReturnValues="ALL_NEW",
+                )
+            except ClientError as exc:
+                if not _is_condition_failure(exc):
+                    raise
+                continue
+            item = from_ddb(resp["Attributes"])
+            return Connection.model_validate(item), int(item["rate_count"])
+        return None
 
 
 class RequestStore(_Lazy):
@@ -218,24 +218,21 @@ class RequestStore(_Lazy):
         if output is not None:
             sets.append("#o = :o")
             names["#o"] = "output"
-            values[":o"] = _SER.serialize(json.loads(json.dumps(output), parse_float=Decimal))
+            values[":o"] = _attr(output)
         if error_code is not None:
             sets.append("error_code = :ec")
             values[":ec"] = {"S": error_code}
         if error_message is not None:
             sets.append("error_message = :em")
             values[":em"] = {"S": error_message}
-        terminal = [s.value for s in TERMINAL_STATUSES]
-        placeholders = []
-        for i, t in enumerate(terminal):
-            values[f":t{i}"] = {"S": t}
-            placeholders.append(f":t{i}")
+        values[":pending"] = {"S": RequestStatus.PENDING.value}
+        values[":running"] = {"S": RequestStatus.RUNNING.value}
         return {
             "Update": {
                 "TableName": self.table,
                 "Key": self._key(req.user_id, req.request_id),
                 "UpdateExpression": "SET " + ", ".join(sets),
-                "ConditionExpression": f"attribute_exists(request_id) AND NOT (#s IN ({', '.join(placeholders)}))",
+                "ConditionExpression": "attribute_exists(request_id) AND #s IN (:pending, :running)",
                 "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values,
             }

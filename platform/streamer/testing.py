@@ -31,12 +31,12 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+from streamer import statemachines
 from streamer.errors import RetryableStepError, StepFailedError
 from streamer.models import RequestRef
 from streamer.plugins import Registry, create_plugin_manager
@@ -66,8 +66,6 @@ NOTIFY_FUNCTION = "NotifyFunction"
 #: botocore sends every Lambda call of the process here (moto's interpreter creates its clients without an
 #: endpoint URL, so this is how its Tasks reach our functions).
 LAMBDA_ENDPOINT_ENV = "AWS_ENDPOINT_URL_LAMBDA"
-_ACCOUNT = "123456789012"
-_ROLE_ARN = f"arn:aws:iam::{_ACCOUNT}:role/streamer-local-states"
 
 
 def make_request(workflow: str = "test", *, user_id: str = "test-user", request_id: str | None = None) -> RequestRef:
@@ -142,57 +140,32 @@ class StepHarness:
     time. Progress is not throttled unless ``interval_ms`` is given.
     """
 
-    def __init__(
-        self,
-        pm: pluggy.PluginManager | None = None,
-        *,
-        interval_ms: int = 0,
-        workflow: str = "test",
-        user_id: str = "test-user",
-    ) -> None:
+    def __init__(self, pm: pluggy.PluginManager | None = None, *, interval_ms: int = 0) -> None:
         self.pm = pm if pm is not None else create_plugin_manager()
         self.interval_ms = interval_ms
-        self.workflow = workflow
-        self.user_id = user_id
 
     @property
     def registry(self) -> Registry:
         """The catalogue as of now (plugins registered since the last call are included)."""
         return Registry(self.pm)
 
-    def event(
-        self, step: str, input: Any = None, *, attempt: int = 1, request: RequestRef | None = None
-    ) -> dict[str, Any]:
+    def event(self, step: str, input: Any = None, *, attempt: int = 1) -> dict[str, Any]:
         """The event the step Task would send (``attempt`` counts from 1, like ``StepContext.attempt``)."""
         if attempt < 1:
             raise ValueError("attempt counts from 1")
-        ref = request or make_request(self.workflow, user_id=self.user_id)
         return {
             "step": step,
-            "request": ref.model_dump(),
+            "request": make_request().model_dump(),
             "input": {} if input is None else input,
             "attempt": attempt - 1,
         }
 
-    def run(
-        self,
-        step: str,
-        input: Any = None,
-        *,
-        attempt: int = 1,
-        request: RequestRef | None = None,
-        interval_ms: int | None = None,
-    ) -> StepResult:
+    def run(self, step: str, input: Any = None, *, attempt: int = 1) -> StepResult:
         """Run ``step`` once; a step error is returned in ``.error``, not raised."""
         target = self.registry.get_step(step)
         sink = RecordingSink()
         try:
-            output = _run_step(
-                target,
-                self.event(step, input, attempt=attempt, request=request),
-                sink,
-                interval_ms=self.interval_ms if interval_ms is None else interval_ms,
-            )
+            output = _run_step(target, self.event(step, input, attempt=attempt), sink, interval_ms=self.interval_ms)
         except (RetryableStepError, StepFailedError) as exc:
             return StepResult(output=None, progress=sink.events, error=exc)
         return StepResult(output=output, progress=sink.events)
@@ -266,7 +239,7 @@ class WorkflowRun:
 
 def _failure_of(error: Any) -> tuple[str, str, str]:
     # The platform's own mapping (Step Functions error -> status, code, message), imported when needed.
-    from streamer.handlers.notify import StepFunctionsError, failure_of
+    from streamer.executions import StepFunctionsError, failure_of
 
     err = StepFunctionsError.model_validate(error) if isinstance(error, dict) else None
     status, code, message = failure_of(err)
@@ -291,13 +264,11 @@ class LocalWorkflows:
         interval_ms: int = 0,
         notify: Callable[[dict[str, Any], Any], Any] | None = None,
         sink: ProgressSink | None = None,
-        statemachines_dir: Path | None = None,
     ) -> None:
         self.pm = pm if pm is not None else create_plugin_manager()
         self.region = region
         self.interval_ms = interval_ms
         self.sink = RecordingSink(forward=sink)
-        self.statemachines_dir = statemachines_dir
         #: Called with each notify event after it is recorded; its return value is the function's result.
         self.notify = notify
         self._notifications: list[dict[str, Any]] = []
@@ -392,15 +363,13 @@ class LocalWorkflows:
         from streamer.local.lambda_endpoint import function_arn
 
         return {
-            "StepRunnerFunctionArn": function_arn(STEP_RUNNER_FUNCTION, self.region, _ACCOUNT),
-            "NotifyFunctionArn": function_arn(NOTIFY_FUNCTION, self.region, _ACCOUNT),
+            "StepRunnerFunctionArn": function_arn(STEP_RUNNER_FUNCTION, self.region),
+            "NotifyFunctionArn": function_arn(NOTIFY_FUNCTION, self.region),
         }
 
     def definition(self, workflow: str) -> dict[str, Any]:
         """The workflow's ASL with the substitutions applied, as a dict (tweak it, then :meth:`deploy`)."""
-        from streamer import statemachines
-
-        paths = statemachines.discover(self.statemachines_dir, registry=Registry(self.pm))
+        paths = statemachines.discover(registry=Registry(self.pm))
         if workflow not in paths:
             raise LookupError(f"no state machine definition for workflow {workflow!r}")
         rendered: dict[str, Any] = json.loads(statemachines.render(paths[workflow], self.substitutions))
@@ -413,21 +382,23 @@ class LocalWorkflows:
         if workflow in self.deployed:
             self.sfn.update_state_machine(stateMachineArn=self.deployed[workflow], definition=body)
         else:
-            arn = self.sfn.create_state_machine(name=name, definition=body, roleArn=_ROLE_ARN)["stateMachineArn"]
-            self.deployed[workflow] = arn
+            created = self.sfn.create_state_machine(name=name, definition=body, roleArn=statemachines.LOCAL_ROLE_ARN)
+            self.deployed[workflow] = created["stateMachineArn"]
         return self.deployed[workflow]
 
     def start(
         self, workflow: str, payload: Mapping[str, Any], *, request: RequestRef | None = None
     ) -> tuple[str, RequestRef]:
         """Start an execution with the platform's input ``{"request", "payload"}``; deploys if needed."""
+        from streamer.executions import execution_input
+
         if workflow not in self.deployed:
             self.deploy(workflow)
         ref = request or make_request(workflow)
         arn = self.sfn.start_execution(
             stateMachineArn=self.deployed[workflow],
             name=ref.request_id,  # always named: moto gives every unnamed execution the same ARN
-            input=json.dumps({"request": ref.model_dump(), "payload": dict(payload)}),
+            input=execution_input(ref, dict(payload)),
         )["executionArn"]
         return arn, ref
 

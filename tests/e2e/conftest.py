@@ -32,8 +32,8 @@ import pytest
 from botocore.config import Config
 
 from streamer.auth import mint_token
+from streamer.local.stack import READY_PREFIX
 
-READY_PREFIX = "streamer local ready "
 #: Generous for a 2-core machine: the stack imports moto, boto3 and every handler in two processes.
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 60.0

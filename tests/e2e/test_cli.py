@@ -73,3 +73,12 @@ def test_submit_failures_exit_non_zero_with_the_reason(local_stack: Any) -> None
     assert refused.returncode == 1 and "401" in refused.stderr
     nobody = run("submit", "echo", "--url", "ws://127.0.0.1:9/", "--token", token)
     assert nobody.returncode == 1 and "cannot connect" in nobody.stderr
+
+
+def test_demo_is_what_make_run_shows() -> None:
+    out = run("demo", timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("streamer local ready ") == 1
+    assert "step 5 of 5" in out.stdout and '"message": "hello from streamer"' in out.stdout  # live progress, result
+    assert '"words": 900' in out.stdout  # textstats
+    assert "FAILED STEP_FAILED: echo failed because the payload asked it to (fail: true)" in out.stdout

@@ -8,20 +8,24 @@ limits, the Lambda Invoke endpoint, the supervisor (restarts, signals, ports). P
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.e2e.conftest import ROOT, free_port
+from tests.e2e.conftest import LocalStack as Stack
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from streamer.template import functions, load_template
 
-# The conftest's LocalStack (tests cannot import conftest under --import-mode=importlib).
-Stack = Any
 #: Limits of the ``short_limits_stack`` fixture (conftest).
 SHORT_IDLE = 3.0
 SHORT_MAX_DURATION = 8.0
@@ -224,12 +228,10 @@ def test_lambda_invoke_of_an_unknown_function_is_resource_not_found(local_stack:
 def test_a_killed_lambda_endpoint_is_restarted_and_the_gateway_survives(
     start_local: Callable[..., Stack],
 ) -> None:
-    stack = start_local("--port", str(_free_port()))
+    stack = start_local("--port", str(free_port()))
     children = stack.children()
     lambda_pids = [pid for pid in children if "lambda_endpoint" in _cmdline(pid)]
     assert len(lambda_pids) == 1
-    import os
-
     os.kill(lambda_pids[0], signal.SIGKILL)
     deadline = time.monotonic() + 90
     while True:
@@ -247,12 +249,6 @@ def test_a_killed_lambda_endpoint_is_restarted_and_the_gateway_survives(
 
 
 # -------------------------------------------------------------------------------------- process hygiene
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cmdline(pid: int) -> str:
@@ -281,7 +277,7 @@ def _listening(url: str) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_stops_everything_cleanly(start_local: Callable[..., Stack], sig: signal.Signals) -> None:
-    stack = start_local("--port", str(_free_port()))
+    stack = start_local("--port", str(free_port()))
     children = stack.children()
     assert len(children) == 2, children  # moto server and Lambda endpoint
     urls = [stack.http_url, stack.lambda_url, stack.moto_url]
@@ -317,11 +313,7 @@ def test_a_taken_port_fails_fast_with_a_one_line_reason(start_local: Callable[..
 def test_an_external_step_functions_endpoint_runs_the_workflows(start_local: Callable[..., Stack]) -> None:
     """``--sfn-endpoint``: what a user of AWS Step Functions Local does. A separate moto server stands in
     for it, calling our Lambda endpoint as Step Functions Local does with ``LAMBDA_ENDPOINT``."""
-    import os
-    import subprocess
-    import sys
-
-    lambda_port = _free_port()
+    lambda_port = free_port()
     external = subprocess.Popen(
         [sys.executable, "-m", "streamer.local.moto_server", "--port", "0", "--lambda-endpoint",
          f"http://127.0.0.1:{lambda_port}"],
@@ -332,7 +324,7 @@ def test_an_external_step_functions_endpoint_runs_the_workflows(start_local: Cal
     try:
         assert external.stdout is not None
         sfn_url = external.stdout.readline().split()[-1]
-        stack = start_local("--port", str(_free_port()), "--lambda-port", str(lambda_port), "--sfn-endpoint", sfn_url)
+        stack = start_local("--port", str(free_port()), "--lambda-port", str(lambda_port), "--sfn-endpoint", sfn_url)
         assert stack.sfn_url == sfn_url
         assert f"LAMBDA_ENDPOINT={stack.lambda_url}" in stack.stderr()
         sfn = stack.client("stepfunctions")
@@ -364,16 +356,14 @@ def _last_line(stack: Stack) -> str:
     return [ln for ln in stack.stderr().splitlines() if ln.strip()][-1]
 
 
-def test_a_broken_plugin_fails_fast_with_a_one_line_reason(start_local: Callable[..., Stack], tmp_path: Any) -> None:
-    import os
-
+def test_a_broken_plugin_fails_fast_with_a_one_line_reason(start_local: Callable[..., Stack], tmp_path: Path) -> None:
     # An installed distribution whose entry point cannot be imported.
     dist = tmp_path / "site" / "streamer_broken-0.1.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: streamer-broken\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[streamer.plugins]\nbroken = streamer_broken_no_such_module\n")
     path = os.pathsep.join(p for p in (str(tmp_path / "site"), os.environ.get("PYTHONPATH")) if p)
-    stack = start_local("--port", str(_free_port()), wait=False, env={"PYTHONPATH": path})
+    stack = start_local("--port", str(free_port()), wait=False, env={"PYTHONPATH": path})
     assert stack.proc.wait(90) == 1
     line = _last_line(stack)
     assert line.startswith("streamer local: plugins: plugin 'broken' (distribution streamer-broken)"), line
@@ -381,19 +371,14 @@ def test_a_broken_plugin_fails_fast_with_a_one_line_reason(start_local: Callable
     assert not stack.children()
 
 
-def test_a_handler_that_cannot_be_imported_fails_start_up(start_local: Callable[..., Stack], tmp_path: Any) -> None:
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
+def test_a_handler_that_cannot_be_imported_fails_start_up(start_local: Callable[..., Stack], tmp_path: Path) -> None:
     (tmp_path / "infra").mkdir()
-    (tmp_path / "statemachines").symlink_to(root / "statemachines")
-    text = (root / "infra" / "template.yaml").read_text()
+    (tmp_path / "statemachines").symlink_to(ROOT / "statemachines")
+    text = (ROOT / "infra" / "template.yaml").read_text()
     assert "Handler: streamer.handlers.notify.handler" in text
     broken = text.replace("Handler: streamer.handlers.notify.handler", "Handler: streamer.handlers.nope.handler")
     (tmp_path / "infra" / "template.yaml").write_text(broken)
-    stack = start_local(
-        "--port", str(_free_port()), "--template", str(tmp_path / "infra" / "template.yaml"), wait=False
-    )
+    stack = start_local("--port", str(free_port()), "--template", str(tmp_path / "infra" / "template.yaml"), wait=False)
     assert stack.proc.wait(90) == 1
     line = _last_line(stack)
     assert line.startswith("streamer local: lambda exited with code 3: "), line

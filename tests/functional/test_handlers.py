@@ -258,3 +258,43 @@ def test_log_keys_of_one_invocation_do_not_leak_into_the_next() -> None:
     (second,) = [x for x in lines if x["message"] == "disconnected"]
     assert first["connection_id"] == "first-connection"
     assert "first-connection" not in json.dumps(second)
+
+
+def test_router_refuses_an_expired_connection(service: Any, mgmt_api: Any) -> None:
+    from streamer.models import Connection
+
+    now = int(time.time())
+    service.connections.put(
+        Connection(connection_id="stale", user_id="alice", connected_at=now - 7300, expires_at=now - 100)
+    )
+    mgmt_api.open("stale")
+    router.handler(message({"action": "ping"}, cid="stale"), None)
+    assert mgmt_api.received("stale") == [
+        {"type": "error", "code": "FORBIDDEN", "message": "connection is not authenticated or has expired"}
+    ]
+
+
+def test_router_rate_limits_a_connection(service: Any, mgmt_api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    monkeypatch.setattr(service, "settings", dataclasses.replace(service.settings, rate_limit_per_minute=2))
+    connect.handler(connect_event(token()), None)
+    mgmt_api.open(CID)
+    for _ in range(3):
+        router.handler(message({"action": "ping"}), None)
+    got = mgmt_api.received(CID)
+    assert got[:2] == [{"type": "pong"}, {"type": "pong"}]
+    assert got[2]["code"] == "RATE_LIMITED" and got[2]["details"] == {"limit_per_minute": 2}
+
+
+def test_a_reply_over_the_frame_limit_becomes_payload_too_large(
+    service: Any, mgmt_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect.handler(connect_event(token()), None)
+    mgmt_api.open(CID)
+    huge = {"type": "status", "blob": "x" * (130 * 1024)}
+    monkeypatch.setattr(router.Router, "handle_message", lambda self, cid, raw: [huge, {"type": "pong"}])
+    router.handler(message({"action": "status", "request_id": "r"}), None)
+    (too_large, pong) = mgmt_api.received(CID)
+    assert too_large["type"] == "error" and too_large["code"] == "PAYLOAD_TOO_LARGE"
+    assert pong == {"type": "pong"}

@@ -6,11 +6,16 @@ poller reads a real (moto, in-process) DynamoDB stream and delivers to a scripte
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -18,17 +23,21 @@ import pytest
 from botocore.config import Config
 from moto import mock_aws
 
+from streamer.local.gateway import HttpAsyncInvoker, InvokeOutcome
 from streamer.local.lambda_endpoint import (
+    MAX_PAYLOAD_BYTES,
     FunctionSpec,
     LambdaEndpoint,
     function_name_from_path,
     serve_in_thread,
 )
 from streamer.local.stream_poller import (
+    HttpLambdaInvoker,
     InvokeResult,
     MappingConfig,
     OnFailureStore,
     StreamPoller,
+    mappings_from_template,
     record_passes_filters,
 )
 
@@ -84,6 +93,7 @@ def endpoint() -> Iterator[tuple[LambdaEndpoint, Any]]:
             "NotJson": not_json,
             "Slow": FunctionSpec(name="Slow", handler=slow, timeout=0.3),
             "Background": background,
+            "Broken": FunctionSpec(name="Broken", handler="streamer.no_such_module.handler"),
         }
     )
     client = boto3.client("lambda", endpoint_url=url, config=Config(retries={"max_attempts": 0}), **CREDS)
@@ -212,6 +222,74 @@ def test_event_invocation_returns_202_and_runs_in_the_background(endpoint: Any) 
 def test_dry_run_returns_204(endpoint: Any) -> None:
     _, client = endpoint
     assert client.invoke(FunctionName="Ok", InvocationType="DryRun")["StatusCode"] == 204
+
+
+def test_a_handler_that_cannot_be_imported_is_an_import_module_error(endpoint: Any) -> None:
+    _, client = endpoint
+    resp, body = _invoke(client, "Broken", {})
+    assert resp["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "Runtime.ImportModuleError"
+    assert "streamer.no_such_module" in body["errorMessage"]
+
+
+def test_a_payload_over_6_mb_is_request_too_large(endpoint: Any) -> None:
+    server, _ = endpoint
+    req = urllib.request.Request(
+        f"{server.url}/2015-03-31/functions/Ok/invocations", data=b" " * (MAX_PAYLOAD_BYTES + 1), method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=30)
+    try:
+        assert info.value.code == 413
+        assert info.value.headers["x-amzn-ErrorType"] == "RequestTooLargeException"
+    finally:
+        info.value.close()
+
+
+def _refused_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_the_stream_pollers_invoker_tells_function_errors_from_transport_errors(endpoint: Any) -> None:
+    server, _ = endpoint
+    invoke = HttpLambdaInvoker(server.url, timeout=30)
+    ok = invoke("Ok", {"x": 1})
+    assert ok.ok and ok.transport_error is None and ok.payload["event"] == {"x": 1}
+    failed = invoke("Fails", {})
+    assert not failed.ok and failed.transport_error is None and failed.payload["errorType"] == "RetryableStepError"
+    unknown = invoke("Nope", {})  # the function never ran: retried without using up an attempt
+    assert not unknown.ok and unknown.transport_error is not None and unknown.transport_error.startswith("HTTP 404")
+    down = HttpLambdaInvoker(_refused_url(), timeout=5)("Ok", {})
+    assert not down.ok and down.transport_error is not None
+
+
+def test_the_gateways_invoker_reports_function_errors_timeouts_and_transport_errors(endpoint: Any) -> None:
+    server, _ = endpoint
+
+    async def run() -> list[InvokeOutcome]:
+        invoker, down = HttpAsyncInvoker(server.url, timeout=30), HttpAsyncInvoker(_refused_url(), timeout=5)
+        impatient = HttpAsyncInvoker(server.url, timeout=0.1)
+        try:
+            return [
+                await invoker("Ok", {"x": 1}),
+                await invoker("Fails", {}),
+                await invoker("Nope", {}),
+                await impatient("Slow", {}),
+                await down("Ok", {}),
+            ]
+        finally:
+            for i in (invoker, down, impatient):
+                await i.close()
+
+    ok, failed, unknown, slow, refused = asyncio.run(run())
+    assert ok.ok and ok.payload["event"] == {"x": 1}
+    assert not failed.ok and failed.payload["errorType"] == "RetryableStepError"
+    assert failed.error == "function error RetryableStepError" and not failed.timed_out
+    assert not unknown.ok and unknown.error is not None and "HTTP 404" in unknown.error
+    assert not slow.ok and slow.timed_out
+    assert not refused.ok and refused.error is not None and not refused.timed_out
 
 
 def test_many_concurrent_invocations_are_all_served(endpoint: Any) -> None:
@@ -444,7 +522,6 @@ def test_a_transport_error_never_uses_up_retries_nor_drops_records(aws: dict[str
 
     fn = ScriptedFunction(decide)
     poller = _poller(aws, fn, maximum_retry_attempts=0)
-    poller.backoff_max = 0.0
     _put(aws["dynamodb"], "a")
     for _ in range(50):
         poller.poll_once()
@@ -452,6 +529,24 @@ def test_a_transport_error_never_uses_up_retries_nor_drops_records(aws: dict[str
             break
     assert poller.delivered == 1
     assert not poller.on_failure.entries
+
+
+def test_a_failing_record_past_its_maximum_age_goes_to_the_on_failure_file_without_retries(
+    aws: dict[str, Any], tmp_path: Path
+) -> None:
+    fn = ScriptedFunction(lambda records: InvokeResult(ok=False, payload={"errorType": "ValueError"}))
+    poller = _poller(aws, fn, maximum_retry_attempts=5, maximum_record_age_seconds=0)
+    poller.on_failure = OnFailureStore(tmp_path / "dlq" / "failures.jsonl")
+    _put(aws["dynamodb"], "a")
+    time.sleep(0.01)
+    _drain(poller)
+    assert fn.calls == [["a"]]
+    (line,) = (tmp_path / "dlq" / "failures.jsonl").read_text().splitlines()
+    entry = json.loads(line)
+    assert entry["requestContext"]["condition"] == "RecordAgeExceeded"
+    assert entry["requestContext"]["functionArn"] == "arn:aws:lambda:us-east-1:123456789012:function:StreamRouter"
+    assert entry["responseContext"]["functionError"] == "Unhandled"
+    assert [r["dynamodb"]["Keys"]["request_id"]["S"] for r in entry["records"]] == ["a"]
 
 
 def test_filter_criteria_skip_records_without_an_invocation(aws: dict[str, Any]) -> None:
@@ -474,6 +569,43 @@ def test_filter_pattern_subset() -> None:
     assert record_passes_filters(rec, [{"dynamodb": {"OldImage": [{"exists": False}]}}])
     assert not record_passes_filters(rec, [{"eventName": [{"anything-but": ["INSERT"]}]}])
     assert record_passes_filters(rec, [{"dynamodb": {"NewImage": {"n": {"N": [{"numeric": [">", 4]}]}}}}])
+
+
+def test_each_stream_mapping_gets_its_own_properties_from_the_template() -> None:
+    stream = {"Fn::GetAtt": ["RequestsTable", "StreamArn"]}
+
+    def sam_function(**event: Any) -> dict[str, Any]:
+        properties = {"Handler": "m.handler", "Events": {"Stream": {"Type": "DynamoDB", "Properties": event}}}
+        return {"Type": "AWS::Serverless::Function", "Properties": properties}
+
+    template = {
+        "Resources": {
+            "RequestsTable": {"Type": "AWS::DynamoDB::Table", "Properties": {}},
+            "StreamMapping": {
+                "Type": "AWS::Lambda::EventSourceMapping",
+                "Properties": {
+                    "FunctionName": {"Ref": "StreamRouterFunction"},
+                    "EventSourceArn": stream,
+                    "MaximumRecordAgeInSeconds": 60,
+                    "FilterCriteria": {"Filters": [{"Pattern": '{"eventName": ["INSERT"]}'}]},
+                },
+            },
+            # Same stream; "RouterFunction" is a part of "StreamRouterFunction", not its name.
+            "AuditFunction": sam_function(Stream=stream, StartingPosition="LATEST"),
+            "RouterFunction": sam_function(
+                Stream=stream, FilterCriteria={"Filters": [{"Pattern": {"eventName": ["MODIFY"]}}]}
+            ),
+            "StreamRouterFunction": {"Type": "AWS::Serverless::Function", "Properties": {"Handler": "m.handler"}},
+        }
+    }
+    mappings = mappings_from_template(template, {"RequestsTable": "streamer-requests"})
+    assert {m.table_name for m in mappings} == {"streamer-requests"}
+    # (StartingPosition, FilterCriteria, MaximumRecordAgeInSeconds): what stream_mappings leaves out.
+    assert {m.function_name: (m.starting_position, m.filters, m.maximum_record_age_seconds) for m in mappings} == {
+        "StreamRouterFunction": ("TRIM_HORIZON", ({"eventName": ["INSERT"]},), 60),
+        "AuditFunction": ("LATEST", (), -1),
+        "RouterFunction": ("TRIM_HORIZON", ({"eventName": ["MODIFY"]},), -1),
+    }
 
 
 def test_run_and_stop_in_a_thread(aws: dict[str, Any]) -> None:
@@ -601,8 +733,6 @@ def test_a_refused_connect_returns_the_status_and_never_disconnects(gateway: Gat
 
 
 def InvokeOutcomeError() -> Any:
-    from streamer.local.gateway import InvokeOutcome
-
     return InvokeOutcome(ok=False, error="function error Boom")
 
 
@@ -659,6 +789,17 @@ def test_a_failing_integration_sends_api_gateways_error_frame(gateway: GatewayTh
         ws.send("hello")
         frame = json.loads(ws.recv(timeout=20))
     assert frame["message"] == "Internal server error"
+    assert frame["connectionId"] and frame["requestId"]
+
+
+def test_a_timed_out_integration_sends_api_gateways_timeout_frame(gateway: GatewayThread) -> None:
+    from websockets.sync.client import connect
+
+    gateway.functions["Default"] = lambda e: InvokeOutcome(ok=False, error="integration timed out", timed_out=True)
+    with connect(gateway.url) as ws:
+        ws.send("hello")
+        frame = json.loads(ws.recv(timeout=20))
+    assert frame["message"] == "Endpoint request timed out"
     assert frame["connectionId"] and frame["requestId"]
 
 
@@ -769,3 +910,46 @@ def test_moto_server_runs_state_machines_against_the_lambda_endpoint() -> None:
             proc.stdout.close()
         server.shutdown()
         server.server_close()
+
+
+# --------------------------------------------------------------------------------------------------------
+# The supervisor's plan: what every function sees
+
+
+def test_without_a_secret_the_stack_uses_the_development_secret_of_streamer_token_and_warns(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streamer.cli import LOCAL_DEV_SECRET
+    from streamer.local.stack import LocalOptions, LocalStack
+
+    monkeypatch.delenv("STREAMER_JWT_SECRET", raising=False)
+    with caplog.at_level(logging.WARNING, logger="streamer.local"):
+        assert LocalStack(LocalOptions())._jwt_secret() == LOCAL_DEV_SECRET
+    assert "PUBLIC local development secret" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("STREAMER_JWT_SECRET", "s" * 32)
+    with caplog.at_level(logging.WARNING, logger="streamer.local"):
+        assert LocalStack(LocalOptions())._jwt_secret() == "s" * 32
+    assert not caplog.records
+
+
+def test_every_table_is_named_to_the_functions_by_the_local_naming_rule() -> None:
+    from streamer.local.stack import function_environment, local_table_names, plan_from_template
+
+    plan = plan_from_template(check_plugins=False)
+    extra = {"Resources": {"AuditLogTable": {"Type": "AWS::DynamoDB::Table", "Properties": {}}}}
+    plan.table_names.update(local_table_names(extra))
+    env = function_environment(
+        plan,
+        gateway_http="http://gw",
+        moto_url="http://moto",
+        lambda_url="http://lambda",
+        sfn_url="http://sfn",
+        jwt_secret="s",
+    )
+    assert env["STREAMER_AUDIT_LOG_TABLE"] == "streamer-audit-log"
+    assert (env["STREAMER_CONNECTIONS_TABLE"], env["STREAMER_REQUESTS_TABLE"], env["STREAMER_EVENTS_TABLE"]) == (
+        "streamer-connections",
+        "streamer-requests",
+        "streamer-events",
+    )

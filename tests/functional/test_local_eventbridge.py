@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -25,7 +27,7 @@ from streamer.local.eventbridge import (
     status_change_event,
     status_change_rules,
 )
-from streamer.local.stack import local_refs, plan_from_template
+from streamer.local.stack import StartupError, local_refs, plan_from_template
 from streamer.local.stream_poller import InvokeResult
 
 REGION = "us-east-1"
@@ -66,6 +68,19 @@ def test_rules_for_other_events_are_not_status_change_rules() -> None:
     rule["EventPattern"] = {"source": ["aws.states"]}
     (any_states,) = status_change_rules(tpl, local_refs(plan))
     assert any_states.statuses() is None
+
+
+def test_a_pattern_not_resolvable_locally_stops_start_up_with_the_rules_name(tmp_path: Path) -> None:
+    plan = plan_from_template(check_plugins=False)
+    tpl = json.loads(json.dumps(plan.template))
+    detail = tpl["Resources"]["ExecutionEndedRule"]["Properties"]["EventPattern"]["detail"]
+    detail["stateMachineArn"] = [{"prefix": {"Ref": "NoSuchResource"}}]
+    with pytest.raises(ValueError, match="ExecutionEndedRule: event pattern not resolvable locally"):
+        status_change_rules(tpl, local_refs(plan))
+    path = tmp_path / "template.yaml"
+    path.write_text(json.dumps(tpl))  # JSON is YAML
+    with pytest.raises(StartupError, match=f"template {re.escape(str(path))}: ExecutionEndedRule: .*NoSuchResource"):
+        plan_from_template(path, check_plugins=False)
 
 
 def test_event_shape() -> None:

@@ -3,7 +3,7 @@
 The step runner and a notify function run as Lambda functions behind ``streamer.local.lambda_endpoint``
 (the Lambda Invoke API on 127.0.0.1); moto's Tasks reach it through ``AWS_ENDPOINT_URL_LAMBDA``. The notify
 function records what it gets; ``WorkflowRun.client_status``/``client_error`` apply the platform's own
-mapping (``streamer.handlers.notify.failure_of``) to it.
+mapping (``streamer.executions.failure_of``) to it.
 """
 
 from __future__ import annotations

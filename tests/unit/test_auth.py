@@ -24,7 +24,6 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from jwt.warnings import InsecureKeyLengthWarning
 
 from streamer.auth import (
-    STREAMER_SUBPROTOCOL,
     AuthConfig,
     Authenticator,
     AuthError,
@@ -35,6 +34,7 @@ from streamer.auth import (
     mint_token,
     redact_tokens,
 )
+from streamer.protocol import SUBPROTOCOL
 
 SECRET = "s" * 32 + "-unit-test-secret"  # >= 32 bytes: no InsecureKeyLengthWarning
 OTHER_SECRET = "o" * 48
@@ -637,7 +637,7 @@ def test_config_from_env_errors(environ: dict[str, str], message: str) -> None:
     "name", ["Sec-WebSocket-Protocol", "sec-websocket-protocol", "SEC-WEBSOCKET-PROTOCOL"]
 )
 def test_extract_token_from_subprotocol_any_case(name: str) -> None:
-    headers = {"Host": "x", name: f"{STREAMER_SUBPROTOCOL}, bearer.abc.def.ghi"}
+    headers = {"Host": "x", name: f"{SUBPROTOCOL}, bearer.abc.def.ghi"}
     assert extract_token(headers, None) == ("abc.def.ghi", "streamer.v1")
 
 
@@ -653,7 +653,7 @@ def test_extract_token_from_subprotocol_any_case(name: str) -> None:
 def test_extract_token_subprotocol_spacing_and_order(value: str) -> None:
     assert extract_token({"Sec-WebSocket-Protocol": value}, {"token": "from-query"}) == (
         "abc.def.ghi",
-        STREAMER_SUBPROTOCOL,
+        SUBPROTOCOL,
     )
 
 
@@ -699,7 +699,7 @@ def test_extract_token_nothing(headers: dict[str, str] | None, query: dict[str, 
 def test_extracted_token_verifies(hs_auth: Authenticator) -> None:
     token = mint_token(SECRET, "carol")
     extracted, subprotocol = extract_token({"Sec-WebSocket-Protocol": f"streamer.v1, bearer.{token}"}, None)
-    assert subprotocol == STREAMER_SUBPROTOCOL
+    assert subprotocol == SUBPROTOCOL
     assert extracted is not None
     assert hs_auth.verify(extracted).user_id == "carol"
 

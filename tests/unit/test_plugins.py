@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ import pytest
 from pydantic import BaseModel
 
 import streamer
-from streamer import hookspecs, plugins, statemachines
+from streamer import hookspecs, plugins
+from streamer.cli import main as cli
 from streamer.errors import PluginError
 from streamer.hookspecs import Step, Workflow
 from streamer.plugins import (
@@ -53,6 +53,17 @@ class PluginB:
         return [Step(name="b.one", func=_noop)]
 
 
+def steps_plugin(result: Callable[[], Any]) -> object:
+    """A plugin whose ``streamer_steps`` returns ``result()`` (called when the catalogue is built)."""
+
+    class Plugin:
+        @streamer.hookimpl
+        def streamer_steps(self) -> Any:
+            return result()
+
+    return Plugin()
+
+
 @pytest.fixture
 def pm() -> pluggy.PluginManager:
     """A fresh manager per test, without the installed plugins."""
@@ -60,7 +71,7 @@ def pm() -> pluggy.PluginManager:
 
 
 @pytest.fixture
-def clean_process_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def clean_process_manager() -> Iterator[None]:
     plugins.reset_plugin_manager()
     yield
     plugins.reset_plugin_manager()
@@ -105,7 +116,6 @@ def test_steps_and_workflows_are_collected(pm: pluggy.PluginManager) -> None:
     assert reg.get_step("a.two").description == "second"
     assert list(reg.workflows()) == ["a"]
     assert reg.get_workflow("a").description == "Workflow A."
-    assert reg.step_plugin("b.one") == "b"
     # The module-level functions take the manager explicitly.
     assert list(plugins.steps(pm)) == ["a.one", "a.two", "b.one"]
     assert plugins.get_step("a.one", pm).name == "a.one"
@@ -122,13 +132,8 @@ def test_unknown_names_raise_lookup_errors(pm: pluggy.PluginManager) -> None:
 
 
 def test_duplicate_step_names_name_both_plugins(pm: pluggy.PluginManager) -> None:
-    class Clash:
-        @streamer.hookimpl
-        def streamer_steps(self) -> list[Step]:
-            return [Step(name="a.two", func=_noop)]
-
     pm.register(PluginA(), name="first")
-    pm.register(Clash(), name="second")
+    pm.register(steps_plugin(lambda: [Step(name="a.two", func=_noop)]), name="second")
     with pytest.raises(PluginError) as exc:
         plugins.steps(pm)
     assert "'a.two'" in str(exc.value)
@@ -155,23 +160,13 @@ def test_duplicate_workflow_names_name_both_plugins(pm: pluggy.PluginManager) ->
 def test_a_hook_returning_the_wrong_thing_is_reported_with_the_plugin(
     pm: pluggy.PluginManager, returned: Any
 ) -> None:
-    class Wrong:
-        @streamer.hookimpl
-        def streamer_steps(self) -> Any:
-            return returned
-
-    pm.register(Wrong(), name="wrong")
+    pm.register(steps_plugin(lambda: returned), name="wrong")
     with pytest.raises(PluginError, match="plugin 'wrong'"):
         plugins.steps(pm)
 
 
 def test_a_hook_that_raises_is_reported_with_the_plugin(pm: pluggy.PluginManager) -> None:
-    class BadName:
-        @streamer.hookimpl
-        def streamer_steps(self) -> list[Step]:
-            return [Step(name="no spaces allowed", func=_noop)]
-
-    pm.register(BadName(), name="bad-name")
+    pm.register(steps_plugin(lambda: [Step(name="no spaces allowed", func=_noop)]), name="bad-name")
     with pytest.raises(PluginError, match=r"^plugin 'bad-name': streamer_steps\(\) raised PluginError: step name"):
         plugins.steps(pm)
 
@@ -353,16 +348,8 @@ def test_importing_loads_no_plugin_and_the_pytest_plugin_imports_nothing_heavy()
 # --------------------------------------------------------------------------------------- `streamer plugins`
 
 
-def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="streamer")
-    statemachines.add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
-
-
 def test_streamer_plugins_json(clean_process_manager: None, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _cli(["plugins", "--json"]) == 0
+    assert cli(["plugins", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     by_name = {p["name"]: p for p in listing}
     assert by_name["echo"]["version"] == "0.1.0"
@@ -375,11 +362,21 @@ def test_streamer_plugins_text_shows_errors(
     _fake_distribution(
         site, "fake-broken", "0.0.1", {"broken": "fake_broken"}, {"fake_broken": "raise RuntimeError('boom')"}
     )
-    assert _cli(["plugins"]) == 1
+    assert cli(["plugins"]) == 1
     out, err = capsys.readouterr()
     assert "echo (streamer-echo 0.1.0)" in out
     assert "steps:     textstats.count, textstats.merge, textstats.split" in out
     assert "plugin 'broken' (distribution fake-broken) failed to load: RuntimeError: boom" in err
+
+
+def test_streamer_plugins_reports_a_catalogue_that_cannot_be_built(
+    clean_process_manager: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plugins.get_plugin_manager().register(steps_plugin(lambda: [Step(name="echo", func=_noop)]), name="clash")
+    assert cli(["plugins"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "error: step 'echo' is declared by both plugin 'clash' and plugin 'echo'\n"
 
 
 # --------------------------------------------------------------------------------------- the guide's code

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 from collections.abc import Callable
@@ -14,7 +13,8 @@ import pytest
 from moto import mock_aws
 
 import streamer
-from streamer import statemachines
+from streamer import plugins, statemachines
+from streamer.cli import main as cli
 from streamer.hookspecs import Step, Workflow
 from streamer.plugins import Registry, create_plugin_manager
 from streamer.statemachines import Problem, validate
@@ -234,6 +234,14 @@ def test_unreadable_and_unknown_files(tmp_path: Path, registry: Registry) -> Non
     assert validate([unknown], registry=registry, check_workflow=False) == []
 
 
+def test_a_definition_must_be_a_json_object(tmp_path: Path, registry: Registry) -> None:
+    path = tmp_path / "echo.asl.json"
+    path.write_text("[]")
+    assert validate([path], registry=registry) == [
+        Problem(str(path), "-", "a state machine definition is a JSON object")
+    ]
+
+
 def test_a_plugin_can_ship_its_own_definition(tmp_path: Path) -> None:
     definition = tmp_path / "shipped.asl.json"
     definition.write_text(ECHO.read_text())
@@ -325,24 +333,35 @@ def test_deploy_refuses_missing_substitutions_and_roles() -> None:
             statemachines.deploy([ECHO], client=sfn, role_arn=ROLE, substitutions={"StepRunnerFunctionArn": "x"})
         with pytest.raises(ValueError, match="role ARN"):
             statemachines.deploy([ECHO], client=sfn, substitutions=SUBS)
+        with pytest.raises(ValueError, match="not valid JSON after substitution"):
+            statemachines.deploy([ECHO], client=sfn, role_arn=ROLE, substitutions={**SUBS, "NotifyFunctionArn": 'a"b'})
         assert sfn.list_state_machines()["stateMachines"] == []
 
 
 # --------------------------------------------------------------------------------------- CLI
 
 
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="streamer")
-    statemachines.add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
-
-
 def test_cli_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(["statemachines", "validate"]) == 0
     assert "state machine definition(s) OK" in capsys.readouterr().out
     assert cli(["statemachines", "validate", str(ECHO)]) == 0
+
+
+def test_cli_validate_reports_a_catalogue_that_cannot_be_built(capsys: pytest.CaptureFixture[str]) -> None:
+    class Clash:
+        @streamer.hookimpl
+        def streamer_workflows(self) -> list[Workflow]:
+            return [Workflow(name="echo", description="Another echo.")]
+
+    plugins.reset_plugin_manager()
+    try:
+        plugins.get_plugin_manager().register(Clash(), name="clash")
+        assert cli(["statemachines", "validate"]) == 1
+    finally:
+        plugins.reset_plugin_manager()
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "error: workflow 'echo' is declared by both plugin 'clash' and plugin 'echo'\n"
 
 
 def test_cli_validate_reports_file_state_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -403,6 +422,19 @@ def test_cli_deploy_refuses_invalid_definitions(tmp_path: Path, capsys: pytest.C
     assert cli(["deploy", str(path), "--role-arn", ROLE, "--function-arn-prefix", "arn:x:"]) == 1
     err = capsys.readouterr().err
     assert f"{path}: Echo: Task has no Retry" in err and "not deploying" in err
+
+
+def test_cli_deploy_refuses_a_malformed_substitution(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["deploy", str(ECHO), "--role-arn", ROLE, "--substitution", "NotifyFunctionArn"]) == 1
+    assert capsys.readouterr().err == "error: --substitution expects NAME=VALUE, got 'NotifyFunctionArn'\n"
+
+
+def test_cli_deploy_with_nothing_to_deploy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAMER_STATEMACHINES_DIR", str(tmp_path))  # empty; the installed plugins ship none
+    assert cli(["deploy"]) == 1
+    assert capsys.readouterr().err == "error: no state machine definitions found\n"
 
 
 def test_problem_is_a_named_triple() -> None:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
 import streamer
+from streamer.config import Settings
 from streamer.errors import RetryableStepError, StepError, StepFailedError
 from streamer.hookspecs import Step
 from streamer.models import RequestRef
@@ -190,7 +191,7 @@ def test_the_context_describes_the_request_and_attempt() -> None:
     assert out == {"input": {"k": "v"}}
     (ctx,) = seen
     assert (ctx.request_id, ctx.user_id, ctx.workflow, ctx.step) == ("req-1", "user-1", "wf", "s")
-    assert ctx.attempt == 3 and ctx.retry_count == 2  # $$.State.RetryCount 2 = the third try
+    assert ctx.attempt == 3  # $$.State.RetryCount 2 = the third try
     assert ctx.request == REF
     assert isinstance(ctx.logger, logging.LoggerAdapter)
 
@@ -327,6 +328,11 @@ def test_close_flushes_what_is_pending_and_later_reports_are_ignored() -> None:
     assert [p for _, p, _ in sent] == [1, 2]
 
 
+def test_a_negative_interval_is_refused() -> None:
+    with pytest.raises(ValueError, match="interval_ms must be >= 0"):
+        ProgressThrottle(lambda p, m: None, interval_ms=-1)
+
+
 def test_a_report_after_a_quiet_window_goes_out_at_once() -> None:
     throttle, t, sent = make_throttle(100)
     throttle.report(1, "")
@@ -446,6 +452,8 @@ def test_handler_errors_are_the_two_lambda_error_types(registry: Registry) -> No
         handler(event("explode"), FakeContext())
     with pytest.raises(StepFailedError, match="no step name"):
         handler({"request": REF.model_dump()}, FakeContext())
+    with pytest.raises(StepFailedError, match="no step name"):
+        handler([], FakeContext())  # type: ignore[arg-type]  # not an object at all
 
 
 def test_handler_reports_a_broken_plugin_set_without_details(registry: Registry) -> None:
@@ -461,19 +469,24 @@ def test_handler_reports_a_broken_plugin_set_without_details(registry: Registry)
         handle(event("double", {"n": 1}), FakeContext(), sink=RecordingSink(), registry=Registry(registry.pm))
 
 
-def test_the_default_handler_builds_the_service_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_default_handler_uses_the_container_service_and_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     from streamer.handlers import step_runner
 
-    built: list[RecordingSink] = []
+    class Service(RecordingSink):
+        settings = Settings(progress_interval_ms=60_000)
 
-    def fake_default_sink() -> RecordingSink:
-        built.append(RecordingSink())
+    built: list[Service] = []
+
+    def fake_get_service() -> Service:
+        built.append(Service())
         return built[-1]
 
-    monkeypatch.setattr(step_runner, "_default_sink", fake_default_sink)
-    out = step_runner.handler(event("echo", {"message": "hi", "steps": 1}), FakeContext())
+    monkeypatch.setattr(step_runner, "get_service", fake_get_service)
+    monkeypatch.setenv("STREAMER_PROGRESS_INTERVAL_MS", "0")  # not read per invocation: the service's settings are
+    out = step_runner.handler(event("echo", {"message": "hi", "steps": 3}), FakeContext())
     assert out == {"message": "hi"}
-    assert len(built) == 1 and [e.percent for e in built[0].events] == [100]
+    # One service; its 60 s interval throttles: the first event at once, the last one at the step's end.
+    assert len(built) == 1 and [e.percent for e in built[0].events] == [33, 100]
 
 
 # --------------------------------------------------------------------------------------- the test harness
@@ -490,8 +503,8 @@ def test_harness_runs_steps_of_a_fresh_manager() -> None:
     assert harness.event("double", {"n": 1}, attempt=3)["attempt"] == 2
     with pytest.raises(ValueError):
         harness.event("double", attempt=0)
-    ref = make_request("wf", user_id="u", request_id="r")
-    assert ref.request_key == RequestRef.of("u", "r", "wf").request_key
+    assert make_request("wf", user_id="u", request_id="r") == RequestRef.of("u", "r", "wf")
+    assert make_request().request_id != make_request().request_id
 
 
 def test_module_level_run_step_uses_the_installed_plugins() -> None:

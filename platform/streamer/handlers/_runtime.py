@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from streamer.auth import RedactTokensFilter
 from streamer.config import Settings
 from streamer.service import RequestService
 
 __all__ = ["get_logger", "get_service", "lambda_handler", "reset", "set_service"]
-
-
-class _RedactTokens(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            from streamer.auth import RedactTokensFilter
-        except ImportError:  # pragma: no cover
-            return True
-        return RedactTokensFilter().filter(record)
 
 
 @functools.cache
@@ -30,7 +21,7 @@ def get_logger() -> Logger:
     logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "streamer"))
     # Defence in depth: nothing that looks like a JWT ever reaches a log line.
     for h in logger.handlers:
-        h.addFilter(_RedactTokens())
+        h.addFilter(RedactTokensFilter())
     return logger
 
 

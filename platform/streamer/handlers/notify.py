@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
+from streamer.executions import StepFunctionsError, failure_of
 from streamer.handlers._runtime import get_logger, get_service, lambda_handler
 from streamer.models import RequestRef
-from streamer.protocol import ErrorCode, RequestStatus
+from streamer.protocol import RequestStatus
+
+__all__ = ["NotifyEvent", "StepFunctionsError", "failure_of", "handler"]  # the mapping lives in executions
 
 logger = get_logger()
-
-#: Error names whose message was written by the step on purpose and may reach the client.
-_STEP_ERRORS = frozenset({"StepFailedError", "RetryableStepError"})
-_MAX_MESSAGE = 1000
-
-
-class StepFunctionsError(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-    error: str = Field(default="States.TaskFailed", alias="Error")
-    cause: str | None = Field(default=None, alias="Cause")
 
 
 class NotifyEvent(BaseModel):
@@ -33,24 +25,6 @@ class NotifyEvent(BaseModel):
     message: str = ""
     output: dict[str, Any] | None = None
     error: StepFunctionsError | None = None
-
-
-def failure_of(err: StepFunctionsError | None) -> tuple[RequestStatus, ErrorCode, str]:
-    """Map a Step Functions error to the terminal status, wire code and a client-safe message."""
-    if err is None:
-        return RequestStatus.FAILED, ErrorCode.STEP_FAILED, "step failed"
-    if err.error in ("States.Timeout", "States.HeartbeatTimeout"):
-        return RequestStatus.TIMED_OUT, ErrorCode.TIMEOUT, "a step did not finish within its time limit"
-    message = "step failed"
-    if err.error in _STEP_ERRORS and err.cause:
-        try:
-            cause = json.loads(err.cause)
-            if isinstance(cause, dict) and isinstance(cause.get("errorMessage"), str):
-                message = cause["errorMessage"][:_MAX_MESSAGE]
-        except ValueError:
-            pass
-    # Anything else (unexpected exceptions, Lambda errors) gets the generic message: no trace, no secret.
-    return RequestStatus.FAILED, ErrorCode.STEP_FAILED, message
 
 
 @lambda_handler

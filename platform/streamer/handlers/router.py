@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import base64
-import functools
-import time
 from typing import Any
 
+from streamer import plugins
 from streamer.errors import ProtocolError, StreamerError
 from streamer.handlers._runtime import get_logger, get_service, lambda_handler
 from streamer.handlers.events import WebSocketEvent
-from streamer.protocol import ErrorCode, error_frame
 from streamer.router import Router
 
 logger = get_logger()
 
 
-@functools.cache
-def _workflows() -> Any:
-    from streamer import plugins
-
-    return plugins.workflows
-
-
 def get_router() -> Router:
     service = get_service()
-    return Router(service, _workflows(), rate_limit_per_minute=service.settings.rate_limit_per_minute)
+    return Router(service, plugins.workflows, rate_limit_per_minute=service.settings.rate_limit_per_minute)
 
 
 @lambda_handler
@@ -44,13 +35,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             raw = base64.b64decode(raw)
         except ValueError:
             raw = b"\xff"  # not JSON: the router answers VALIDATION_ERROR
-    conn = service.connections.get(cid)
-    if conn is None or conn.expires_at <= int(time.time()):
-        replies = [error_frame(ErrorCode.FORBIDDEN, "connection is not authenticated or has expired")]
-        user = None
-    else:
-        user = conn.user_id
-        replies = get_router().handle(cid, conn.user_id, raw)
+    replies = get_router().handle_message(cid, raw)
     for reply in replies:
         try:
             service.manager.send(cid, reply)
@@ -62,5 +47,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         except StreamerError:
             logger.info("reply not delivered", extra={"connection_id": cid})
             break
-    logger.info("message handled", extra={"user_id": user, "replies": len(replies)})
+    logger.info("message handled", extra={"replies": len(replies)})
     return {"statusCode": 200}

@@ -11,11 +11,10 @@ plugin set is a ``StepFailedError`` too.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from streamer.errors import PluginError, StepFailedError
-from streamer.handlers._runtime import get_logger, get_service, lambda_handler
+from streamer.handlers._runtime import Handler, get_logger, get_service, lambda_handler
 from streamer.plugins import Registry, UnknownStepError, get_registry, plugin_errors
 from streamer.steps import ProgressSink, run_step
 
@@ -26,14 +25,7 @@ __all__ = ["handle", "handler", "make_handler"]
 
 logger = get_logger()
 
-Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
-
 _reported_plugin_errors = False
-
-
-def _default_sink() -> ProgressSink:
-    # The container's RequestService (RequestService.from_env()), built on first use and then cached.
-    return get_service()
 
 
 def _log_plugin_errors(pm: pluggy.PluginManager | None) -> None:
@@ -54,16 +46,18 @@ def handle(
     registry: Registry | None = None,
     interval_ms: int | None = None,
 ) -> dict[str, Any]:
-    """Run the event's step. ``sink``/``registry`` default to the container's service and plugins."""
-    request = event.get("request") if isinstance(event, dict) else None
+    """Run the event's step. ``sink``/``registry`` default to the container's service and plugins, and
+    ``interval_ms`` (when neither it nor ``sink`` is given) to that service's settings."""
+    fields = event if isinstance(event, dict) else {}
+    request = fields.get("request")
     request = request if isinstance(request, dict) else {}
-    step_name = event.get("step") if isinstance(event, dict) else None
+    step_name = fields.get("step")
     # Identifiers only: neither the input (it may hold secrets) nor the user id is logged.
     keys = {
         "request_id": request.get("request_id"),
         "workflow": request.get("workflow"),
         "step": step_name,
-        "attempt": event.get("attempt") if isinstance(event, dict) else None,
+        "attempt": fields.get("attempt"),
     }
     # Thread-local: the local Lambda endpoint runs concurrent invocations in one process.
     logger.thread_safe_append_keys(**{k: v for k, v in keys.items() if v is not None})
@@ -79,7 +73,13 @@ def handle(
     except PluginError as exc:
         logger.error("plugin set unusable: %s", exc)
         raise StepFailedError("the step runner's plugins are misconfigured") from None
-    return run_step(step, event, sink if sink is not None else _default_sink(), interval_ms=interval_ms)
+    if sink is None:
+        # The container's RequestService, built on first use; its settings are read once per container.
+        service = get_service()
+        sink = service
+        if interval_ms is None:
+            interval_ms = service.settings.progress_interval_ms
+    return run_step(step, event, sink, interval_ms=interval_ms)
 
 
 def make_handler(

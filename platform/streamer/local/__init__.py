@@ -5,6 +5,8 @@
   Step Functions interpreter calling our Lambda endpoint;
 * :mod:`streamer.local.gateway` — API Gateway WebSocket API + Management API (aiohttp, main process);
 * :mod:`streamer.local.stream_poller` — the DynamoDB Streams event source mapping (main process);
+* :mod:`streamer.local.eventbridge` — EventBridge rules on Step Functions execution status changes (main
+  process);
 * :mod:`streamer.local.stack` — the supervisor and the ``streamer local`` command.
 
 Modules are imported on demand: importing this package stays cheap.

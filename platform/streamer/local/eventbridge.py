@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streamer.local.stream_poller import Invoker, record_passes_filters
+from streamer.local.stream_poller import Invoker, error_summary, record_passes_filters
 
 __all__ = [
     "DETAIL_TYPE",
@@ -240,9 +240,7 @@ class ExecutionEventsPoller:
         """Poll until :meth:`stop`; errors are logged and retried."""
         while not self._stop.is_set():
             try:
-                if not self._primed:
-                    self.prime()
-                self.poll_once()
+                self.poll_once()  # primes first
             except Exception:
                 log.exception("execution status-change poller failed; retrying")
             self._stop.wait(self.poll_interval)
@@ -306,7 +304,7 @@ class ExecutionEventsPoller:
                     delivery.event["detail"]["status"],
                     delivery.execution_arn,
                     delivery.target.function_name,
-                    _summary(result.payload),
+                    error_summary(result.payload),
                 )
                 continue
             if result.transport_error is not None:
@@ -314,7 +312,7 @@ class ExecutionEventsPoller:
                 delivery.retry_at = now + self.backoff_max
                 continue
             delivery.attempts += 1
-            error = _summary(result.payload)
+            error = error_summary(result.payload)
             if delivery.attempts > delivery.target.retry_bound:
                 self._pending.remove(delivery)
                 self.given_up.append(
@@ -351,9 +349,3 @@ class ExecutionEventsPoller:
     @property
     def primed(self) -> bool:
         return self._primed
-
-
-def _summary(payload: Any) -> str:
-    if isinstance(payload, Mapping) and "errorType" in payload:
-        return f"{payload['errorType']}: {payload.get('errorMessage', '')}"[:300]
-    return json.dumps(payload, default=str)[:300]

@@ -184,7 +184,6 @@ class _Connection:
     connected_at: float
     source_ip: str
     user_agent: str
-    headers: dict[str, str]
     last_active: float = field(default_factory=time.time)
     last_active_mono: float = field(default_factory=time.monotonic)
     connected_mono: float = field(default_factory=time.monotonic)
@@ -372,7 +371,6 @@ class Gateway:
             connected_at=connected_at,
             source_ip=source_ip,
             user_agent=user_agent,
-            headers=headers,
         )
         self.connections[conn_id] = conn
         log.info("connected %s (stage %s, subprotocol %s)", conn_id, stage, subprotocol)

@@ -171,7 +171,6 @@ class LambdaEndpoint(ThreadingHTTPServer):
         self.enforce_timeouts = enforce_timeouts
         self._resolved: dict[str, HandlerFn] = {}
         self._resolve_lock = threading.Lock()
-        self._background: set[threading.Thread] = set()
         if sock is None:
             super().__init__(address, _InvokeHandler)
         else:
@@ -228,15 +227,7 @@ class LambdaEndpoint(ThreadingHTTPServer):
         return True, result
 
     def invoke_in_background(self, spec: FunctionSpec, event: Any) -> None:
-        def run() -> None:
-            try:
-                self.invoke(spec, event)
-            finally:
-                self._background.discard(threading.current_thread())
-
-        t = threading.Thread(target=run, name=f"lambda-event-{spec.name}", daemon=True)
-        self._background.add(t)
-        t.start()
+        threading.Thread(target=self.invoke, args=(spec, event), name=f"lambda-event-{spec.name}", daemon=True).start()
 
 
 def _error_body(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:

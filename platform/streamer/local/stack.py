@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from streamer.local.lambda_endpoint import function_arn
+
 if TYPE_CHECKING:
     from streamer.local.eventbridge import RuleConfig
 
@@ -75,15 +77,10 @@ RESTART_WINDOW = 60.0
 EXECUTION_EVENTS_POLL_INTERVAL = 0.5
 #: Placeholders of plugin-shipped definitions that the template does not list (the documented contract).
 DEFAULT_SUBSTITUTIONS = {"StepRunnerFunctionArn": "StepRunnerFunction", "NotifyFunctionArn": "NotifyFunction"}
-_LOCAL_DEV_SECRET = "streamer-local-development-secret-do-not-use-in-production"
 
 
 class StartupError(Exception):
     """``streamer local`` cannot start; the message is the one-line reason printed to the user."""
-
-
-def function_arn(name: str) -> str:
-    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
 
 
 def _kebab(name: str) -> str:
@@ -109,7 +106,6 @@ class StateMachinePlan:
     workflow: str
     definition_path: Path
     substitutions: Mapping[str, str]  # ${Var} → function logical id
-    source: str  # "template" or "discovered" (statemachines/ or a plugin's own definition)
 
 
 @dataclass
@@ -129,9 +125,6 @@ class LocalPlan:
     warnings: list[str] = field(default_factory=list)
     #: EventBridge rules that receive execution status changes
     event_rules: list[RuleConfig] = field(default_factory=list)
-
-    def state_machine_name(self, workflow: str) -> str:
-        return f"{STACK_NAME}-{workflow}"
 
     def state_machine_arn_prefix(self) -> str:
         return f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{STACK_NAME}-"
@@ -169,8 +162,7 @@ def plan_from_template(template_path: Path | str | None = None, *, check_plugins
         tables=tables,
         table_names=local_table_names(template),
         state_machines=[
-            StateMachinePlan(sm.workflow, sm.definition_path, dict(sm.substitutions), "template")
-            for sm in machines.values()
+            StateMachinePlan(sm.workflow, sm.definition_path, dict(sm.substitutions)) for sm in machines.values()
         ],
     )
     known = {sm.workflow for sm in plan.state_machines}
@@ -186,7 +178,7 @@ def plan_from_template(template_path: Path | str | None = None, *, check_plugins
         for workflow, file in found.items():
             if workflow not in known:
                 known.add(workflow)
-                plan.state_machines.append(StateMachinePlan(workflow, Path(file), DEFAULT_SUBSTITUTIONS, "discovered"))
+                plan.state_machines.append(StateMachinePlan(workflow, Path(file), DEFAULT_SUBSTITUTIONS))
         for name in plan.workflows:
             if name not in known:
                 plan.warnings.append(f"workflow {name} has no state machine definition")
@@ -312,8 +304,8 @@ def function_environment(
             "STREAMER_LOCAL": "1",
         }
     )
-    for logical_id, name in plan.table_names.items():
-        env.setdefault(f"STREAMER_{_kebab(logical_id[: -len('Table')] or logical_id).upper()}_TABLE", name)
+    for name in plan.table_names.values():  # streamer-audit-log → STREAMER_AUDIT_LOG_TABLE
+        env.setdefault(f"STREAMER_{name[len(STACK_NAME) + 1 :].replace('-', '_').upper()}_TABLE", name)
     return env
 
 
@@ -480,20 +472,14 @@ class LocalStack:
     # -- start ------------------------------------------------------------------------------------------
 
     def _jwt_secret(self) -> str:
-        secret = os.environ.get("STREAMER_JWT_SECRET")
-        if secret:
-            return secret
-        try:
-            from streamer.cli import LOCAL_DEV_SECRET
+        from streamer.cli import jwt_secret
 
-            secret = LOCAL_DEV_SECRET
-        except ImportError:  # pragma: no cover
-            secret = _LOCAL_DEV_SECRET
-        log.warning(
-            "STREAMER_JWT_SECRET is not set: using the PUBLIC local development secret. Anyone can mint "
-            "tokens for this stack; never expose it beyond this machine."
-        )
-        return secret
+        if not os.environ.get("STREAMER_JWT_SECRET"):
+            log.warning(
+                "STREAMER_JWT_SECRET is not set: using the PUBLIC local development secret. Anyone can mint "
+                "tokens for this stack; never expose it beyond this machine."
+            )
+        return jwt_secret()  # what `streamer token` signs with, so its tokens are accepted
 
     async def start(self) -> None:
         opts = self.options
@@ -596,7 +582,7 @@ class LocalStack:
         self._deploy_state_machines()
 
     def _deploy_state_machines(self) -> None:
-        from streamer.statemachines import deploy, validate
+        from streamer.statemachines import LOCAL_ROLE_ARN, deploy, validate
 
         plan = self.plan
         if not plan.state_machines:
@@ -611,7 +597,7 @@ class LocalStack:
             deployed = deploy(
                 {sm.workflow: sm.definition_path for sm in plan.state_machines},
                 client=self._client("stepfunctions", self.sfn_url),
-                role_arn=f"arn:aws:iam::{ACCOUNT}:role/{STACK_NAME}-local-states",
+                role_arn=LOCAL_ROLE_ARN,
                 name_prefix=f"{STACK_NAME}-",
                 substitutions=substitutions,
             )

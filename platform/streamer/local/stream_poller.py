@@ -27,6 +27,7 @@ import base64
 import datetime as dt
 import json
 import logging
+import re
 import threading
 import time
 import urllib.error
@@ -35,6 +36,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from streamer.local.lambda_endpoint import function_arn
 
 __all__ = [
     "HttpLambdaInvoker",
@@ -122,23 +125,26 @@ class MappingConfig:
         return self.maximum_retry_attempts
 
 
+def _names(value: Any, logical_id: str) -> bool:
+    """``value`` (a property, intrinsics raw) refers to ``logical_id`` itself, not a longer id containing it."""
+    return re.search(rf"\b{re.escape(logical_id)}\b", json.dumps(value)) is not None
+
+
 def _raw_mapping_props(template: Mapping[str, Any], function: str, table: str) -> dict[str, Any]:
-    """What ``streamer.template.stream_mappings`` leaves out (StartingPosition, FilterCriteria …)."""
-    for res in template.get("Resources", {}).values():
+    """What ``streamer.template.stream_mappings`` leaves out (StartingPosition, FilterCriteria …) for the
+    mapping of ``table``'s stream to ``function`` (logical ids)."""
+    for logical_id, res in template.get("Resources", {}).items():
         if not isinstance(res, Mapping):
             continue
         props = res.get("Properties") or {}
-        candidates: list[Mapping[str, Any]] = []
         if res.get("Type") == "AWS::Lambda::EventSourceMapping":
-            if function in json.dumps(props.get("FunctionName")) and table in json.dumps(props.get("EventSourceArn")):
-                candidates.append(props)
-        elif res.get("Type") == "AWS::Serverless::Function":
+            if _names(props.get("FunctionName"), function) and _names(props.get("EventSourceArn"), table):
+                return dict(props)
+        elif res.get("Type") == "AWS::Serverless::Function" and logical_id == function:
             for ev in (props.get("Events") or {}).values():
                 eprops = (ev or {}).get("Properties") or {}
-                if ev.get("Type") == "DynamoDB" and table in json.dumps(eprops.get("Stream")):
-                    candidates.append(eprops)
-        if candidates:
-            return dict(candidates[0])
+                if (ev or {}).get("Type") == "DynamoDB" and _names(eprops.get("Stream"), table):
+                    return dict(eprops)
     return {}
 
 
@@ -513,7 +519,7 @@ class StreamPoller:
             batch[-1]["dynamodb"]["SequenceNumber"],
             shard.attempts,
             cfg.retry_bound + 1,
-            f": {_error_summary(result.payload)}" if whole_batch else f": {len(failed)} item failure(s)",
+            f": {error_summary(result.payload)}" if whole_batch else f": {len(failed)} item failure(s)",
             batch[0]["dynamodb"]["SequenceNumber"],
             delay,
         )
@@ -563,7 +569,7 @@ class StreamPoller:
             {
                 "requestContext": {
                     "requestId": f"local-{int(time.time() * 1000)}",
-                    "functionArn": f"arn:aws:lambda:{self.region}:123456789012:function:{cfg.function_name}",
+                    "functionArn": function_arn(cfg.function_name, self.region),
                     "condition": condition,
                     "approximateInvokeCount": shard.attempts,
                 },
@@ -583,7 +589,7 @@ class StreamPoller:
                     "batchSize": len(failed),
                     "streamArn": self.stream_arn,
                 },
-                "error": _error_summary(result.payload) if not result.ok else "batchItemFailures",
+                "error": error_summary(result.payload) if not result.ok else "batchItemFailures",
                 "records": failed,
             }
         )
@@ -595,7 +601,8 @@ class StreamPoller:
         shard.retry_at = 0.0
 
 
-def _error_summary(payload: Any) -> str:
+def error_summary(payload: Any) -> str:
+    """One line for a function's answer: ``ErrorType: message`` for a Lambda error body, else its JSON."""
     if isinstance(payload, Mapping) and "errorType" in payload:
         return f"{payload['errorType']}: {payload.get('errorMessage', '')}"[:300]
-    return str(payload)[:300]
+    return json.dumps(payload, default=str)[:300]

@@ -7,7 +7,7 @@ import time
 import pytest
 from streamer_echo import EchoPayload
 
-from streamer.testing import StepHarness, WorkflowRun
+from streamer.testing import LocalWorkflows, StepHarness
 
 
 def test_reports_steps_progress_events_and_returns_the_message(streamer_steps: StepHarness) -> None:
@@ -73,11 +73,8 @@ def test_the_workflow_is_declared_with_its_payload_model(streamer_steps: StepHar
     assert workflow.definition is None  # the project's statemachines/echo.asl.json
 
 
-def test_the_whole_workflow_in_moto(streamer_workflows: object) -> None:
-    from streamer.testing import LocalWorkflows
-
-    assert isinstance(streamer_workflows, LocalWorkflows)
-    run: WorkflowRun = streamer_workflows.run("echo", {"message": "hi", "steps": 2, "fail_times": 1})
+def test_the_whole_workflow_in_moto(streamer_workflows: LocalWorkflows) -> None:
+    run = streamer_workflows.run("echo", {"message": "hi", "steps": 2, "fail_times": 1})
     assert run.status == "SUCCEEDED" and run.output == {"message": "hi"}
     assert run.client_status == "SUCCEEDED"
     assert [e.percent for e in run.progress] == [50, 100]
