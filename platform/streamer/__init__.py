@@ -10,7 +10,7 @@ What a plugin author needs is re-exported here (see ``docs/plugins.md``)::
 
 from streamer.errors import RetryableStepError, StepFailedError
 from streamer.hookspecs import Step, Workflow, hookimpl
-from streamer.steps import StepContext
+from streamer.runner import StepContext
 
 __version__ = "0.1.0"
 

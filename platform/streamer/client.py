@@ -14,6 +14,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from streamer.limits import SUBPROTOCOL
+
 __all__ = ["TERMINAL_TYPES", "ClientError", "StreamerClient"]
 
 TERMINAL_TYPES = frozenset({"result", "error"})
@@ -38,7 +40,7 @@ class StreamerClient:
     @classmethod
     async def connect(cls, url: str, token: str, *, via: str = "header", **kwargs: Any) -> StreamerClient:
         if via == "header":
-            ws = await connect(url, subprotocols=[Subprotocol("streamer.v1"), Subprotocol(f"bearer.{token}")], **kwargs)
+            ws = await connect(url, subprotocols=[Subprotocol(SUBPROTOCOL), Subprotocol(f"bearer.{token}")], **kwargs)
         else:
             sep = "&" if "?" in url else "?"
             ws = await connect(f"{url}{sep}token={token}", **kwargs)

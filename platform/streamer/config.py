@@ -6,11 +6,22 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["Settings"]
+from streamer.limits import MAX_EXECUTION_INPUT_BYTES
 
-#: API Gateway closes every WebSocket connection after 2 hours
-#: (https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html).
-MAX_CONNECTION_SECONDS = 2 * 60 * 60
+__all__ = ["LOCAL_ACCOUNT", "LOCAL_DEV_SECRET", "LOCAL_REGION", "Settings", "dev_jwt_secret"]
+
+#: The region and account the local stack (moto, the local gateway) pretends to be in.
+LOCAL_REGION = "us-east-1"
+LOCAL_ACCOUNT = "123456789012"
+#: The public development secret ``streamer local`` and ``streamer token`` use when STREAMER_JWT_SECRET is
+#: unset (``streamer local`` warns loudly). Never accepted by a deployed stack: it reads its secret by ARN.
+LOCAL_DEV_SECRET = "streamer-local-development-secret-do-not-use-in-production"
+
+
+def dev_jwt_secret(environ: Mapping[str, str] | None = None) -> str:
+    """The HS256 secret local tools sign and verify with: ``STREAMER_JWT_SECRET``, else the public dev secret."""
+    env = os.environ if environ is None else environ
+    return env.get("STREAMER_JWT_SECRET") or LOCAL_DEV_SECRET
 
 
 @dataclass(frozen=True)
@@ -19,13 +30,13 @@ class Settings:
     requests_table: str = "streamer-requests"
     events_table: str = "streamer-events"
     #: ARN of workflow W's state machine = prefix + W.
-    state_machine_arn_prefix: str = "arn:aws:states:us-east-1:123456789012:stateMachine:streamer-"
+    state_machine_arn_prefix: str = f"arn:aws:states:{LOCAL_REGION}:{LOCAL_ACCOUNT}:stateMachine:streamer-"
     #: API Gateway Management API endpoint (https://{api-id}.execute-api.{region}.amazonaws.com/{stage}).
     apigw_endpoint: str | None = None
     progress_interval_ms: int = 100
     rate_limit_per_minute: int = 120
     request_ttl_seconds: int = 7 * 24 * 3600
-    max_execution_input_bytes: int = 256 * 1024
+    max_execution_input_bytes: int = MAX_EXECUTION_INPUT_BYTES
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -29,9 +29,10 @@ import pluggy
 from pydantic import BaseModel
 
 from streamer.errors import PluginError
+from streamer.limits import STEP_NAME_PATTERN, WORKFLOW_NAME_PATTERN
 
 if TYPE_CHECKING:
-    from streamer.steps import StepContext
+    from streamer.runner import StepContext
 
 __all__ = [
     "STEP_NAME_PATTERN",
@@ -52,10 +53,8 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 #: A step name: letters, digits, ``_``, ``-`` and ``.`` (use ``plugin.step`` to namespace), at most 80.
-STEP_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}$"
 #: A workflow name is what a client submits (same rule as the wire protocol) and the suffix of the
 #: state machine's name: letters, digits, ``_`` and ``-``, at most 80.
-WORKFLOW_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"
 _STEP_NAME = re.compile(STEP_NAME_PATTERN)
 _WORKFLOW_NAME = re.compile(WORKFLOW_NAME_PATTERN)
 

@@ -28,6 +28,7 @@ import pluggy
 from streamer import hookspecs
 from streamer.errors import PluginError
 from streamer.hookspecs import Step, Workflow
+from streamer.limits import ENTRYPOINT_GROUP
 
 __all__ = [
     "DISABLE_AUTOLOAD_ENV",
@@ -51,7 +52,6 @@ __all__ = [
     "workflows",
 ]
 
-ENTRYPOINT_GROUP = "streamer.plugins"
 DISABLE_AUTOLOAD_ENV = "STREAMER_DISABLE_PLUGIN_AUTOLOAD"
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from streamer.errors import ErrorCode, ProtocolError
+from streamer.limits import MAX_MESSAGE_BYTES, SUBPROTOCOL, WORKFLOW_NAME_PATTERN
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -31,10 +32,6 @@ __all__ = [
     "validation_details",
 ]
 
-SUBPROTOCOL = "streamer.v1"
-#: API Gateway WebSocket frame limit (https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html):
-#: 128 KiB per message.
-MAX_MESSAGE_BYTES = 128 * 1024
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
@@ -68,7 +65,7 @@ class WorkflowsAction(_Action):
 
 class SubmitAction(_Action):
     action: Literal["submit"]
-    workflow: Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_-]+$")]
+    workflow: Annotated[str, Field(min_length=1, max_length=80, pattern=WORKFLOW_NAME_PATTERN)]
     payload: dict[str, Any] = Field(default_factory=dict)
     request_id: RequestId | None = None
 

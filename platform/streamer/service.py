@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.exceptions import ClientError
 
+from streamer.aws.connections import ConnectionManager, SendReport
+from streamer.aws.store import ConnectionStore, EventStore, RequestStore, TerminalAlreadyError
 from streamer.config import Settings
-from streamer.connections import ConnectionManager, SendReport
 from streamer.errors import ProtocolError
+from streamer.limits import clamp_percent
 from streamer.models import Request, RequestEvent, RequestRef, payload_hash
 from streamer.protocol import MAX_MESSAGE_BYTES, ErrorCode, RequestStatus
-from streamer.store import ConnectionStore, EventStore, RequestStore, TerminalAlreadyError
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
@@ -213,7 +214,7 @@ class RequestService:
         req = self.requests.get(ref.user_id, ref.request_id)
         if req is not None and req.status.terminal:
             return None
-        pct = max(0, min(100, int(percent)))
+        pct = clamp_percent(percent)
         return self.emit(ref, {"type": "progress", "step": step, "percent": pct, "message": message})
 
     def finish(

@@ -36,12 +36,12 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from streamer import statemachines
+from streamer.deploy import statemachines
 from streamer.errors import RetryableStepError, StepFailedError
 from streamer.models import RequestRef
 from streamer.plugins import Registry, create_plugin_manager
-from streamer.steps import ProgressSink
-from streamer.steps import run_step as _run_step
+from streamer.runner import ProgressSink
+from streamer.runner import run_step as _run_step
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
@@ -239,7 +239,7 @@ class WorkflowRun:
 
 def _failure_of(error: Any) -> tuple[str, str, str]:
     # The platform's own mapping (Step Functions error -> status, code, message), imported when needed.
-    from streamer.executions import StepFunctionsError, failure_of
+    from streamer.aws.executions import StepFunctionsError, failure_of
 
     err = StepFunctionsError.model_validate(error) if isinstance(error, dict) else None
     status, code, message = failure_of(err)
@@ -390,7 +390,7 @@ class LocalWorkflows:
         self, workflow: str, payload: Mapping[str, Any], *, request: RequestRef | None = None
     ) -> tuple[str, RequestRef]:
         """Start an execution with the platform's input ``{"request", "payload"}``; deploys if needed."""
-        from streamer.executions import execution_input
+        from streamer.aws.executions import execution_input
 
         if workflow not in self.deployed:
             self.deploy(workflow)

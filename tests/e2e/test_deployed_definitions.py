@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from streamer import statemachines
-from streamer.template import load_template, state_machines
+from streamer.deploy import statemachines
+from streamer.deploy.template import load_template, state_machines
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -24,7 +24,7 @@ from tests.e2e.conftest import LocalStack as Stack
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from streamer.template import functions, load_template
+from streamer.deploy.template import functions, load_template
 
 #: Limits of the ``short_limits_stack`` fixture (conftest).
 SHORT_IDLE = 3.0

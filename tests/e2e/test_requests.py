@@ -16,8 +16,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from streamer.aws.executions import execution_name
 from streamer.client import ClientError, StreamerClient
-from streamer.executions import execution_name
 
 pytestmark = pytest.mark.timeout(240)
 

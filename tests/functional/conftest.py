@@ -11,11 +11,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from streamer.aws.connections import ConnectionManager
+from streamer.aws.store import ConnectionStore, EventStore, RequestStore
 from streamer.config import Settings
-from streamer.connections import ConnectionManager
+from streamer.deploy.template import table_definitions
 from streamer.service import RequestService
-from streamer.store import ConnectionStore, EventStore, RequestStore
-from streamer.template import table_definitions
 
 EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
 TABLE_NAMES = {

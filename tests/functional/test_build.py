@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer import build
-from streamer.template import functions
+from streamer.deploy import build
+from streamer.deploy.template import functions
 
 EXPECTED_PLUGINS = {"echo", "textstats"}
 

@@ -1,5 +1,5 @@
 """Executions that end outside the notify path: recorded EventBridge status-change events (tests/events/) through
-``streamer.executions.end_for_status_change`` and the ``execution_events`` handler, on moto."""
+``streamer.aws.executions.end_for_status_change`` and the ``execution_events`` handler, on moto."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from streamer.executions import (
+from streamer.aws.executions import (
     ExecutionStatusDetail,
     end_for_status_change,
     execution_arn,

@@ -919,7 +919,7 @@ def test_moto_server_runs_state_machines_against_the_lambda_endpoint() -> None:
 def test_without_a_secret_the_stack_uses_the_development_secret_of_streamer_token_and_warns(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from streamer.cli import LOCAL_DEV_SECRET
+    from streamer.config import LOCAL_DEV_SECRET
     from streamer.local.stack import LocalOptions, LocalStack
 
     monkeypatch.delenv("STREAMER_JWT_SECRET", raising=False)

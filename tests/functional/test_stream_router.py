@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
-from streamer.executions import MAX_EXECUTION_NAME, execution_name
+from streamer.aws.executions import MAX_EXECUTION_NAME, execution_name
 from streamer.handlers import _runtime, stream_router
 from streamer.protocol import RequestStatus
 
@@ -108,7 +108,7 @@ def test_execution_already_exists_counts_as_success(service: Any, ddb: Any, sfn:
     service.submit("alice", "echo", {"message": "x"}, "crashy")
     (record,) = stream_records(ddb)
     # A previous invocation started the execution but died before recording RUNNING.
-    from streamer.executions import execution_input
+    from streamer.aws.executions import execution_input
 
     req = service.requests.get("alice", "crashy")
     sfn.start_execution(

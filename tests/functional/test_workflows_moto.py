@@ -3,7 +3,7 @@
 The step runner and a notify function run as Lambda functions behind ``streamer.local.lambda_endpoint``
 (the Lambda Invoke API on 127.0.0.1); moto's Tasks reach it through ``AWS_ENDPOINT_URL_LAMBDA``. The notify
 function records what it gets; ``WorkflowRun.client_status``/``client_error`` apply the platform's own
-mapping (``streamer.executions.failure_of``) to it.
+mapping (``streamer.aws.executions.failure_of``) to it.
 """
 
 from __future__ import annotations
@@ -261,9 +261,9 @@ def test_with_the_real_service_and_notify_handler_the_client_gets_every_event(
     service: Any, ddb: Any, mgmt_api: Any, settings: Any, payload: dict[str, Any], frames: list[Any]
 ) -> None:
     """Step runner progress into RequestService, the platform's notify handler for the terminal event."""
+    from streamer.aws.store import ConnectionStore
     from streamer.handlers import _runtime, notify
     from streamer.models import Connection
-    from streamer.store import ConnectionStore
 
     now = int(time.time())
     ConnectionStore(settings.connections_table, ddb).put(
@@ -305,7 +305,7 @@ def greeter(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def test_the_guides_example_plugin_runs_in_moto(greeter: Any) -> None:
-    from streamer import statemachines
+    from streamer.deploy import statemachines
     from streamer.plugins import Registry, create_plugin_manager
 
     pm = create_plugin_manager(autoload=False)

@@ -13,11 +13,12 @@ import pytest
 from moto import mock_aws
 
 import streamer
-from streamer import plugins, statemachines
+from streamer import plugins
 from streamer.cli import main as cli
+from streamer.deploy import statemachines
+from streamer.deploy.statemachines import Problem, validate
 from streamer.hookspecs import Step, Workflow
 from streamer.plugins import Registry, create_plugin_manager
-from streamer.statemachines import Problem, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 ECHO = ROOT / "statemachines" / "echo.asl.json"
@@ -72,7 +73,7 @@ def test_every_step_task_passes_the_attempt_and_every_task_is_guarded() -> None:
 
 def test_step_tasks_time_out_before_the_step_runner_lambda_does() -> None:
     # Otherwise Lambda's own timeout (Sandbox.Timedout -> FAILED) would win over States.Timeout (TIMED_OUT).
-    from streamer.template import functions
+    from streamer.deploy.template import functions
 
     lambda_timeout = functions()["StepRunnerFunction"].timeout
     for path in (ECHO, TEXTSTATS):

@@ -23,7 +23,7 @@ from streamer.errors import RetryableStepError, StepError, StepFailedError
 from streamer.hookspecs import Step
 from streamer.models import RequestRef
 from streamer.plugins import Registry, create_plugin_manager
-from streamer.steps import MAX_OUTPUT_BYTES, ProgressThrottle, StepContext, run_step
+from streamer.runner import MAX_OUTPUT_BYTES, ProgressThrottle, StepContext, run_step
 from streamer.testing import RecordingSink, StepHarness, make_request
 
 REF = RequestRef.of("user-1", "req-1", "wf")

@@ -1,6 +1,6 @@
 """infra/template.yaml: lint, SAM transform, least-privilege IAM, and what the code expects to be declared.
 
-Also the readers of ``streamer.template`` that the local stack builds itself from.
+Also the readers of ``streamer.deploy.template`` that the local stack builds itself from.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from streamer import template as T
+from streamer.deploy import template as T
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -506,7 +506,7 @@ def test_executions_that_end_badly_reach_the_execution_events_function(
         "detail-type": ["Step Functions Execution Status Change"],
         "detail": {"status": ["FAILED", "TIMED_OUT", "ABORTED"], "stateMachineArn": [{"prefix": prefix}]},
     }
-    from streamer.executions import ENDING_STATUSES
+    from streamer.aws.executions import ENDING_STATUSES
 
     assert set(rule.pattern["detail"]["status"]) == ENDING_STATUSES
     assert rule.targets == (T.EventTarget("ExecutionEventsFunction", 185, 86400, "StreamDeadLetterQueue"),)
@@ -785,7 +785,7 @@ def test_short_form_tags_load_as_long_form(tmp_path: Path) -> None:
 
 
 def test_code_uri_is_where_the_build_writes(tpl: dict[str, Any]) -> None:
-    from streamer.build import DEFAULT_OUT_DIR
+    from streamer.deploy.build import DEFAULT_OUT_DIR
 
     assert (INFRA / tpl["Globals"]["Function"]["CodeUri"]).resolve() == DEFAULT_OUT_DIR
 

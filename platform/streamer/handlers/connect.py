@@ -8,9 +8,9 @@ import time
 from typing import Any
 
 from streamer.auth import AuthConfig, Authenticator, AuthError, extract_token
-from streamer.config import MAX_CONNECTION_SECONDS
+from streamer.events import WebSocketEvent
 from streamer.handlers._runtime import get_logger, get_service, lambda_handler
-from streamer.handlers.events import WebSocketEvent
+from streamer.limits import MAX_CONNECTION_SECONDS
 from streamer.models import Connection
 
 logger = get_logger()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from streamer.events import WebSocketEvent
 from streamer.handlers._runtime import get_logger, get_service, lambda_handler
-from streamer.handlers.events import WebSocketEvent
 
 logger = get_logger()
 

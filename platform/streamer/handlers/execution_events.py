@@ -1,7 +1,7 @@
 """EventBridge "Step Functions Execution Status Change" → the request's terminal event, when nothing else sent it.
 
 The rule (``ExecutionEndedRule`` in ``infra/template.yaml``) forwards this stack's executions that ended
-FAILED, TIMED_OUT or ABORTED; the logic is ``streamer.executions.end_for_status_change``. Events that are not
+FAILED, TIMED_OUT or ABORTED; the logic is ``streamer.aws.executions.end_for_status_change``. Events that are not
 about one of our requests are logged and answered normally: raising would only make Lambda retry them.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from streamer.executions import ExecutionStatusChange, end_for_status_change
+from streamer.aws.executions import ExecutionStatusChange, end_for_status_change
 from streamer.handlers._runtime import get_logger, get_service, lambda_handler
 
 __all__ = ["handler"]

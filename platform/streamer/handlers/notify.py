@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from streamer.executions import StepFunctionsError, failure_of
+from streamer.aws.executions import StepFunctionsError, failure_of
 from streamer.handlers._runtime import get_logger, get_service, lambda_handler
 from streamer.models import RequestRef
 from streamer.protocol import RequestStatus

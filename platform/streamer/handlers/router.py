@@ -7,8 +7,8 @@ from typing import Any
 
 from streamer import plugins
 from streamer.errors import ProtocolError, StreamerError
+from streamer.events import WebSocketEvent
 from streamer.handlers._runtime import get_logger, get_service, lambda_handler
-from streamer.handlers.events import WebSocketEvent
 from streamer.router import Router
 
 logger = get_logger()

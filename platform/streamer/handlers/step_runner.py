@@ -1,4 +1,4 @@
-"""Step runner Lambda: runs the plugin step a state machine Task names; the logic is ``streamer.steps``.
+"""Step runner Lambda: runs the plugin step a state machine Task names; the logic is ``streamer.runner``.
 
 Event (the Task's ``Parameters``)::
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from streamer.errors import PluginError, StepFailedError
 from streamer.handlers._runtime import Handler, get_logger, get_service, lambda_handler
 from streamer.plugins import Registry, UnknownStepError, get_registry, plugin_errors
-from streamer.steps import ProgressSink, run_step
+from streamer.runner import ProgressSink, run_step
 
 if TYPE_CHECKING:
     import pluggy

@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
-from streamer.executions import start_for_record
+from streamer.aws.executions import start_for_record
 from streamer.handlers._runtime import get_logger, get_service, lambda_handler
 
 logger = get_logger()

@@ -4,7 +4,7 @@ On AWS, Step Functions puts an event on the default bus whenever a Standard exec
 the template's ``AWS::Events::Rule`` s send the matching ones to their function targets. moto and AWS Step
 Functions Local emit no such events, so :class:`ExecutionEventsPoller` produces them:
 
-* the rules come from the template (``streamer.template.event_rules``): every enabled default-bus rule whose
+* the rules come from the template (``streamer.deploy.template.event_rules``): every enabled default-bus rule whose
   pattern can match ``source: aws.states`` / ``detail-type: Step Functions Execution Status Change``, with
   its intrinsics resolved to local values (:func:`status_change_rules`);
 * every ``poll_interval`` it lists the executions of the deployed state machines (``ListExecutions``, with a
@@ -94,7 +94,7 @@ def status_change_rules(template: dict[str, Any], refs: Mapping[str, Any]) -> li
     ``refs`` are the local values of ``Ref`` / ``Fn::GetAtt`` / pseudo parameters (see
     ``streamer.local.stack.local_refs``). Raises ``ValueError`` when a pattern cannot be resolved.
     """
-    from streamer.template import event_rules, resolve_intrinsics
+    from streamer.deploy.template import event_rules, resolve_intrinsics
 
     head = {"source": SOURCE, "detail-type": DETAIL_TYPE}
     out: list[RuleConfig] = []

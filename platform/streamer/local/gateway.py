@@ -54,12 +54,12 @@ __all__ = [
     "select_route",
 ]
 
+from streamer.limits import MAX_CONNECTION_SECONDS, MAX_MESSAGE_BYTES
+
 log = logging.getLogger("streamer.local.gateway")
 
-#: https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html (WebSocket APIs)
-MAX_MESSAGE_BYTES = 128 * 1024
 DEFAULT_IDLE_TIMEOUT = 600.0
-DEFAULT_MAX_DURATION = 7200.0
+DEFAULT_MAX_DURATION = float(MAX_CONNECTION_SECONDS)
 #: API Gateway waits at most 29 s for an integration.
 INTEGRATION_TIMEOUT = 29.0
 GOING_AWAY = "Going away"

@@ -110,12 +110,12 @@ class FunctionSpec:
 
 
 def function_specs_from_template(template: dict[str, Any]) -> dict[str, FunctionSpec]:
-    """One :class:`FunctionSpec` per function of the template (``streamer.template.functions``).
+    """One :class:`FunctionSpec` per function of the template (``streamer.deploy.template.functions``).
 
     The function name is the logical id. Handlers stay dotted strings; the endpoint imports them at start-up
     (:meth:`LambdaEndpoint.preload`) or on first use.
     """
-    from streamer.template import functions
+    from streamer.deploy.template import functions
 
     return {
         logical_id: FunctionSpec(
@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m streamer.local.lambda_endpoint``: serve the template's functions until SIGINT/SIGTERM."""
     import signal
 
-    from streamer.template import load_template
+    from streamer.deploy.template import load_template
 
     parser = argparse.ArgumentParser(prog="python -m streamer.local.lambda_endpoint")
     parser.add_argument("--host", default="127.0.0.1")

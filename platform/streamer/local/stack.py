@@ -10,7 +10,7 @@ What runs (see ``docs/local.md``)::
     ├── child: Lambda endpoint   the Lambda Invoke API, handlers in threads   --lambda-port
     └── child: moto server       DynamoDB, DynamoDB Streams, Step Functions   --moto-port
 
-Everything is derived from ``infra/template.yaml`` (``streamer.template``): tables, functions, routes, the
+Everything is derived from ``infra/template.yaml`` (``streamer.deploy.template``): tables, functions, routes, the
 stream mapping, state machines, the EventBridge rules on execution status changes and the functions'
 environment. The supervisor binds every listening socket itself and hands the children theirs, so a taken
 port is reported before anything starts, a restarted Lambda endpoint keeps its port (and the requests
@@ -92,7 +92,7 @@ def local_table_names(template: Mapping[str, Any]) -> dict[str, str]:
 
     ``ConnectionsTable`` → ``streamer-connections`` (the defaults of ``streamer.config.Settings``).
     """
-    from streamer.template import table_definitions
+    from streamer.deploy.template import table_definitions
 
     out: dict[str, str] = {}
     for logical_id in table_definitions(dict(template)):
@@ -114,7 +114,7 @@ class LocalPlan:
 
     template_path: Path
     template: dict[str, Any]
-    functions: dict[str, Any]  # logical id → streamer.template.FunctionSpec
+    functions: dict[str, Any]  # logical id → streamer.deploy.template.FunctionSpec
     routes: dict[str, str]
     route_selection_expression: str
     stage: str
@@ -136,7 +136,7 @@ def _one_line(exc: BaseException) -> str:
 
 def plan_from_template(template_path: Path | str | None = None, *, check_plugins: bool = True) -> LocalPlan:
     """Read the template and the installed plugins. Raises :class:`StartupError` with a one-line reason."""
-    from streamer import template as tpl
+    from streamer.deploy import template as tpl
 
     path = Path(template_path) if template_path is not None else tpl.default_template_path()
     try:
@@ -169,7 +169,7 @@ def plan_from_template(template_path: Path | str | None = None, *, check_plugins
     if check_plugins:
         _add_plugin_workflows(plan, known)
         # Definitions the template does not list: statemachines/*.asl.json and those plugins ship.
-        from streamer.statemachines import discover
+        from streamer.deploy.statemachines import discover
 
         try:
             found = discover(path.parent.parent / "statemachines")
@@ -216,7 +216,7 @@ def _add_plugin_workflows(plan: LocalPlan, known: set[str]) -> None:
 
 def local_refs(plan: LocalPlan) -> dict[str, Any]:
     """Local values of the template's ``Ref`` / ``Fn::GetAtt`` targets and pseudo parameters."""
-    from streamer.template import parameter_defaults
+    from streamer.deploy.template import parameter_defaults
 
     refs: dict[str, Any] = dict(parameter_defaults(plan.template))
     refs.update(
@@ -255,7 +255,7 @@ def function_environment(
     The template's ``Globals`` and per-function variables are resolved against local values; then the AWS
     endpoints are pointed at the local services.
     """
-    from streamer.template import resolve_intrinsics
+    from streamer.deploy.template import resolve_intrinsics
 
     refs = local_refs(plan)
     env: dict[str, str] = {}
@@ -472,7 +472,7 @@ class LocalStack:
     # -- start ------------------------------------------------------------------------------------------
 
     def _jwt_secret(self) -> str:
-        from streamer.cli import jwt_secret
+        from streamer.config import dev_jwt_secret as jwt_secret
 
         if not os.environ.get("STREAMER_JWT_SECRET"):
             log.warning(
@@ -582,7 +582,7 @@ class LocalStack:
         self._deploy_state_machines()
 
     def _deploy_state_machines(self) -> None:
-        from streamer.statemachines import LOCAL_ROLE_ARN, deploy, validate
+        from streamer.deploy.statemachines import LOCAL_ROLE_ARN, deploy, validate
 
         plan = self.plan
         if not plan.state_machines:

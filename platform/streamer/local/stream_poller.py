@@ -131,7 +131,7 @@ def _names(value: Any, logical_id: str) -> bool:
 
 
 def _raw_mapping_props(template: Mapping[str, Any], function: str, table: str) -> dict[str, Any]:
-    """What ``streamer.template.stream_mappings`` leaves out (StartingPosition, FilterCriteria …) for the
+    """What ``streamer.deploy.template.stream_mappings`` leaves out (StartingPosition, FilterCriteria …) for the
     mapping of ``table``'s stream to ``function`` (logical ids)."""
     for logical_id, res in template.get("Resources", {}).items():
         if not isinstance(res, Mapping):
@@ -149,11 +149,11 @@ def _raw_mapping_props(template: Mapping[str, Any], function: str, table: str) -
 
 
 def mappings_from_template(template: dict[str, Any], table_names: Mapping[str, str]) -> list[MappingConfig]:
-    """Every DynamoDB stream mapping of the template (``streamer.template.stream_mappings``).
+    """Every DynamoDB stream mapping of the template (``streamer.deploy.template.stream_mappings``).
 
     ``table_names`` maps a table's logical id to its local name.
     """
-    from streamer.template import stream_mappings
+    from streamer.deploy.template import stream_mappings
 
     out: list[MappingConfig] = []
     for m in stream_mappings(template):

@@ -85,7 +85,7 @@ def default_directory() -> Path:
     env = os.environ.get("STREAMER_STATEMACHINES_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "statemachines"
+    return Path(__file__).resolve().parents[3] / "statemachines"
 
 
 def workflow_name(path: Path | str) -> str:

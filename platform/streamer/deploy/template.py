@@ -44,7 +44,7 @@ def default_template_path() -> Path:
     env = os.environ.get("STREAMER_TEMPLATE")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "infra" / "template.yaml"
+    return Path(__file__).resolve().parents[3] / "infra" / "template.yaml"
 
 
 class _CfnLoader(yaml.SafeLoader):

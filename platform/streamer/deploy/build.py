@@ -14,7 +14,7 @@ second run fetch binary wheels for the template's runtime and architecture (pyth
 (``python -I -S``: no site-packages, no ``PYTHON*`` variables) with only the artifact on ``sys.path``
 imports every handler module and loads every plugin entry point.
 
-Command line: ``python -m streamer.build [--out DIR] [--plugin DIR …] [--lambda] [--no-verify]``.
+Command line: ``python -m streamer.deploy.build [--out DIR] [--plugin DIR …] [--lambda] [--no-verify]``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streamer.limits import ENTRYPOINT_GROUP
+
 __all__ = [
     "DEFAULT_OUT_DIR",
     "ENTRY_POINT_GROUP",
@@ -45,10 +47,10 @@ __all__ = [
     "verify_artifact",
 ]
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 #: Where ``CodeUri: ../.artifacts/lambda`` of ``infra/template.yaml`` points.
 DEFAULT_OUT_DIR = PROJECT_ROOT / ".artifacts" / "lambda"
-ENTRY_POINT_GROUP = "streamer.plugins"
+ENTRY_POINT_GROUP = ENTRYPOINT_GROUP
 #: Written into every artifact; a non-empty directory without it is never deleted.
 _MARKER = ".streamer-artifact.json"
 _ARCH_TO_PLATFORM_SUFFIX = {"arm64": "aarch64", "x86_64": "x86_64"}
@@ -76,7 +78,7 @@ class LambdaTarget:
 
 def lambda_target(template: dict[str, Any] | None = None) -> LambdaTarget:
     """Runtime and architecture of the template's functions (they must all agree: one artifact)."""
-    from streamer.template import functions
+    from streamer.deploy.template import functions
 
     specs = functions(template)
     runtimes = {s.runtime for s in specs.values()}
@@ -264,7 +266,7 @@ def inspect_artifact(
     out_dir: Path, *, python: str = sys.executable, template: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Run the fresh-interpreter check and return its report (``handlers``, ``plugins``, ``errors``…)."""
-    from streamer.template import functions
+    from streamer.deploy.template import functions
 
     expected = sorted({spec.module for spec in functions(template).values()})
     script = _VERIFY_SCRIPT.replace("__GROUP__", repr(ENTRY_POINT_GROUP))
@@ -306,7 +308,7 @@ def verify_artifact(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m streamer.build",
+        prog="python -m streamer.deploy.build",
         description="Build the Lambda artifact (the template's CodeUri) and check it imports on its own.",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help=f"default: {DEFAULT_OUT_DIR}")

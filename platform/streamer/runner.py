@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from streamer.config import Settings
 from streamer.errors import RetryableStepError, StepError, StepFailedError
 from streamer.hookspecs import Step
+from streamer.limits import MAX_ERROR_MESSAGE_CHARS, MAX_STEP_OUTPUT_BYTES, clamp_percent
 from streamer.models import RequestRef
 
 __all__ = [
@@ -54,12 +55,11 @@ __all__ = [
 
 log = logging.getLogger("streamer.steps")
 
-#: Step Functions' limit on a state's input/output (https://docs.aws.amazon.com/step-functions/latest/dg/
-#: service-quotas.html): a bigger step output would end the execution with the uncatchable
+#: A step output over Step Functions' state limit would end the execution with the uncatchable
 #: ``States.DataLimitExceeded``, so the runner turns it into a ``StepFailedError`` the Catch sees.
-MAX_OUTPUT_BYTES = 256 * 1024
+MAX_OUTPUT_BYTES = MAX_STEP_OUTPUT_BYTES
 #: A progress message longer than this is cut (it travels in every progress frame).
-MAX_MESSAGE_CHARS = 1000
+MAX_MESSAGE_CHARS = MAX_ERROR_MESSAGE_CHARS
 
 Clock = Callable[[], float]
 """Seconds on a monotonic clock (``time.monotonic``)."""
@@ -92,7 +92,7 @@ def _percent(value: int | float) -> int:
         raise TypeError(f"percent must be a number, got {type(value).__name__}")
     if not math.isfinite(value):
         raise ValueError(f"percent must be a finite number, got {value!r}")
-    return max(0, min(100, round(value)))
+    return clamp_percent(value)
 
 
 class ProgressThrottle:

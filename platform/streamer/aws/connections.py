@@ -27,7 +27,7 @@ from streamer.protocol import MAX_MESSAGE_BYTES, ErrorCode
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
 
-    from streamer.store import ConnectionStore
+    from streamer.aws.store import ConnectionStore
 
 __all__ = ["ConnectionManager", "SendReport", "encode_message"]
 

@@ -18,12 +18,12 @@ from typing import Any
 __all__ = ["main"]
 
 DEFAULT_URL = "ws://127.0.0.1:8765/"
-#: The local development secret used when STREAMER_JWT_SECRET is unset (``streamer local`` warns loudly).
-LOCAL_DEV_SECRET = "streamer-local-development-secret-do-not-use-in-production"
 
 
 def jwt_secret() -> str:
-    return os.environ.get("STREAMER_JWT_SECRET") or LOCAL_DEV_SECRET
+    from streamer.config import dev_jwt_secret
+
+    return dev_jwt_secret()
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
@@ -116,13 +116,13 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from streamer.demo import run_demo
+    from streamer.cli.demo import run_demo
 
     return run_demo(port=args.port)
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from streamer.build import main as build_main
+    from streamer.deploy.build import main as build_main
 
     return build_main(args.build_args)
 
@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_local(sub)
-    from streamer.statemachines import add_subcommands
+    from streamer.deploy.statemachines import add_subcommands
 
     add_subcommands(sub)
     return parser

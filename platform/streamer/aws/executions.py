@@ -20,10 +20,11 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from streamer.aws.store import from_ddb
+from streamer.limits import MAX_ERROR_MESSAGE_CHARS, MAX_EXECUTION_NAME, WORKFLOW_NAME_PATTERN
 from streamer.models import RequestRef, request_key
 from streamer.protocol import ErrorCode, RequestStatus
 from streamer.service import CANCEL_ERROR, RequestService
-from streamer.store import from_ddb
 
 __all__ = [
     "ENDING_STATUSES",
@@ -42,9 +43,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Execution names: 1 to 80 characters from [A-Za-z0-9_-] (other characters break CloudWatch metrics).
-MAX_EXECUTION_NAME = 80
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+_NAME_RE = re.compile(WORKFLOW_NAME_PATTERN)  # execution names share the workflow-name alphabet and length
 
 
 def execution_name(user_id: str, request_id: str) -> str:
@@ -159,7 +158,6 @@ _WORKFLOW_FAILED = "the workflow failed"
 _STEP_FAILED = "step failed"
 #: Error names whose message was written by the step on purpose and may reach the client.
 _STEP_ERRORS = frozenset({"StepFailedError", "RetryableStepError"})
-_MAX_MESSAGE = 1000
 
 
 class StepFunctionsError(BaseModel):
@@ -185,7 +183,7 @@ def failure_of(err: StepFunctionsError | None, *, generic: str = _STEP_FAILED) -
         try:
             cause = json.loads(err.cause)
             if isinstance(cause, dict) and isinstance(cause.get("errorMessage"), str):
-                message = cause["errorMessage"][:_MAX_MESSAGE]
+                message = cause["errorMessage"][:MAX_ERROR_MESSAGE_CHARS]
         except ValueError:
             pass
     return RequestStatus.FAILED, ErrorCode.STEP_FAILED, message

@@ -1,0 +1,5 @@
+"""``python -m streamer.cli``."""
+
+from streamer.cli import main
+
+raise SystemExit(main())
