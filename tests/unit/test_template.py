@@ -482,6 +482,8 @@ def test_stream_mapping(tpl: dict[str, Any], resources: dict[str, Any]) -> None:
             maximum_retry_attempts=5,
             bisect_batch_on_function_error=True,
             function_response_types=("ReportBatchItemFailures",),
+            maximum_record_age_seconds=3600,
+            filters=({"eventName": ["INSERT"]},),
         )
     ]
     (esm,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
@@ -607,6 +609,7 @@ SYNTHETIC = """
 Transform: AWS::Serverless-2016-10-31
 Globals:
   Function:
+    Runtime: python3.12
     Timeout: 7
     Environment: { Variables: { A: "1", B: !Ref Table } }
 Resources:
@@ -662,11 +665,12 @@ def test_readers_on_a_synthetic_template(tmp_path: Path) -> None:
         timeout=7,
         memory=2048,
         environment={"A": "1", "B": "override", "C": {"Fn::Sub": "${AWS::Region}-x"}},
+        runtime="python3.12",
     )
     assert fns["Plain"] == T.FunctionSpec(handler="a.b", timeout=3, memory=128)  # no Globals, Lambda defaults
     assert T.websocket_routes(tpl) == {"ping": "Fn"}
     assert T.route_selection_expression(tpl) == "$request.body.type"
-    assert T.stream_mappings(tpl) == [T.StreamMapping("Fn", "Table", 3, -1, False, ())]
+    assert T.stream_mappings(tpl) == [T.StreamMapping("Fn", "Table", 3, -1, False, (), starting_position="LATEST")]
     assert T.state_machines(tpl, path) == {
         "Machine": T.StateMachineSpec(
             "flow", tmp_path / "sm" / "flow.json", {"FnArn": "Fn", "PlainArn": "Plain"}
@@ -682,13 +686,14 @@ Resources:
     Type: AWS::Serverless::Function
     Properties:
       Handler: pkg.mod.fn
+      Runtime: python3.12
       Events:
         Ended:
           Type: EventBridgeRule
           Properties:
             Pattern: { source: [aws.states] }
             RetryPolicy: { MaximumRetryAttempts: 4 }
-        Off:
+        "Off": # quoted: a bare Off is YAML 1.1's false, and SAM wants string ids
           Type: CloudWatchEvent
           Properties: { Pattern: { source: [aws.states] }, State: DISABLED }
         Timer:
@@ -810,3 +815,27 @@ def test_deployment_needs_jwt_key_material(tpl: dict[str, Any]) -> None:
     (assertion,) = tpl["Rules"]["JwtKeyMaterial"]["Assertions"]
     checked = {c["Fn::Not"][0]["Fn::Equals"][0]["Ref"] for c in assertion["Assert"]["Fn::Or"]}
     assert checked == {"JwtSecretArn", "JwtJwksUrl"}
+
+
+def test_an_invalid_sam_template_is_rejected_with_sams_reason(tmp_path: Path) -> None:
+    """The readers see the template through SAM's own transform: what SAM rejects, they reject."""
+    tpl = T.load_template(_write(tmp_path, SYNTHETIC.replace("    Runtime: python3.12\n", "", 1)))
+    with pytest.raises(ValueError, match=r"SAM rejects it: .*Runtime and Handler needs to be present"):
+        T.functions(tpl)
+
+
+def test_translation_is_plain_cloudformation_and_callers_get_their_own_copy(tmp_path: Path) -> None:
+    tpl = T.load_template(_write(tmp_path, SYNTHETIC))
+    first = T.translate(tpl)
+    assert first["Resources"]["Fn"]["Type"] == "AWS::Lambda::Function"
+    assert first["Resources"]["FnS"]["Type"] == "AWS::Lambda::EventSourceMapping"  # from the function's Events
+    # The local definition path travels through the transform as the placeholder S3 location's key.
+    assert first["Resources"]["Machine"]["Properties"]["DefinitionS3Location"] == {
+        "Bucket": T.LOCAL_BUCKET,
+        "Key": "sm/flow.json",
+    }
+    first["Resources"].clear()
+    assert "Fn" in T.translate(tpl)["Resources"]
+    assert tpl["Resources"]["Fn"]["Type"] == "AWS::Serverless::Function"  # the input is left as written
+    plain = {"Resources": {"Q": {"Type": "AWS::SQS::Queue"}}}
+    assert T.translate(plain) == plain and T.translate(plain) is not plain

@@ -1,16 +1,34 @@
 """Read the deployment template (``infra/template.yaml``): the one source of truth for AWS and local.
 
-The local stack and the tests create their tables, functions, routes and stream mapping from what this
-module reads, so adding a resource to the template makes it exist locally. CloudFormation short-form tags
-(``!Ref``, ``!Sub``, ``!GetAtt``, ``!Condition`` …) are loaded as their long-form dicts (``{"Ref": …}``,
-``{"Fn::Sub": …}``, ``{"Condition": …}``).
+The local stack and the tests create their tables, functions, routes, stream mappings, event rules and
+state machines from what this module reads, so adding a resource to the template makes it exist locally.
+
+Contract:
+
+* :func:`load_template` parses the file as written. CloudFormation short-form tags (``!Ref``, ``!Sub``,
+  ``!GetAtt``, ``!Condition`` …) are loaded as their long-form dicts (``{"Ref": …}``, ``{"Fn::Sub": …}``,
+  ``{"Condition": …}``).
+* The readers (:func:`functions`, :func:`stream_mappings`, :func:`event_rules`, :func:`state_machines`,
+  :func:`websocket_routes` …) read plain CloudFormation. A template with ``Transform:
+  AWS::Serverless-2016-10-31`` is first translated by AWS's own SAM translator (``samtranslator``, the library
+  behind ``sam`` and the CloudFormation transform; :func:`translate`), so ``Globals``, a function's
+  ``Events`` and ``AWS::Serverless::StateMachine`` mean here exactly what they mean on AWS. An invalid SAM
+  template raises ``ValueError`` with SAM's own messages.
+* Before translating, code and definition locations are "packaged" the way ``sam package`` would, without
+  uploading anything: functions get a placeholder S3 ``CodeUri`` (local runs never read it) and a
+  state machine's local ``DefinitionUri`` becomes the S3 location ``{Bucket: streamer-local, Key: <the
+  path>}``, which :func:`state_machines` turns back into the file next to the template.
+* Intrinsics stay raw (SAM resolves only a few of them); :func:`resolve_intrinsics` evaluates them against
+  local values.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -33,6 +51,7 @@ __all__ = [
     "state_machines",
     "stream_mappings",
     "table_definitions",
+    "translate",
     "websocket_routes",
 ]
 
@@ -63,9 +82,7 @@ def _construct_tag(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) ->
     elif isinstance(node, yaml.MappingNode):
         value = loader.construct_mapping(node, deep=True)
     else:  # pragma: no cover - YAML has no other node kinds
-        raise yaml.constructor.ConstructorError(
-            None, None, f"unexpected node for !{tag_suffix}", node.start_mark
-        )
+        raise yaml.constructor.ConstructorError(None, None, f"unexpected node for !{tag_suffix}", node.start_mark)
     return {name: value}
 
 
@@ -73,13 +90,96 @@ _CfnLoader.add_multi_constructor("!", _construct_tag)
 
 
 def load_template(path: Path | str | None = None) -> dict[str, Any]:
-    """Parse the template into plain dicts."""
+    """Parse the template into plain dicts (as written: SAM resources are not translated here)."""
     p = Path(path) if path is not None else default_template_path()
     with p.open(encoding="utf-8") as fh:
         data = yaml.load(fh, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
     if not isinstance(data, dict):
         raise ValueError(f"{p}: not a CloudFormation template")
     return data
+
+
+# ---------------------------------------------------------------------------------------------------------
+# SAM → CloudFormation
+# ---------------------------------------------------------------------------------------------------------
+
+_SAM_TRANSFORM = "AWS::Serverless-2016-10-31"
+#: The placeholder bucket of "packaged" code and definitions (nothing is uploaded, nothing reads it).
+LOCAL_BUCKET = "streamer-local"
+_PLACEHOLDER_CODE = f"s3://{LOCAL_BUCKET}/code.zip"
+_translated: dict[str, dict[str, Any]] = {}
+_TRANSLATION_CACHE_SIZE = 8
+
+
+def _is_sam(template: Mapping[str, Any]) -> bool:
+    transform = template.get("Transform")
+    transforms = transform if isinstance(transform, list) else [transform]
+    return _SAM_TRANSFORM in transforms
+
+
+def _packaged(template: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``sam package`` would send, with placeholder S3 locations instead of uploads.
+
+    samtranslator accepts only S3 locations for ``CodeUri`` / ``DefinitionUri`` (a local path is resolved
+    by the SAM CLI before the transform runs); the definition's path travels in the location's ``Key``.
+    """
+    out = copy.deepcopy(dict(template))
+    for res in (out.get("Resources") or {}).values():
+        if not isinstance(res, dict):
+            continue
+        props = res.get("Properties")
+        if not isinstance(props, dict):
+            continue
+        if res.get("Type") == "AWS::Serverless::Function":
+            if props.get("PackageType") != "Image" and "InlineCode" not in props:
+                props["CodeUri"] = _PLACEHOLDER_CODE
+        elif res.get("Type") == "AWS::Serverless::StateMachine":
+            uri = props.get("DefinitionUri")
+            if isinstance(uri, str) and not uri.startswith("s3://"):
+                props["DefinitionUri"] = {"Bucket": LOCAL_BUCKET, "Key": uri}
+    return out
+
+
+def translate(template: Mapping[str, Any]) -> dict[str, Any]:
+    """The template as plain CloudFormation: SAM's own transform for a SAM template, else a copy.
+
+    Raises ``ValueError`` with SAM's messages when SAM rejects the template. Results are cached by content
+    (the local stack reads one template many times at start-up); callers get their own copy.
+    """
+    if not _is_sam(template):
+        return copy.deepcopy(dict(template))
+    key = json.dumps(template, sort_keys=True, default=str)
+    cached = _translated.get(key)
+    if cached is None:
+        cached = _sam_translate(_packaged(template))
+        if len(_translated) >= _TRANSLATION_CACHE_SIZE:
+            _translated.pop(next(iter(_translated)))
+        _translated[key] = cached
+    return copy.deepcopy(cached)
+
+
+def _sam_translate(template: dict[str, Any]) -> dict[str, Any]:
+    import boto3
+    from samtranslator.metrics.metrics import Metrics
+    from samtranslator.model.exceptions import InvalidDocumentException
+    from samtranslator.parser.parser import Parser
+    from samtranslator.translator.translator import Translator
+
+    from streamer.config import LOCAL_REGION
+
+    # The session only names the partition (no call is made); the managed-policy map is consulted for
+    # policies given by short name only (a template naming none needs no IAM call).
+    metrics = Metrics()
+    translator = Translator({}, Parser(), boto_session=boto3.session.Session(region_name=LOCAL_REGION), metrics=metrics)
+    try:
+        out: dict[str, Any] = translator.translate(template, {}, get_managed_policy_map=lambda: {})
+    except InvalidDocumentException as exc:
+        reasons = "; ".join(cause.message for cause in exc.causes)
+        raise ValueError(f"template: SAM rejects it: {reasons}") from exc
+    finally:
+        metrics.publish()  # the offline publisher: keeps samtranslator from warning about unpublished metrics
+    logging.getLogger("samtranslator").debug("translated %d resources", len(out.get("Resources", {})))
+    return out
 
 
 _TABLE_KEYS = (
@@ -100,10 +200,7 @@ def table_definitions(template: dict[str, Any] | None = None) -> dict[str, dict[
     """
     tpl = template if template is not None else load_template()
     out: dict[str, dict[str, Any]] = {}
-    for logical_id, res in tpl.get("Resources", {}).items():
-        if res.get("Type") != "AWS::DynamoDB::Table":
-            continue
-        props = res.get("Properties", {})
+    for logical_id, props in _of_type(tpl, "AWS::DynamoDB::Table"):
         kwargs: dict[str, Any] = {k: props[k] for k in _TABLE_KEYS if k in props}
         if "StreamSpecification" in kwargs:
             kwargs["StreamSpecification"] = {"StreamEnabled": True, **kwargs["StreamSpecification"]}
@@ -117,28 +214,32 @@ def table_definitions(template: dict[str, Any] | None = None) -> dict[str, dict[
 # Functions, routes, stream mappings, state machines: everything `streamer local` needs to mirror AWS.
 # ---------------------------------------------------------------------------------------------------------
 
-_SERVERLESS_FUNCTION = "AWS::Serverless::Function"
 _LAMBDA_FUNCTION = "AWS::Lambda::Function"
-_FUNCTION_TYPES = (_SERVERLESS_FUNCTION, _LAMBDA_FUNCTION)
 # Lambda's own defaults when a template gives no Timeout / MemorySize.
 _DEFAULT_TIMEOUT = 3
 _DEFAULT_MEMORY = 128
-# Lambda's defaults for a DynamoDB event source mapping.
+# Lambda's defaults for a DynamoDB event source mapping
+# (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-lambda-eventsourcemapping.html).
 _DEFAULT_STREAM_BATCH_SIZE = 100
 _DEFAULT_STREAM_RETRIES = -1  # retry until the record expires
+_DEFAULT_RECORD_AGE = -1  # no limit
+
+#: A function's handler: the template's dotted ``module.function`` or, in tests, the callable itself.
+HandlerRef = str | Callable[[Any, Any], Any]
 
 
 @dataclass(frozen=True)
 class FunctionSpec:
-    """One Lambda function of the template, with ``Globals.Function`` applied.
+    """One Lambda function: what the template says of it (after SAM's ``Globals`` are applied).
 
     ``environment`` keeps CloudFormation intrinsics raw (``{"Ref": "ConnectionsTable"}``,
-    ``{"Fn::Sub": "..."}``); resolve them with :func:`resolve_intrinsics` against local values.
+    ``{"Fn::Sub": "..."}``); resolve them with :func:`resolve_intrinsics` against local values. The local
+    Lambda endpoint serves these specs by name; a test may give a callable as ``handler``.
     """
 
-    handler: str
-    timeout: int
-    memory: int
+    handler: HandlerRef
+    timeout: float = _DEFAULT_TIMEOUT
+    memory: int = _DEFAULT_MEMORY
     environment: dict[str, Any] = field(default_factory=dict)
     runtime: str | None = None
     architectures: tuple[str, ...] = ()
@@ -146,16 +247,17 @@ class FunctionSpec:
     @property
     def module(self) -> str:
         """``streamer.handlers.connect`` for ``streamer.handlers.connect.handler``."""
-        return self.handler.rpartition(".")[0]
+        return str(self.handler).rpartition(".")[0]
 
     @property
     def attribute(self) -> str:
         """``handler`` for ``streamer.handlers.connect.handler``."""
-        return self.handler.rpartition(".")[2]
+        return str(self.handler).rpartition(".")[2]
 
 
 class StreamMapping(NamedTuple):
-    """A DynamoDB stream → Lambda event source mapping (logical IDs, not physical names)."""
+    """A DynamoDB stream → Lambda event source mapping (logical IDs, not physical names), with every
+    property the local poller plays (AWS's defaults where the template gives none)."""
 
     function: str
     table: str
@@ -163,12 +265,18 @@ class StreamMapping(NamedTuple):
     maximum_retry_attempts: int
     bisect_batch_on_function_error: bool
     function_response_types: tuple[str, ...]
+    starting_position: str = "TRIM_HORIZON"
+    maximum_batching_window_seconds: float = 0.0
+    maximum_record_age_seconds: int = _DEFAULT_RECORD_AGE
+    #: ``FilterCriteria.Filters[].Pattern``, parsed (EventBridge pattern syntax).
+    filters: tuple[dict[str, Any], ...] = ()
+    enabled: bool = True
 
 
 class StateMachineSpec(NamedTuple):
     """A workflow's state machine.
 
-    ``workflow`` is the suffix of its ``Name`` (``!Sub "${AWS::StackName}-<workflow>"``), so its ARN is
+    ``workflow`` is the suffix of its name (``!Sub "${AWS::StackName}-<workflow>"``), so its ARN is
     ``STREAMER_STATE_MACHINE_ARN_PREFIX + workflow``. ``definition_path`` is the ASL file, resolved relative
     to the template. ``substitutions`` maps each ``${Var}`` of the definition to a function logical ID.
     """
@@ -236,8 +344,8 @@ def _referenced_ids(value: Any) -> list[str]:
     return found
 
 
-def _function_ids(tpl: Mapping[str, Any]) -> set[str]:
-    return {logical_id for logical_id, _ in _of_type(tpl, *_FUNCTION_TYPES)}
+def _function_ids(cfn: Mapping[str, Any]) -> set[str]:
+    return {logical_id for logical_id, _ in _of_type(cfn, _LAMBDA_FUNCTION)}
 
 
 def _int(value: Any, what: str) -> int:
@@ -247,34 +355,21 @@ def _int(value: Any, what: str) -> int:
 
 
 def functions(template: dict[str, Any] | None = None) -> dict[str, FunctionSpec]:
-    """``{logical_id: FunctionSpec}`` for every ``AWS::Serverless::Function`` (and ``AWS::Lambda::Function``).
-
-    SAM's ``Globals.Function`` (Handler, Timeout, MemorySize, Runtime, Architectures, Environment) is merged
-    in the way SAM merges it: function values win, environment variables are merged key by key.
-    """
-    tpl = template if template is not None else load_template()
-    glob: dict[str, Any] = (tpl.get("Globals") or {}).get("Function") or {}
+    """``{logical_id: FunctionSpec}`` for every function (``AWS::Lambda::Function`` after SAM's transform:
+    ``AWS::Serverless::Function`` with its ``Globals.Function`` merged in as SAM merges it)."""
+    cfn = translate(template if template is not None else load_template())
     out: dict[str, FunctionSpec] = {}
-    for logical_id, res in _resources(tpl).items():
-        rtype = res.get("Type") if isinstance(res, dict) else None
-        if rtype not in _FUNCTION_TYPES:
-            continue
-        props: dict[str, Any] = res.get("Properties", {}) or {}
-        merged = {**glob, **props} if rtype == _SERVERLESS_FUNCTION else dict(props)
-        env: dict[str, Any] = {}
-        if rtype == _SERVERLESS_FUNCTION:
-            env.update(((glob.get("Environment") or {}).get("Variables")) or {})
-        env.update(((props.get("Environment") or {}).get("Variables")) or {})
-        handler = merged.get("Handler")
+    for logical_id, props in _of_type(cfn, _LAMBDA_FUNCTION):
+        handler = props.get("Handler")
         if not isinstance(handler, str):
             raise ValueError(f"{logical_id}: Handler must be a string, got {handler!r}")
         out[logical_id] = FunctionSpec(
             handler=handler,
-            timeout=_int(merged.get("Timeout", _DEFAULT_TIMEOUT), f"{logical_id}.Timeout"),
-            memory=_int(merged.get("MemorySize", _DEFAULT_MEMORY), f"{logical_id}.MemorySize"),
-            environment=env,
-            runtime=merged.get("Runtime"),
-            architectures=tuple(merged.get("Architectures") or ()),
+            timeout=_int(props.get("Timeout", _DEFAULT_TIMEOUT), f"{logical_id}.Timeout"),
+            memory=_int(props.get("MemorySize", _DEFAULT_MEMORY), f"{logical_id}.MemorySize"),
+            environment=dict(((props.get("Environment") or {}).get("Variables")) or {}),
+            runtime=props.get("Runtime"),
+            architectures=tuple(props.get("Architectures") or ()),
         )
     return out
 
@@ -305,13 +400,13 @@ def websocket_routes(template: dict[str, Any] | None = None) -> dict[str, str]:
     Follows each ``AWS::ApiGatewayV2::Route`` of the WebSocket API through its ``Target``
     (``integrations/${SomeIntegration}``) to the integration's ``IntegrationUri`` and the function in it.
     """
-    tpl = template if template is not None else load_template()
-    resources = _resources(tpl)
-    apis = set(_websocket_api_ids(tpl))
-    fn_ids = _function_ids(tpl)
-    integrations = dict(_of_type(tpl, "AWS::ApiGatewayV2::Integration"))
+    cfn = translate(template if template is not None else load_template())
+    resources = _resources(cfn)
+    apis = set(_websocket_api_ids(cfn))
+    fn_ids = _function_ids(cfn)
+    integrations = dict(_of_type(cfn, "AWS::ApiGatewayV2::Integration"))
     out: dict[str, str] = {}
-    for logical_id, props in _of_type(tpl, "AWS::ApiGatewayV2::Route"):
+    for logical_id, props in _of_type(cfn, "AWS::ApiGatewayV2::Route"):
         if not set(_referenced_ids(props.get("ApiId"))) & apis:
             continue
         route_key = props.get("RouteKey")
@@ -328,43 +423,54 @@ def websocket_routes(template: dict[str, Any] | None = None) -> dict[str, str]:
     return out
 
 
+def _filters(where: str, criteria: Any) -> tuple[dict[str, Any], ...]:
+    out: list[dict[str, Any]] = []
+    for i, f in enumerate((criteria or {}).get("Filters") or []):
+        raw = f.get("Pattern") if isinstance(f, Mapping) else None
+        try:
+            pattern = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError as exc:
+            raise ValueError(f"{where}.FilterCriteria.Filters[{i}]: the pattern is not JSON ({exc})") from exc
+        if not isinstance(pattern, dict):
+            raise ValueError(f"{where}.FilterCriteria.Filters[{i}]: the pattern must be an object")
+        out.append(pattern)
+    return tuple(out)
+
+
 def stream_mappings(template: dict[str, Any] | None = None) -> list[StreamMapping]:
-    """Every DynamoDB-stream → function mapping: ``AWS::Lambda::EventSourceMapping`` resources whose
-    ``EventSourceArn`` is a table's ``StreamArn``, and SAM ``Events`` of ``Type: DynamoDB``."""
-    tpl = template if template is not None else load_template()
-    tables = {logical_id for logical_id, _ in _of_type(tpl, "AWS::DynamoDB::Table")}
-    fn_ids = _function_ids(tpl)
-
-    def mapping(where: str, function: str, props: Mapping[str, Any], source: Any) -> StreamMapping | None:
-        table = [i for i in _referenced_ids(source) if i in tables]
-        if not table:
-            return None  # not a DynamoDB stream of this template (Kinesis, SQS, ...)
-        return StreamMapping(
-            function=function,
-            table=table[0],
-            batch_size=_int(props.get("BatchSize", _DEFAULT_STREAM_BATCH_SIZE), f"{where}.BatchSize"),
-            maximum_retry_attempts=_int(
-                props.get("MaximumRetryAttempts", _DEFAULT_STREAM_RETRIES), f"{where}.MaximumRetryAttempts"
-            ),
-            bisect_batch_on_function_error=props.get("BisectBatchOnFunctionError") in (True, "true", "True"),
-            function_response_types=tuple(props.get("FunctionResponseTypes") or ()),
-        )
-
+    """Every DynamoDB-stream → function mapping: the ``AWS::Lambda::EventSourceMapping`` resources (SAM
+    ``Events`` of ``Type: DynamoDB`` included, after the transform) whose ``EventSourceArn`` is a table's
+    ``StreamArn``."""
+    cfn = translate(template if template is not None else load_template())
+    tables = {logical_id for logical_id, _ in _of_type(cfn, "AWS::DynamoDB::Table")}
+    fn_ids = _function_ids(cfn)
     out: list[StreamMapping] = []
-    for logical_id, props in _of_type(tpl, "AWS::Lambda::EventSourceMapping"):
+    for logical_id, props in _of_type(cfn, "AWS::Lambda::EventSourceMapping"):
         fns = [i for i in _referenced_ids(props.get("FunctionName")) if i in fn_ids]
-        if len(fns) != 1:
-            continue
-        m = mapping(logical_id, fns[0], props, props.get("EventSourceArn"))
-        if m is not None:
-            out.append(m)
-    for logical_id, props in _of_type(tpl, _SERVERLESS_FUNCTION):
-        for event_id, event in (props.get("Events") or {}).items():
-            if isinstance(event, dict) and event.get("Type") == "DynamoDB":
-                eprops = event.get("Properties") or {}
-                m = mapping(f"{logical_id}.Events.{event_id}", logical_id, eprops, eprops.get("Stream"))
-                if m is not None:
-                    out.append(m)
+        table = [i for i in _referenced_ids(props.get("EventSourceArn")) if i in tables]
+        if len(fns) != 1 or not table:
+            continue  # not a DynamoDB stream of this template (Kinesis, SQS, ...) or not our function
+        window = props.get("MaximumBatchingWindowInSeconds", 0)
+        out.append(
+            StreamMapping(
+                function=fns[0],
+                table=table[0],
+                batch_size=_int(props.get("BatchSize", _DEFAULT_STREAM_BATCH_SIZE), f"{logical_id}.BatchSize"),
+                maximum_retry_attempts=_int(
+                    props.get("MaximumRetryAttempts", _DEFAULT_STREAM_RETRIES), f"{logical_id}.MaximumRetryAttempts"
+                ),
+                bisect_batch_on_function_error=props.get("BisectBatchOnFunctionError") in (True, "true", "True"),
+                function_response_types=tuple(props.get("FunctionResponseTypes") or ()),
+                starting_position=str(props.get("StartingPosition") or "TRIM_HORIZON"),
+                maximum_batching_window_seconds=float(_int(window, f"{logical_id}.MaximumBatchingWindowInSeconds")),
+                maximum_record_age_seconds=_int(
+                    props.get("MaximumRecordAgeInSeconds", _DEFAULT_RECORD_AGE),
+                    f"{logical_id}.MaximumRecordAgeInSeconds",
+                ),
+                filters=_filters(logical_id, props.get("FilterCriteria")),
+                enabled=props.get("Enabled", True) not in (False, "false", "False"),
+            )
+        )
     return out
 
 
@@ -390,7 +496,6 @@ class EventRule(NamedTuple):
 
 
 _DEFAULT_BUS = "default"
-_SAM_RULE_EVENTS = ("EventBridgeRule", "CloudWatchEvent")
 
 
 def _event_target(where: str, function: str, props: Mapping[str, Any]) -> EventTarget:
@@ -415,16 +520,17 @@ def _event_pattern(where: str, value: Any) -> dict[str, Any] | None:
 
 
 def event_rules(template: dict[str, Any] | None = None) -> dict[str, EventRule]:
-    """``{logical_id: EventRule}``: ``AWS::Events::Rule`` resources, and SAM ``Events`` of ``Type:
-    EventBridgeRule`` / ``CloudWatchEvent`` (logical ID ``<Function><EventId>``, as SAM names the rule).
+    """``{logical_id: EventRule}``: ``AWS::Events::Rule`` resources (SAM ``Events`` of ``Type:
+    EventBridgeRule`` / ``CloudWatchEvent`` included, after the transform: SAM names the rule
+    ``<Function><EventId>``).
 
     Only enabled rules on the default event bus with an ``EventPattern`` and at least one function target
     are returned: those are what Step Functions (and other AWS services) deliver events to.
     """
-    tpl = template if template is not None else load_template()
-    fn_ids = _function_ids(tpl)
+    cfn = translate(template if template is not None else load_template())
+    fn_ids = _function_ids(cfn)
     out: dict[str, EventRule] = {}
-    for logical_id, props in _of_type(tpl, "AWS::Events::Rule"):
+    for logical_id, props in _of_type(cfn, "AWS::Events::Rule"):
         bus = props.get("EventBusName", _DEFAULT_BUS)
         if props.get("State", "ENABLED") != "ENABLED" or bus != _DEFAULT_BUS:
             continue
@@ -436,16 +542,6 @@ def event_rules(template: dict[str, Any] | None = None) -> dict[str, EventRule]:
                 targets.append(_event_target(f"{logical_id}.Targets[{i}]", fns[0], target))
         if pattern is not None and targets:
             out[logical_id] = EventRule(pattern, tuple(targets))
-    for logical_id, props in _of_type(tpl, _SERVERLESS_FUNCTION):
-        for event_id, event in (props.get("Events") or {}).items():
-            if not isinstance(event, dict) or event.get("Type") not in _SAM_RULE_EVENTS:
-                continue
-            eprops = event.get("Properties") or {}
-            where = f"{logical_id}.Events.{event_id}"
-            enabled = eprops.get("State", "ENABLED") == "ENABLED" and eprops.get("Enabled", True) is not False
-            pattern = _event_pattern(where, eprops.get("Pattern"))
-            if enabled and eprops.get("EventBusName", _DEFAULT_BUS) == _DEFAULT_BUS and pattern is not None:
-                out[f"{logical_id}{event_id}"] = EventRule(pattern, (_event_target(where, logical_id, eprops),))
     return out
 
 
@@ -455,26 +551,23 @@ _STACK_PREFIX = "${AWS::StackName}-"
 def state_machines(
     template: dict[str, Any] | None = None, template_path: Path | str | None = None
 ) -> dict[str, StateMachineSpec]:
-    """``{logical_id: StateMachineSpec}`` for every ``AWS::Serverless::StateMachine``.
+    """``{logical_id: StateMachineSpec}`` for every state machine whose definition is a file next to the
+    template (an ``AWS::Serverless::StateMachine`` with a local ``DefinitionUri``).
 
     ``template_path`` is where the template lives (``DefinitionUri`` is relative to it); it defaults to
     :func:`default_template_path`, and the template is loaded from it when ``template`` is not given.
     """
     path = Path(template_path) if template_path is not None else default_template_path()
-    tpl = template if template is not None else load_template(path)
-    fn_ids = _function_ids(tpl)
+    cfn = translate(template if template is not None else load_template(path))
+    fn_ids = _function_ids(cfn)
     out: dict[str, StateMachineSpec] = {}
-    for logical_id, props in _of_type(tpl, "AWS::Serverless::StateMachine"):
-        name = props.get("Name")
+    for logical_id, props in _of_type(cfn, "AWS::StepFunctions::StateMachine"):
+        name = props.get("StateMachineName")
         text = name.get("Fn::Sub") if isinstance(name, dict) else None
-        if (
-            not isinstance(text, str)
-            or not text.startswith(_STACK_PREFIX)
-            or "$" in text[len(_STACK_PREFIX) :]
-        ):
+        if not isinstance(text, str) or not text.startswith(_STACK_PREFIX) or "$" in text[len(_STACK_PREFIX) :]:
             raise ValueError(f'{logical_id}: Name must be !Sub "{_STACK_PREFIX}<workflow>", got {name!r}')
-        uri = props.get("DefinitionUri")
-        if not isinstance(uri, str):
+        location = props.get("DefinitionS3Location")
+        if not isinstance(location, dict) or location.get("Bucket") != LOCAL_BUCKET:
             raise ValueError(f"{logical_id}: DefinitionUri must be a path relative to the template")
         subs: dict[str, str] = {}
         for var, value in (props.get("DefinitionSubstitutions") or {}).items():
@@ -484,7 +577,7 @@ def state_machines(
             subs[str(var)] = ids[0]
         out[logical_id] = StateMachineSpec(
             workflow=text[len(_STACK_PREFIX) :],
-            definition_path=(path.parent / uri).resolve(),
+            definition_path=(path.parent / str(location["Key"])).resolve(),
             substitutions=subs,
         )
     return out
