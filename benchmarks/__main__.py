@@ -61,10 +61,11 @@ def _service() -> Any:
     import boto3
     from tests.functional.conftest import create_tables
 
+    from streamer.aws.connections import ConnectionManager
+    from streamer.aws.executions import Executions
+    from streamer.aws.store import ConnectionStore, EventStore, RequestStore
     from streamer.config import Settings
-    from streamer.connections import ConnectionManager
     from streamer.service import RequestService
-    from streamer.store import ConnectionStore, EventStore, RequestStore
 
     ddb = boto3.client("dynamodb")
     create_tables(ddb)
@@ -75,7 +76,8 @@ def _service() -> Any:
         connections=conns,
         requests=RequestStore(s.requests_table, ddb),
         events=EventStore(s.events_table, ddb),
-        manager=ConnectionManager("http://127.0.0.1:9", connections=conns),
+        manager=ConnectionManager("http://127.0.0.1:9"),
+        executions=Executions(s.state_machine_arn_prefix),
     )
 
 

@@ -9,8 +9,8 @@ What a plugin author needs is re-exported here (see ``docs/plugins.md``)::
 """
 
 from streamer.errors import RetryableStepError, StepFailedError
-from streamer.hookspecs import Step, Workflow, hookimpl
-from streamer.runner import StepContext
+from streamer.hookspecs import hookimpl
+from streamer.step import Step, StepContext, Workflow
 
 __version__ = "0.1.0"
 

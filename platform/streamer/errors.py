@@ -94,8 +94,28 @@ class StoreError(StreamerError):
     """Persistence failed (e.g. too much contention on a request's event log)."""
 
 
+class TerminalAlreadyError(StoreError):
+    """The request already ended: a second terminal event is not written."""
+
+
 class PluginError(StreamerError):
     """The installed plugins cannot be used as they are."""
+
+
+class UnknownStepError(PluginError, LookupError):
+    """No installed plugin declares this step."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no installed plugin declares a step named {name!r}")
+        self.name = name
+
+
+class UnknownWorkflowError(PluginError, LookupError):
+    """No installed plugin declares this workflow."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no installed plugin declares a workflow named {name!r}")
+        self.name = name
 
 
 class StepError(StreamerError):

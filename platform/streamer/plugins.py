@@ -26,9 +26,9 @@ from typing import Any
 import pluggy
 
 from streamer import hookspecs
-from streamer.errors import PluginError
-from streamer.hookspecs import Step, Workflow
+from streamer.errors import PluginError, UnknownStepError, UnknownWorkflowError
 from streamer.limits import ENTRYPOINT_GROUP
+from streamer.step import Step, Workflow
 
 __all__ = [
     "DISABLE_AUTOLOAD_ENV",
@@ -53,22 +53,6 @@ __all__ = [
 ]
 
 DISABLE_AUTOLOAD_ENV = "STREAMER_DISABLE_PLUGIN_AUTOLOAD"
-
-
-class UnknownStepError(PluginError, LookupError):
-    """No installed plugin declares this step."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no installed plugin declares a step named {name!r}")
-        self.name = name
-
-
-class UnknownWorkflowError(PluginError, LookupError):
-    """No installed plugin declares this workflow."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no installed plugin declares a workflow named {name!r}")
-        self.name = name
 
 
 # Errors met while loading a manager's plugins, kept beside the manager (a plain pluggy.PluginManager).

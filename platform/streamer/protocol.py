@@ -18,6 +18,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "REQUEST_ID_PATTERN",
     "SUBPROTOCOL",
+    "TERMINAL_EVENT_TYPES",
     "Action",
     "CancelAction",
     "ErrorCode",
@@ -33,6 +34,10 @@ __all__ = [
 ]
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+#: The server frames that end a request: exactly one per request, always its last ``seq``.
+TERMINAL_EVENT_TYPES = frozenset({"result", "error"})
 
 
 class RequestStatus(enum.StrEnum):

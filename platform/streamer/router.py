@@ -58,7 +58,7 @@ class Router:
 
         def run() -> list[dict[str, Any]]:
             now = self.service.now()
-            seen = self.service.connections.count_message(connection_id, now)
+            seen = self.service.count_message(connection_id, now)
             if seen is None or seen[0].expires_at <= now:
                 raise ProtocolError(ErrorCode.FORBIDDEN, "connection is not authenticated or has expired")
             conn, count = seen
@@ -71,7 +71,7 @@ class Router:
 
         def run() -> list[dict[str, Any]]:
             if self.rate_limit:
-                seen = self.service.connections.count_message(connection_id)
+                seen = self.service.count_message(connection_id)
                 limited = self._check_rate(seen[1]) if seen else []
                 if limited:
                     return limited

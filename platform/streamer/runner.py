@@ -1,6 +1,6 @@
 """Running one step: its context (progress, logger, attempt) and the step runner's logic.
 
-Sans-I/O: :func:`run_step` gets the :class:`~streamer.hookspecs.Step`, the Task's event and a
+Sans-I/O: :func:`run_step` gets the :class:`~streamer.step.Step`, the Task's event and a
 :class:`ProgressSink`; the Lambda adapter (``streamer.handlers.step_runner``) supplies the real sink
 (``streamer.service.RequestService``) and tests supply a recording one (``streamer.testing``).
 
@@ -24,20 +24,20 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from streamer.config import Settings
 from streamer.errors import RetryableStepError, StepError, StepFailedError
-from streamer.hookspecs import Step
-from streamer.limits import MAX_ERROR_MESSAGE_CHARS, MAX_STEP_OUTPUT_BYTES, clamp_percent
+from streamer.events import StepEvent
+from streamer.limits import MAX_ERROR_MESSAGE_CHARS, MAX_STEP_OUTPUT_BYTES
 from streamer.models import RequestRef
+from streamer.step import Step, StepContext
 
 __all__ = [
     "MAX_MESSAGE_CHARS",
@@ -85,14 +85,6 @@ class ProgressSink(Protocol):
     """Where progress goes: ``streamer.service.RequestService`` stores the event, then pushes it."""
 
     def progress(self, ref: RequestRef, step: str, percent: int, message: str) -> object: ...
-
-
-def _percent(value: int | float) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"percent must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"percent must be a finite number, got {value!r}")
-    return clamp_percent(value)
 
 
 class ProgressThrottle:
@@ -173,78 +165,6 @@ class ProgressThrottle:
                 percent, message = self._pending
                 self._pending = None
                 self._emit(percent, message, self._clock())
-
-
-class _StepLogger(logging.LoggerAdapter[logging.Logger]):
-    """Adds the step's keys to every record, keeping the caller's own ``extra`` (3.11's adapter drops it)."""
-
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
-        return msg, kwargs
-
-
-class StepContext:
-    """What a step gets besides its input.
-
-    ``attempt`` counts from 1 (the Task's first try); ``2`` is the first retry after a
-    ``RetryableStepError`` or a Lambda service error. ``logger`` is a standard ``logging`` adapter whose
-    records carry the request id and step (never the input). ``progress`` reports how far the step is.
-    """
-
-    def __init__(
-        self,
-        *,
-        request: RequestRef,
-        step: str,
-        attempt: int = 1,
-        report: Callable[[int, str], None] | None = None,
-    ) -> None:
-        self.request = request
-        self.step = step
-        self.attempt = attempt
-        self._report = report
-        self.logger: logging.LoggerAdapter[logging.Logger] = _StepLogger(
-            logging.getLogger(f"streamer.steps.{step}"),
-            {"request_id": request.request_id, "workflow": request.workflow, "step": step},
-        )
-
-    @property
-    def request_id(self) -> str:
-        return self.request.request_id
-
-    @property
-    def user_id(self) -> str:
-        return self.request.user_id
-
-    @property
-    def workflow(self) -> str:
-        return self.request.workflow
-
-    def progress(self, percent: int | float, message: str = "") -> None:
-        """Report progress: ``percent`` is rounded and clamped to 0-100, ``message`` cut to 1000 chars.
-
-        Cheap to call often: events are throttled (one per ``STREAMER_PROGRESS_INTERVAL_MS``, latest value
-        wins, the last one is always delivered).
-        """
-        pct = _percent(percent)
-        text = str(message)[:MAX_MESSAGE_CHARS]
-        if self._report is not None:
-            self._report(pct, text)
-
-    def __repr__(self) -> str:
-        return f"StepContext(step={self.step!r}, request_id={self.request_id!r}, attempt={self.attempt})"
-
-
-class StepEvent(BaseModel):
-    """The step runner's event (the step Task's ``Parameters``)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    step: str
-    request: RequestRef
-    input: Any = Field(default_factory=dict)
-    #: ``$$.State.RetryCount``.
-    attempt: int = Field(default=0, ge=0)
 
 
 def _validation_summary(exc: ValidationError) -> str:

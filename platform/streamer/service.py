@@ -1,6 +1,11 @@
-"""Request lifecycle: submit, status, resume, cancel, and emitting events (store, then push).
+"""The request lifecycle, the one thing handlers call for request logic.
 
-Plain logic over the stores and the ConnectionManager; the Lambda handlers adapt AWS events to it.
+Connections (connect, disconnect, who is asking and how often, replies), the router's actions (submit, status,
+resume, cancel), starting a request's execution (the stream router) and ending it when the execution ended
+without its notify task (EventBridge), and events (store, then push to every connection of the user).
+
+Plain logic over its injected collaborators — the three DynamoDB stores, the ConnectionManager (Management
+API) and the Step Functions adapter — none of which reaches into another; nothing outside reaches through it.
 """
 
 from __future__ import annotations
@@ -11,28 +16,31 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import boto3
-from botocore.exceptions import ClientError
+from pydantic import ValidationError
 
 from streamer.aws.connections import ConnectionManager, SendReport
-from streamer.aws.store import ConnectionStore, EventStore, RequestStore, TerminalAlreadyError
+from streamer.aws.executions import (
+    CANCEL_CAUSE,
+    ENDING_STATUSES,
+    Executions,
+    WorkflowNotDeployedError,
+    execution_input,
+    execution_name,
+    terminal_of,
+)
+from streamer.aws.store import ConnectionStore, EventStore, RequestStore
 from streamer.config import Settings
-from streamer.errors import ProtocolError
+from streamer.errors import ProtocolError, StreamerError, TerminalAlreadyError, WebSocketDisconnectedError
+from streamer.events import ExecutionStatusDetail, RequestInsert
 from streamer.limits import clamp_percent
-from streamer.models import Request, RequestEvent, RequestRef, payload_hash
-from streamer.protocol import MAX_MESSAGE_BYTES, ErrorCode, RequestStatus
+from streamer.models import Connection, Request, RequestEvent, RequestRef, payload_hash
+from streamer.protocol import MAX_MESSAGE_BYTES, TERMINAL_EVENT_TYPES, ErrorCode, RequestStatus
 
-if TYPE_CHECKING:
-    from mypy_boto3_stepfunctions import SFNClient
-
-__all__ = ["CANCEL_ERROR", "RequestService", "SubmitResult"]
+__all__ = ["RequestService", "SubmitResult"]
 
 logger = logging.getLogger(__name__)
-
-#: The ``error`` of the StopExecution that the protocol's ``cancel`` makes (an aborted execution carries it).
-CANCEL_ERROR = "Streamer.Cancelled"
 
 _TERMINAL_CODES = {
     RequestStatus.FAILED: ErrorCode.STEP_FAILED,
@@ -64,7 +72,7 @@ class RequestService:
         requests: RequestStore,
         events: EventStore,
         manager: ConnectionManager,
-        sfn: SFNClient | None = None,
+        executions: Executions,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -72,7 +80,7 @@ class RequestService:
         self.requests = requests
         self.events = events
         self.manager = manager
-        self._sfn = sfn
+        self.executions = executions
         self.clock = clock
 
     @classmethod
@@ -85,17 +93,56 @@ class RequestService:
             connections=connections,
             requests=RequestStore(s.requests_table),
             events=EventStore(s.events_table, ttl_seconds=s.request_ttl_seconds),
-            manager=ConnectionManager(endpoint_url or s.apigw_endpoint, connections=connections),
+            manager=ConnectionManager(endpoint_url or s.apigw_endpoint),
+            executions=Executions(s.state_machine_arn_prefix),
         )
-
-    @property
-    def sfn(self) -> SFNClient:
-        if self._sfn is None:
-            self._sfn = boto3.client("stepfunctions")
-        return self._sfn
 
     def now(self) -> int:
         return int(self.clock())
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def connect(self, connection: Connection) -> None:
+        """Store an authenticated connection (``$connect``)."""
+        self.connections.put(connection)
+
+    def disconnect(self, connection_id: str) -> None:
+        """Remove a connection's row (``$disconnect``; TTL removes what is missed)."""
+        self.connections.delete(connection_id)
+
+    def count_message(self, connection_id: str, now: int | None = None) -> tuple[Connection, int] | None:
+        """Who is asking and how many messages this connection sent in the current minute, in one write."""
+        return self.connections.count_message(connection_id, now)
+
+    def reply(self, connection_id: str, frames: list[dict[str, Any]]) -> int:
+        """Send the router's replies to the asking connection, in order; the number delivered.
+
+        A reply over the frame limit is replaced by its PAYLOAD_TOO_LARGE error frame; a gone connection
+        (410) has its row deleted and gets nothing more; any other failure stops the sequence.
+        """
+        sent = 0
+        for frame in frames:
+            try:
+                try:
+                    self.manager.send(connection_id, frame)
+                except ProtocolError as exc:  # e.g. a reply over the frame limit
+                    self.manager.send(connection_id, exc.to_wire())
+            except WebSocketDisconnectedError:
+                self._forget([connection_id])
+                break
+            except StreamerError:
+                logger.info("reply not delivered", extra={"connection_id": connection_id})
+                break
+            sent += 1
+        return sent
+
+    def _forget(self, connection_ids: list[str]) -> None:
+        """Delete the rows of connections API Gateway says are gone."""
+        for cid in connection_ids:
+            try:
+                self.connections.delete(cid)
+            except Exception:  # best effort: the row's TTL removes it anyway
+                logger.warning("stale connection row not deleted", extra={"connection_id": cid})
 
     # -- router actions -------------------------------------------------------------------------
 
@@ -162,7 +209,7 @@ class RequestService:
         out: list[RequestEvent] = []
         for event in self.events.after(req.ref.request_key, after_seq):
             out.append(event)
-            if event.body.get("type") in ("result", "error"):
+            if event.body.get("type") in TERMINAL_EVENT_TYPES:
                 break
         return out
 
@@ -172,19 +219,103 @@ class RequestService:
         if req.status.terminal:
             return False
         if req.execution_arn:
-            self.stop_execution(req.execution_arn)
+            # Already finished: the terminal event below (conditional) settles who wins.
+            self.executions.stop(req.execution_arn)
         return (
-            self.finish(req.ref, RequestStatus.CANCELLED, code=ErrorCode.CANCELLED, message="cancelled by the client")
+            self.finish(req.ref, RequestStatus.CANCELLED, code=ErrorCode.CANCELLED, message=CANCEL_CAUSE)
             is not None
         )
 
-    def stop_execution(self, execution_arn: str) -> None:
+    # -- executions -----------------------------------------------------------------------------
+
+    def start(self, insert: RequestInsert) -> str:
+        """Start the execution of a newly stored request (the stream router). Returns what was done.
+
+        ``started``; ``skipped`` (already started, cancelled, ended or expired — a redelivered record);
+        ``rejected`` (the input is too large for StartExecution, or the workflow is not deployed: the request
+        ends FAILED); ``cancelled`` (cancelled while it was being started: its execution is stopped).
+        Raises on failures worth retrying (the record then appears in ``batchItemFailures``).
+        """
+        req = self.requests.get(insert.user_id, insert.request_id)
+        if req is None or req.status is not RequestStatus.PENDING:
+            return "skipped"
+        ref = req.ref
+        body = execution_input(ref, req.payload)
+        limit = self.settings.max_execution_input_bytes
+        size = len(body.encode())
+        if size > limit:
+            message = f"the execution input would be {size} bytes; Step Functions accepts {limit}"
+            self.reject(ref, ErrorCode.PAYLOAD_TOO_LARGE, message)
+            return "rejected"
         try:
-            self.sfn.stop_execution(executionArn=execution_arn, error=CANCEL_ERROR, cause="cancelled by the client")
-        except ClientError as exc:
-            # Already finished: the terminal event below (conditional) settles who wins.
-            if exc.response.get("Error", {}).get("Code") != "ExecutionDoesNotExist":
-                raise
+            arn = self.executions.start(req.workflow, execution_name(req.user_id, req.request_id), body)
+        except WorkflowNotDeployedError:
+            self.reject(ref, ErrorCode.UNKNOWN_WORKFLOW, f"workflow {req.workflow!r} is not deployed")
+            return "rejected"
+        if not self.requests.mark_running(req.user_id, req.request_id, arn, self.now()):
+            current = self.requests.get(req.user_id, req.request_id)
+            if current is not None and current.status is RequestStatus.CANCELLED:
+                self.executions.stop(arn)  # cancelled while we were starting it
+                return "cancelled"
+        return "started"
+
+    def end_for_status_change(self, detail: ExecutionStatusDetail) -> str:
+        """End the request of an execution that ended FAILED / TIMED_OUT / ABORTED. Returns what was done.
+
+        ``ended``: this call gave the request its terminal event. ``unchanged``: the request had already ended
+        (the notify task or a ``cancel`` did it; a repeated event). ``ignored``: a status that ends nothing.
+        ``foreign`` / ``unreadable``: not an execution of one of our requests, or its input cannot be read;
+        ``unknown``: no such request (expired). None of these raise: a redelivery could not change them. Store
+        and Step Functions errors do raise, so the event is retried.
+        (EventBridge "Step Functions Execution Status Change":
+        https://docs.aws.amazon.com/step-functions/latest/dg/eventbridge-integration.html)
+        """
+        if detail.status not in ENDING_STATUSES:
+            return "ignored"
+        ref, outcome = self._request_of(detail)
+        if ref is None:
+            logger.warning(
+                "execution status change not about a request of this stack; ignored",
+                extra={"outcome": outcome, "execution_arn": detail.execution_arn, "status": detail.status},
+            )
+            return outcome
+        req = self.requests.get(ref.user_id, ref.request_id)
+        if req is None:
+            logger.warning("execution of an unknown request ended", extra={"request_id": ref.request_id})
+            return "unknown"
+        if req.status.terminal:
+            return "unchanged"
+        status, code, message = terminal_of(detail)
+        ended = self.finish(ref, status, code=code, message=message)
+        logger.info(
+            "request ended by its execution's status change",
+            extra={"request_id": ref.request_id, "status": status.value, "error": detail.error, "ended": bool(ended)},
+        )
+        return "ended" if ended is not None else "unchanged"
+
+    def _request_of(self, detail: ExecutionStatusDetail) -> tuple[RequestRef | None, str]:
+        """The request an execution ran for, or ``(None, outcome)`` when the event is not about one of ours."""
+        if not detail.state_machine_arn.startswith(self.executions.state_machine_arn_prefix):
+            return None, "foreign"
+        text = detail.input
+        if text is None and detail.input_details is not None and not detail.input_details.included:
+            # Left out of the event for its size: ask Step Functions (transient errors raise: retried).
+            described = self.executions.describe(detail.execution_arn)
+            text = described.get("input") if described else None
+        try:
+            body = json.loads(text) if text is not None else None
+            ref = RequestRef.model_validate(body.get("request") if isinstance(body, dict) else None)
+        except (ValueError, ValidationError):  # JSONDecodeError is a ValueError
+            return None, "unreadable"
+        # Only the request's own execution ends it: the ARN of its workflow's state machine (another stack
+        # whose name shares our prefix has others) and the deterministic name (not a copy started by hand).
+        if (
+            ref != RequestRef.of(ref.user_id, ref.request_id, ref.workflow)
+            or detail.state_machine_arn != self.executions.state_machine_arn(ref.workflow)
+            or detail.name != execution_name(ref.user_id, ref.request_id)
+        ):
+            return None, "foreign"
+        return ref, ""
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -203,11 +334,17 @@ class RequestService:
         return event
 
     def push(self, user_id: str, body: dict[str, Any]) -> SendReport:
+        """Send to every current connection of the user; delete the rows of those that are gone.
+
+        Best effort: the event is stored and ``resume`` recovers it, so a failure here is logged, not raised.
+        """
         try:
-            return self.manager.send_to_user(user_id, body)
-        except Exception:  # delivery is best effort: the event is stored and `resume` recovers it
+            report = self.manager.send_many((c.connection_id for c in self.connections.for_user(user_id)), body)
+        except Exception:
             logger.exception("push failed", extra={"request_id": body.get("request_id")})
             return SendReport()
+        self._forget(report.gone)
+        return report
 
     def progress(self, ref: RequestRef, step: str, percent: int, message: str) -> RequestEvent | None:
         """A progress event; dropped (None) once the request has ended."""

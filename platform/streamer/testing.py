@@ -239,7 +239,8 @@ class WorkflowRun:
 
 def _failure_of(error: Any) -> tuple[str, str, str]:
     # The platform's own mapping (Step Functions error -> status, code, message), imported when needed.
-    from streamer.aws.executions import StepFunctionsError, failure_of
+    from streamer.aws.executions import failure_of
+    from streamer.events import StepFunctionsError
 
     err = StepFunctionsError.model_validate(error) if isinstance(error, dict) else None
     status, code, message = failure_of(err)

@@ -12,6 +12,7 @@ import pytest
 from moto import mock_aws
 
 from streamer.aws.connections import ConnectionManager
+from streamer.aws.executions import Executions
 from streamer.aws.store import ConnectionStore, EventStore, RequestStore
 from streamer.config import Settings
 from streamer.deploy.template import table_definitions
@@ -61,8 +62,8 @@ def service(ddb: Any, mgmt_api: Any, settings: Settings) -> RequestService:
         connections=connections,
         requests=RequestStore(settings.requests_table, ddb),
         events=EventStore(settings.events_table, ddb, sleep=lambda s: None),
-        manager=ConnectionManager(mgmt_api.url, connections=connections, sleep=lambda s: None),
-        sfn=boto3.client("stepfunctions", region_name="us-east-1"),
+        manager=ConnectionManager(mgmt_api.url, max_retries=2),
+        executions=Executions(settings.state_machine_arn_prefix, boto3.client("stepfunctions", region_name="us-east-1")),
     )
 
 

@@ -1,5 +1,5 @@
 """Executions that end outside the notify path: recorded EventBridge status-change events (tests/events/) through
-``streamer.aws.executions.end_for_status_change`` and the ``execution_events`` handler, on moto."""
+``RequestService.end_for_status_change`` and the ``execution_events`` handler, on moto."""
 
 from __future__ import annotations
 
@@ -9,17 +9,11 @@ from typing import Any
 
 import pytest
 
-from streamer.aws.executions import (
-    ExecutionStatusDetail,
-    end_for_status_change,
-    execution_arn,
-    execution_input,
-    execution_name,
-)
+from streamer.aws.executions import CANCEL_ERROR, execution_arn, execution_input, execution_name
+from streamer.events import ExecutionStatusDetail
 from streamer.handlers import _runtime, execution_events
 from streamer.models import Connection, RequestRef
 from streamer.protocol import RequestStatus
-from streamer.service import CANCEL_ERROR
 from tests.functional.conftest import EVENTS_DIR
 
 USER = "alice"
@@ -214,7 +208,7 @@ def test_an_input_left_out_of_the_event_is_read_from_the_execution(
             asked.append(executionArn)
             return {"executionArn": executionArn, "input": execution_input(ref, {"message": "x" * 300_000})}
 
-    monkeypatch.setattr(service, "_sfn", Sfn())
+    monkeypatch.setattr(service.executions, "_client", Sfn())
     event = recorded("aborted", input=None, inputDetails={"included": False})
     assert execution_events.handler(event, None) == {"outcome": "ended"}
     assert asked == [event["detail"]["executionArn"]]
@@ -290,7 +284,7 @@ def test_an_expired_request_is_unknown(service: Any, mgmt_api: Any) -> None:
 def test_plain_logic_without_the_handler(service: Any) -> None:
     ref = running(service, "r-timed-out", progress=0)
     detail = ExecutionStatusDetail.model_validate(recorded("timed_out")["detail"])
-    assert end_for_status_change(service, detail) == "ended"
-    assert end_for_status_change(service, detail) == "unchanged"
+    assert service.end_for_status_change(detail) == "ended"
+    assert service.end_for_status_change(detail) == "unchanged"
     (event,) = service.replay(USER, ref.request_id, 0)
     assert event.body["status"] == "TIMED_OUT"

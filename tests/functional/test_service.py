@@ -150,7 +150,7 @@ def test_gone_connection_is_deleted_and_others_still_receive(service: Any, mgmt_
     connect(service, mgmt_api, "live", "alice")
     connect(service, mgmt_api, "stale", "alice")
     mgmt_api.close("stale")
-    report = service.manager.send_to_user("alice", {"type": "pong"})
+    report = service.push("alice", {"type": "pong"})
     assert report.delivered == ["live"] and report.gone == ["stale"]
     assert service.connections.get("stale") is None
     assert service.connections.get("live") is not None
@@ -187,7 +187,7 @@ def test_expired_connections_are_not_targets(service: Any, mgmt_api: Any) -> Non
     now = service.now()
     service.connections.put(Connection(connection_id="old", user_id="alice", connected_at=now - 10, expires_at=now - 1))
     mgmt_api.open("old")
-    assert service.manager.send_to_user("alice", {"type": "pong"}).delivered == []
+    assert service.push("alice", {"type": "pong"}).delivered == []
 
 
 def test_replay_ends_at_the_terminal_event(service: Any) -> None:
@@ -197,3 +197,51 @@ def test_replay_ends_at_the_terminal_event(service: Any) -> None:
     # A progress write that raced the terminal one (it checked the status before the terminal commit).
     service.emit(ref, {"type": "progress", "step": "echo", "percent": 99, "message": "late"})
     assert [e.body["type"] for e in service.replay("alice", "r", 0)] == ["progress", "result"]
+
+
+def test_transport_error_is_retried_by_botocore_then_reported_failed_while_others_receive(
+    service: Any, mgmt_api: Any
+) -> None:
+    """A read timeout on one connection's push: botocore's standard mode retries it (transport errors are
+    retryable), and when it persists the push reports that connection failed; the others still receive."""
+    from botocore.exceptions import ReadTimeoutError
+
+    connect(service, mgmt_api, "slow", "alice")
+    connect(service, mgmt_api, "fine", "alice")
+    tries: list[str] = []
+
+    def time_out_slow(request: Any, **kwargs: Any) -> None:
+        if request.url.endswith("/@connections/slow"):
+            tries.append("slow")
+            raise ReadTimeoutError(endpoint_url=request.url)
+        return None  # everything else goes to the real server
+
+    client = service.manager.client
+    client.meta.events.register("before-send.apigatewaymanagementapi.PostToConnection", time_out_slow)
+    report = service.push("alice", {"type": "pong"})
+    assert report.delivered == ["fine"] and report.failed == ["slow"] and report.gone == []
+    assert len(tries) == service.manager.max_retries + 1  # retried by botocore, then given up
+    assert mgmt_api.received("fine") == [{"type": "pong"}]
+    assert service.connections.get("slow") is not None  # a failed send is not a gone connection
+
+
+def test_a_transient_transport_error_is_absorbed_by_botocore(service: Any, mgmt_api: Any) -> None:
+    from botocore.exceptions import ReadTimeoutError
+
+    connect(service, mgmt_api, "c1", "alice")
+    failures = iter([True, False])
+
+    def once(request: Any, **kwargs: Any) -> None:
+        if next(failures, False):
+            raise ReadTimeoutError(endpoint_url=request.url)
+
+    service.manager.client.meta.events.register("before-send.apigatewaymanagementapi.PostToConnection", once)
+    service.manager.send("c1", {"type": "pong"})
+    assert mgmt_api.received("c1") == [{"type": "pong"}]
+
+
+def test_a_reply_to_a_gone_connection_deletes_its_row(service: Any, mgmt_api: Any) -> None:
+    connect(service, mgmt_api, "c1", "alice")
+    mgmt_api.close("c1")
+    assert service.reply("c1", [{"type": "pong"}, {"type": "pong"}]) == 0
+    assert service.connections.get("c1") is None

@@ -10,7 +10,8 @@ from typing import Any
 import boto3
 import pytest
 
-from streamer.aws.executions import MAX_EXECUTION_NAME, execution_name
+from streamer.aws.executions import execution_name
+from streamer.limits import MAX_EXECUTION_NAME
 from streamer.handlers import _runtime, stream_router
 from streamer.protocol import RequestStatus
 

@@ -20,7 +20,6 @@ import streamer
 from streamer import hookspecs, plugins
 from streamer.cli import main as cli
 from streamer.errors import PluginError
-from streamer.hookspecs import Step, Workflow
 from streamer.plugins import (
     Registry,
     UnknownStepError,
@@ -29,6 +28,7 @@ from streamer.plugins import (
     load_plugins,
     plugin_errors,
 )
+from streamer.step import Step, Workflow
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,8 +17,8 @@ from streamer import plugins
 from streamer.cli import main as cli
 from streamer.deploy import statemachines
 from streamer.deploy.statemachines import Problem, validate
-from streamer.hookspecs import Step, Workflow
 from streamer.plugins import Registry, create_plugin_manager
+from streamer.step import Step, Workflow
 
 ROOT = Path(__file__).resolve().parents[2]
 ECHO = ROOT / "statemachines" / "echo.asl.json"

@@ -20,10 +20,10 @@ from pydantic import BaseModel, Field
 import streamer
 from streamer.config import Settings
 from streamer.errors import RetryableStepError, StepError, StepFailedError
-from streamer.hookspecs import Step
 from streamer.models import RequestRef
 from streamer.plugins import Registry, create_plugin_manager
-from streamer.runner import MAX_OUTPUT_BYTES, ProgressThrottle, StepContext, run_step
+from streamer.runner import MAX_OUTPUT_BYTES, ProgressThrottle, run_step
+from streamer.step import Step, StepContext
 from streamer.testing import RecordingSink, StepHarness, make_request
 
 REF = RequestRef.of("user-1", "req-1", "wf")

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from streamer.errors import ProtocolError, SendError, WebSocketDisconnectedError
 from streamer.protocol import MAX_MESSAGE_BYTES, ErrorCode
@@ -27,23 +25,9 @@ from streamer.protocol import MAX_MESSAGE_BYTES, ErrorCode
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
 
-    from streamer.aws.store import ConnectionStore
-
 __all__ = ["ConnectionManager", "SendReport", "encode_message"]
 
 logger = logging.getLogger(__name__)
-
-_RETRYABLE = frozenset(
-    {
-        "LimitExceededException",
-        "ThrottlingException",
-        "TooManyRequestsException",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "InternalFailure",
-    }
-)
-
 
 def encode_message(message: Mapping[str, Any]) -> bytes:
     """Serialize a server frame; refuse it with PAYLOAD_TOO_LARGE over the 128 KiB frame limit."""
@@ -65,39 +49,41 @@ class SendReport:
 
 
 class ConnectionManager:
-    """Send to one connection, to every connection of a user, or to a request's user."""
+    """Send one frame to one connection, or to many concurrently; report who got it and who is gone.
+
+    Retries are botocore's ``standard`` mode on the client (throttling such as ``LimitExceededException``,
+    5xx, and transport errors such as a read timeout; exponential backoff with jitter:
+    https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html). What still fails after
+    them is translated here: 410 ``GoneException`` → :class:`~streamer.errors.WebSocketDisconnectedError`,
+    413 → ``PAYLOAD_TOO_LARGE``, anything else → :class:`~streamer.errors.SendError`. What to do about a
+    gone connection (delete its row) is the caller's decision (``RequestService``), not this adapter's.
+    """
 
     def __init__(
         self,
         endpoint_url: str | None = None,
         *,
-        connections: ConnectionStore | None = None,
         client: ApiGatewayManagementApiClient | None = None,
         max_retries: int = 4,
-        base_delay: float = 0.05,
         max_workers: int = 8,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.endpoint_url = endpoint_url
-        self.connections = connections
         self._client = client
         self.max_retries = max_retries
-        self.base_delay = base_delay
         self.max_workers = max_workers
-        self._sleep = sleep
 
     @property
     def client(self) -> ApiGatewayManagementApiClient:
         if self._client is None:
             if not self.endpoint_url:
                 raise RuntimeError("ConnectionManager needs endpoint_url (STREAMER_APIGW_ENDPOINT)")
-            # Our own bounded retry below handles throttling; botocore's standard mode stays for
-            # transport errors only.
             self._client = boto3.client(
                 "apigatewaymanagementapi",
                 endpoint_url=self.endpoint_url,
                 config=Config(
-                    retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=10
+                    retries={"mode": "standard", "total_max_attempts": self.max_retries + 1},
+                    connect_timeout=5,
+                    read_timeout=10,
                 ),
             )
         return self._client
@@ -107,26 +93,21 @@ class ConnectionManager:
         data = message if isinstance(message, bytes) else encode_message(message)
         if len(data) > MAX_MESSAGE_BYTES:
             raise ProtocolError(ErrorCode.PAYLOAD_TOO_LARGE, "message too large", {"size": len(data)})
-        for attempt in range(self.max_retries + 1):
-            try:
-                self.client.post_to_connection(ConnectionId=connection_id, Data=data)
-                return
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                if code == "GoneException" or status == 410:
-                    raise WebSocketDisconnectedError(connection_id) from exc
-                if code == "PayloadTooLargeException" or status == 413:
-                    raise ProtocolError(ErrorCode.PAYLOAD_TOO_LARGE, "message too large") from exc
-                if (code in _RETRYABLE or status in (429, 500, 502, 503, 504)) and attempt < self.max_retries:
-                    # Full-jitter exponential backoff.
-                    self._sleep(random.uniform(0, self.base_delay * (2**attempt)))
-                    continue
-                raise SendError(connection_id, code or str(status)) from exc
-        raise SendError(connection_id, "retries exhausted")  # pragma: no cover - loop always returns/raises
+        try:
+            self.client.post_to_connection(ConnectionId=connection_id, Data=data)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "GoneException" or status == 410:
+                raise WebSocketDisconnectedError(connection_id) from exc
+            if code == "PayloadTooLargeException" or status == 413:
+                raise ProtocolError(ErrorCode.PAYLOAD_TOO_LARGE, "message too large") from exc
+            raise SendError(connection_id, code or str(status)) from exc
+        except BotoCoreError as exc:  # transport: read timeout, connection refused … after botocore's retries
+            raise SendError(connection_id, type(exc).__name__) from exc
 
     def send_many(self, connection_ids: Iterable[str], message: Mapping[str, Any]) -> SendReport:
-        """Send one message to many connections, concurrently with a bound. Gone rows are deleted."""
+        """Send one message to many connections, concurrently with a bound; never raises for one of them."""
         data = encode_message(message)
         ids = list(dict.fromkeys(connection_ids))
         report = SendReport()
@@ -136,8 +117,6 @@ class ConnectionManager:
                 self.send(cid, data)
                 return cid, "delivered"
             except WebSocketDisconnectedError:
-                if self.connections is not None:
-                    self.connections.delete(cid)
                 return cid, "gone"
             except SendError as exc:
                 logger.warning("send failed", extra={"connection_id": cid, "reason": exc.reason})
@@ -151,10 +130,3 @@ class ConnectionManager:
         for cid, outcome in results:
             getattr(report, outcome).append(cid)
         return report
-
-    def send_to_user(self, user_id: str, message: Mapping[str, Any]) -> SendReport:
-        """Send to every current connection of ``user_id``."""
-        if self.connections is None:
-            raise RuntimeError("send_to_user needs a ConnectionStore")
-        conns = self.connections.for_user(user_id)
-        return self.send_many((c.connection_id for c in conns), message)

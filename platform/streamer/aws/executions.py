@@ -1,49 +1,64 @@
-"""Executions: deterministic names, the stream router's per-record logic, and executions that end badly.
+"""Step Functions, the only module that talks to it: start, stop, describe, history, list; execution naming;
+and the mapping of Step Functions errors to a request's terminal status.
 
 Exactly one execution per request: the execution name is derived from the request's key, so a replayed,
 duplicated or reordered stream record can only ever name the same execution, and
 ``ExecutionAlreadyExists`` for that name is success. (Step Functions keeps Standard execution names unique
 per state machine for 90 days: https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html)
 
-An execution normally ends its request itself (the notify task). :func:`end_for_status_change` covers the
-executions that end FAILED / TIMED_OUT / ABORTED without that (EventBridge "Step Functions Execution Status
-Change" events: https://docs.aws.amazon.com/step-functions/latest/dg/eventbridge-integration.html).
+AWS errors are translated here: a missing state machine is :class:`WorkflowNotDeployedError`, stopping an
+execution that no longer runs is a no-op, describing one that does not exist returns ``None``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
-from typing import Any, Literal
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
+import boto3
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from streamer.aws.store import from_ddb
-from streamer.limits import MAX_ERROR_MESSAGE_CHARS, MAX_EXECUTION_NAME, WORKFLOW_NAME_PATTERN
+from streamer.errors import StreamerError
+from streamer.events import ExecutionStatusDetail, StepFunctionsError
+from streamer.limits import MAX_ERROR_MESSAGE_CHARS, WORKFLOW_NAME_PATTERN
 from streamer.models import RequestRef, request_key
 from streamer.protocol import ErrorCode, RequestStatus
-from streamer.service import CANCEL_ERROR, RequestService
+
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions import SFNClient
 
 __all__ = [
+    "CANCEL_CAUSE",
+    "CANCEL_ERROR",
     "ENDING_STATUSES",
-    "MAX_EXECUTION_NAME",
-    "ExecutionStatusChange",
-    "ExecutionStatusDetail",
-    "StepFunctionsError",
-    "end_for_status_change",
+    "Executions",
+    "WorkflowNotDeployedError",
     "execution_arn",
     "execution_input",
     "execution_name",
     "failure_of",
-    "start_for_record",
     "terminal_of",
 ]
 
-logger = logging.getLogger(__name__)
+#: The ``error`` of the StopExecution that the protocol's ``cancel`` makes (an aborted execution carries it).
+CANCEL_ERROR = "Streamer.Cancelled"
+CANCEL_CAUSE = "cancelled by the client"
+
+#: Execution statuses that end the request outside the notify task. SUCCEEDED is not one: NotifyResult
+#: delivered the result before the execution could succeed. RUNNING (and PENDING_REDRIVE) are not ends.
+ENDING_STATUSES = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})
 
 _NAME_RE = re.compile(WORKFLOW_NAME_PATTERN)  # execution names share the workflow-name alphabet and length
+
+
+class WorkflowNotDeployedError(StreamerError):
+    """StartExecution named a state machine that does not exist (``StateMachineDoesNotExist``)."""
+
+    def __init__(self, state_machine_arn: str) -> None:
+        super().__init__(f"no state machine {state_machine_arn}")
+        self.state_machine_arn = state_machine_arn
 
 
 def execution_name(user_id: str, request_id: str) -> str:
@@ -62,110 +77,104 @@ def execution_input(ref: RequestRef, payload: dict[str, Any]) -> str:
     return json.dumps({"request": ref.model_dump(), "payload": payload}, separators=(",", ":"))
 
 
-def start_for_record(service: RequestService, record: dict[str, Any]) -> str:
-    """Handle one DynamoDB stream record of the requests table. Returns what was done (for logs/tests).
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
-    Raises on failures worth retrying (the record then appears in ``batchItemFailures``).
-    """
-    if record.get("eventName") != "INSERT":
-        return "ignored"
-    image = record.get("dynamodb", {}).get("NewImage")
-    if not image:
-        raise ValueError("INSERT record without NewImage (stream view type must include new images)")
-    item = from_ddb(image)
-    user_id, request_id, workflow = item["user_id"], item["request_id"], item["workflow"]
-    req = service.requests.get(user_id, request_id)
-    if req is None or req.status is not RequestStatus.PENDING:
-        return "skipped"  # already started, cancelled, ended or expired
-    ref = req.ref
-    body = execution_input(ref, req.payload)
-    limit = service.settings.max_execution_input_bytes
-    if len(body.encode()) > limit:
-        service.reject(
-            ref,
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"the execution input would be {len(body.encode())} bytes; Step Functions accepts {limit}",
-        )
-        return "rejected"
-    sm_arn = service.settings.state_machine_arn(workflow)
-    name = execution_name(user_id, request_id)
-    try:
-        arn = service.sfn.start_execution(stateMachineArn=sm_arn, name=name, input=body)["executionArn"]
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code")
-        if code == "ExecutionAlreadyExists":
-            arn = execution_arn(sm_arn, name)
-        elif code == "StateMachineDoesNotExist":
-            service.reject(ref, ErrorCode.UNKNOWN_WORKFLOW, f"workflow {workflow!r} is not deployed")
-            return "rejected"
-        else:
+
+class Executions:
+    """The Step Functions adapter: one lazily created ``stepfunctions`` client per container."""
+
+    def __init__(self, state_machine_arn_prefix: str, client: SFNClient | None = None) -> None:
+        self.state_machine_arn_prefix = state_machine_arn_prefix
+        self._client = client
+
+    @property
+    def client(self) -> SFNClient:
+        if self._client is None:
+            self._client = boto3.client("stepfunctions")
+        return self._client
+
+    def state_machine_arn(self, workflow: str) -> str:
+        """ARN of workflow W's state machine: the configured prefix + W."""
+        return self.state_machine_arn_prefix + workflow
+
+    def start(self, workflow: str, name: str, input: str) -> str:
+        """Start (or find already started) the execution ``name`` of ``workflow``; its ARN.
+
+        Raises :class:`WorkflowNotDeployedError`; other errors raise as botocore's (worth a retry).
+        """
+        sm_arn = self.state_machine_arn(workflow)
+        try:
+            return self.client.start_execution(stateMachineArn=sm_arn, name=name, input=input)["executionArn"]
+        except ClientError as exc:
+            code = _code(exc)
+            if code == "ExecutionAlreadyExists":
+                return execution_arn(sm_arn, name)
+            if code == "StateMachineDoesNotExist":
+                raise WorkflowNotDeployedError(sm_arn) from exc
             raise
-    if not service.requests.mark_running(user_id, request_id, arn, service.now()):
-        current = service.requests.get(user_id, request_id)
-        if current is not None and current.status is RequestStatus.CANCELLED:
-            service.stop_execution(arn)  # cancelled while we were starting it
-            return "cancelled"
-    return "started"
+
+    def stop(self, arn: str, *, error: str = CANCEL_ERROR, cause: str = CANCEL_CAUSE) -> None:
+        """StopExecution; an execution that already ended (or never existed) is left as it is."""
+        try:
+            self.client.stop_execution(executionArn=arn, error=error, cause=cause)
+        except ClientError as exc:
+            if _code(exc) != "ExecutionDoesNotExist":
+                raise
+
+    def describe(self, arn: str) -> dict[str, Any] | None:
+        """DescribeExecution, or ``None`` when there is no such execution."""
+        try:
+            return dict(self.client.describe_execution(executionArn=arn))
+        except ClientError as exc:
+            if _code(exc) in ("ExecutionDoesNotExist", "InvalidArn"):
+                return None
+            raise
+
+    def history(self, arn: str) -> list[dict[str, Any]]:
+        """The execution's whole event history, ascending (every page of GetExecutionHistory)."""
+        events: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"executionArn": arn, "maxResults": 1000}
+        while True:
+            resp = self.client.get_execution_history(**kwargs)
+            events.extend(dict(e) for e in resp.get("events", []))
+            token = resp.get("nextToken")
+            if not token:
+                return events
+            kwargs["nextToken"] = token
+
+    def list(self, workflow: str, *, status: str | None = None, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """The workflow's executions, newest first, fetched page by page as they are consumed."""
+        kwargs: dict[str, Any] = {"stateMachineArn": self.state_machine_arn(workflow), "maxResults": page_size}
+        if status:
+            kwargs["statusFilter"] = status
+        while True:
+            resp = self.client.list_executions(**kwargs)
+            for item in resp.get("executions", []):
+                yield dict(item)
+            token = resp.get("nextToken")
+            if not token:
+                return
+            kwargs["nextToken"] = token
+
+    def definition(self, arn: str) -> dict[str, Any] | None:
+        """The ASL definition an execution ran (DescribeStateMachineForExecution), parsed."""
+        try:
+            resp = self.client.describe_state_machine_for_execution(executionArn=arn)
+        except ClientError as exc:
+            if _code(exc) in ("ExecutionDoesNotExist", "InvalidArn"):
+                return None
+            raise
+        parsed: dict[str, Any] = json.loads(resp["definition"])
+        return parsed
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Executions that ended without their notify task: EventBridge "Step Functions Execution Status Change".
-# ---------------------------------------------------------------------------------------------------------
-
-#: Execution statuses that end the request here. SUCCEEDED is not one: NotifyResult delivered the result
-#: before the execution could succeed. RUNNING (and PENDING_REDRIVE) are not ends.
-ENDING_STATUSES = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})
-
-
-class ExecutionDataDetails(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    #: False when the data was left out of the event (EventBridge events are limited to 256 KiB).
-    included: bool = True
-
-
-class ExecutionStatusDetail(BaseModel):
-    """``detail`` of a "Step Functions Execution Status Change" event (dates are epoch milliseconds)."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    execution_arn: str = Field(alias="executionArn")
-    state_machine_arn: str = Field(alias="stateMachineArn")
-    name: str
-    status: str
-    start_date: int | None = Field(default=None, alias="startDate")
-    stop_date: int | None = Field(default=None, alias="stopDate")
-    input: str | None = None
-    input_details: ExecutionDataDetails | None = Field(default=None, alias="inputDetails")
-    error: str | None = None
-    cause: str | None = None
-
-
-class ExecutionStatusChange(BaseModel):
-    """The EventBridge event Step Functions sends to the default bus when an execution changes status."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    version: str = "0"
-    id: str = ""
-    detail_type: Literal["Step Functions Execution Status Change"] = Field(alias="detail-type")
-    source: Literal["aws.states"]
-    account: str = ""
-    time: str = ""
-    region: str = ""
-    resources: list[str] = Field(default_factory=list)
-    detail: ExecutionStatusDetail
-
+# -- Step Functions errors → a request's terminal status -----------------------------------------------------
 
 _WORKFLOW_FAILED = "the workflow failed"
 _STEP_FAILED = "step failed"
 #: Error names whose message was written by the step on purpose and may reach the client.
 _STEP_ERRORS = frozenset({"StepFailedError", "RetryableStepError"})
-
-
-class StepFunctionsError(BaseModel):
-    """Step Functions' ``{"Error", "Cause"}`` (a Catch's ``ResultPath`` output, or a failed execution's)."""
-
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-    error: str = Field(default="States.TaskFailed", alias="Error")
-    cause: str | None = Field(default=None, alias="Cause")
 
 
 def failure_of(err: StepFunctionsError | None, *, generic: str = _STEP_FAILED) -> tuple[RequestStatus, ErrorCode, str]:
@@ -198,7 +207,7 @@ def terminal_of(detail: ExecutionStatusDetail) -> tuple[RequestStatus, ErrorCode
     """
     if detail.status == "ABORTED":
         if detail.error == CANCEL_ERROR:  # the protocol's cancel stopped it (and normally ended it first)
-            return RequestStatus.CANCELLED, ErrorCode.CANCELLED, "cancelled by the client"
+            return RequestStatus.CANCELLED, ErrorCode.CANCELLED, CANCEL_CAUSE
         return RequestStatus.CANCELLED, ErrorCode.CANCELLED, "the execution was stopped"
     if detail.status == "TIMED_OUT":
         return RequestStatus.TIMED_OUT, ErrorCode.TIMEOUT, "the workflow did not finish within its time limit"
@@ -206,72 +215,3 @@ def terminal_of(detail: ExecutionStatusDetail) -> tuple[RequestStatus, ErrorCode
         raise ValueError(f"execution status {detail.status} does not end a request")
     err = StepFunctionsError(Error=detail.error, Cause=detail.cause) if detail.error else None
     return failure_of(err, generic=_WORKFLOW_FAILED)
-
-
-def _input_of(service: RequestService, detail: ExecutionStatusDetail) -> str | None:
-    if detail.input is not None:
-        return detail.input
-    if detail.input_details is None or detail.input_details.included:
-        return None
-    # Left out of the event for its size: ask Step Functions (transient errors raise, so the event is retried).
-    try:
-        return service.sfn.describe_execution(executionArn=detail.execution_arn).get("input")
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("ExecutionDoesNotExist", "InvalidArn"):
-            return None
-        raise
-
-
-def _request_of(service: RequestService, detail: ExecutionStatusDetail) -> tuple[RequestRef | None, str]:
-    """The request an execution ran for, or ``(None, outcome)`` when the event is not about one of ours."""
-    settings = service.settings
-    if not detail.state_machine_arn.startswith(settings.state_machine_arn_prefix):
-        return None, "foreign"
-    text = _input_of(service, detail)
-    try:
-        body = json.loads(text) if text is not None else None
-        ref = RequestRef.model_validate(body.get("request") if isinstance(body, dict) else None)
-    except (ValueError, ValidationError):  # JSONDecodeError is a ValueError
-        return None, "unreadable"
-    # Only the request's own execution ends it: the ARN of its workflow's state machine (another stack
-    # whose name shares our prefix has others) and the deterministic name (not a copy started by hand).
-    if (
-        ref != RequestRef.of(ref.user_id, ref.request_id, ref.workflow)
-        or detail.state_machine_arn != settings.state_machine_arn(ref.workflow)
-        or detail.name != execution_name(ref.user_id, ref.request_id)
-    ):
-        return None, "foreign"
-    return ref, ""
-
-
-def end_for_status_change(service: RequestService, detail: ExecutionStatusDetail) -> str:
-    """End the request of an execution that ended FAILED / TIMED_OUT / ABORTED. Returns what was done.
-
-    ``ended``: this call gave the request its terminal event. ``unchanged``: the request had already ended
-    (the notify task or a ``cancel`` did it; a repeated event). ``ignored``: a status that ends nothing.
-    ``foreign`` / ``unreadable``: not an execution of one of our requests, or its input cannot be read;
-    ``unknown``: no such request (expired). None of these raise: a redelivery could not change them. Store
-    and Step Functions errors do raise, so the event is retried.
-    """
-    if detail.status not in ENDING_STATUSES:
-        return "ignored"
-    ref, outcome = _request_of(service, detail)
-    if ref is None:
-        logger.warning(
-            "execution status change not about a request of this stack; ignored",
-            extra={"outcome": outcome, "execution_arn": detail.execution_arn, "status": detail.status},
-        )
-        return outcome
-    req = service.requests.get(ref.user_id, ref.request_id)
-    if req is None:
-        logger.warning("execution of an unknown request ended", extra={"request_id": ref.request_id})
-        return "unknown"
-    if req.status.terminal:
-        return "unchanged"
-    status, code, message = terminal_of(detail)
-    ended = service.finish(ref, status, code=code, message=message)
-    logger.info(
-        "request ended by its execution's status change",
-        extra={"request_id": ref.request_id, "status": status.value, "error": detail.error, "ended": bool(ended)},
-    )
-    return "ended" if ended is not None else "unchanged"

@@ -9,51 +9,21 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
-from decimal import Decimal
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from streamer.errors import StoreError
+from streamer.aws.codec import from_ddb, to_attr, to_ddb
+from streamer.errors import StoreError, TerminalAlreadyError
 from streamer.models import Connection, Request, RequestEvent, RequestRef
 from streamer.protocol import RequestStatus
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-__all__ = ["ConnectionStore", "EventStore", "RequestStore", "TerminalAlreadyError"]
-
-_SER = TypeSerializer()
-_DESER = TypeDeserializer()
-
-
-def _attr(value: Any) -> dict[str, Any]:
-    """One DynamoDB attribute value. DynamoDB has no float type: numbers go through Decimal (JSON round-trip)."""
-    return dict(_SER.serialize(json.loads(json.dumps(value), parse_float=Decimal)))
-
-
-def _to_ddb(value: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _attr(v) for k, v in value.items() if v is not None}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, set):
-        return sorted(_plain(v) for v in value)
-    return value
-
-
-def from_ddb(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _plain(_DESER.deserialize(v)) for k, v in item.items()}
-
+__all__ = ["ConnectionStore", "EventStore", "RequestStore", "TerminalAlreadyError", "from_ddb"]
 
 class _Lazy:
     def __init__(self, client: DynamoDBClient | None) -> None:
@@ -80,7 +50,7 @@ class ConnectionStore(_Lazy):
     def put(self, conn: Connection) -> None:
         self.client.put_item(
             TableName=self.table,
-            Item=_to_ddb(conn.model_dump()),
+            Item=to_ddb(conn.model_dump()),
             ConditionExpression="attribute_not_exists(connection_id)",
         )
 
@@ -165,7 +135,7 @@ class RequestStore(_Lazy):
         try:
             self.client.put_item(
                 TableName=self.table,
-                Item=_to_ddb(req.model_dump(mode="json")),
+                Item=to_ddb(req.model_dump(mode="json")),
                 ConditionExpression="attribute_not_exists(request_id)",
             )
         except ClientError as exc:
@@ -218,7 +188,7 @@ class RequestStore(_Lazy):
         if output is not None:
             sets.append("#o = :o")
             names["#o"] = "output"
-            values[":o"] = _attr(output)
+            values[":o"] = to_attr(output)
         if error_code is not None:
             sets.append("error_code = :ec")
             values[":ec"] = {"S": error_code}
@@ -237,10 +207,6 @@ class RequestStore(_Lazy):
                 "ExpressionAttributeValues": values,
             }
         }
-
-
-class TerminalAlreadyError(StoreError):
-    """The request already ended: a second terminal event is not written."""
 
 
 class EventStore(_Lazy):
@@ -297,7 +263,7 @@ class EventStore(_Lazy):
             body = make_body(seq)
             put: dict[str, Any] = {
                 "TableName": self.table,
-                "Item": _to_ddb(
+                "Item": to_ddb(
                     {
                         "request_key": request_key,
                         "seq": seq,

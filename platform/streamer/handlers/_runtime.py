@@ -11,6 +11,7 @@ from aws_lambda_powertools import Logger
 
 from streamer.auth import RedactTokensFilter
 from streamer.config import Settings
+from streamer.events import WebSocketEvent
 from streamer.service import RequestService
 
 __all__ = ["get_logger", "get_service", "lambda_handler", "reset", "set_service"]
@@ -55,16 +56,14 @@ def lambda_handler(fn: Handler) -> Handler:
 _SERVICE: RequestService | None = None
 
 
-def get_service(event: dict[str, Any] | None = None) -> RequestService:
+def get_service(event: WebSocketEvent | None = None) -> RequestService:
     """One RequestService per container; the Management API endpoint comes from the settings or the event."""
     global _SERVICE
     if _SERVICE is None:
         settings = Settings.from_env()
         endpoint = settings.apigw_endpoint
         if endpoint is None and event is not None:
-            ctx = event.get("requestContext", {})
-            if ctx.get("domainName") and ctx.get("stage"):
-                endpoint = f"https://{ctx['domainName']}/{ctx['stage']}"
+            endpoint = event.management_endpoint
         _SERVICE = RequestService.from_env(settings, endpoint_url=endpoint)
     return _SERVICE
 

@@ -21,14 +21,9 @@ def _resolve_secret() -> dict[str, str]:
     env = dict(os.environ)
     arn = env.get("STREAMER_JWT_SECRET_ARN")
     if arn and not env.get("STREAMER_JWT_SECRET"):
-        import boto3
+        from streamer.aws.secrets import read_secret
 
-        if ":ssm:" in arn:
-            # GetParameter accepts the parameter's full ARN as Name.
-            resp = boto3.client("ssm").get_parameter(Name=arn, WithDecryption=True)
-            env["STREAMER_JWT_SECRET"] = resp["Parameter"]["Value"]
-        else:
-            env["STREAMER_JWT_SECRET"] = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+        env["STREAMER_JWT_SECRET"] = read_secret(arn)
     return env
 
 
@@ -56,8 +51,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.info("connect refused", extra={"reason": str(exc), "status": exc.status})
         return {"statusCode": exc.status}
     now = int(time.time())
-    service = get_service(event)
-    service.connections.put(
+    get_service(ev).connect(
         Connection(
             connection_id=cid,
             user_id=principal.user_id,

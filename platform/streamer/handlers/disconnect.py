@@ -18,6 +18,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.warning("malformed $disconnect event")
         return {"statusCode": 400}
     cid = ev.request_context.connection_id
-    get_service(event).connections.delete(cid)
+    get_service(ev).disconnect(cid)
     logger.info("disconnected", extra={"connection_id": cid})
     return {"statusCode": 200}

@@ -1,7 +1,7 @@
 """EventBridge "Step Functions Execution Status Change" → the request's terminal event, when nothing else sent it.
 
 The rule (``ExecutionEndedRule`` in ``infra/template.yaml``) forwards this stack's executions that ended
-FAILED, TIMED_OUT or ABORTED; the logic is ``streamer.aws.executions.end_for_status_change``. Events that are not
+FAILED, TIMED_OUT or ABORTED; the logic is ``RequestService.end_for_status_change``. Events that are not
 about one of our requests are logged and answered normally: raising would only make Lambda retry them.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from streamer.aws.executions import ExecutionStatusChange, end_for_status_change
+from streamer.events import ExecutionStatusChange
 from streamer.handlers._runtime import get_logger, get_service, lambda_handler
 
 __all__ = ["handler"]
@@ -31,6 +31,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"outcome": "unreadable"}
     detail = change.detail
     logger.thread_safe_append_keys(execution_arn=detail.execution_arn, execution_status=detail.status)
-    outcome = end_for_status_change(get_service(), detail)
+    outcome = get_service().end_for_status_change(detail)
     logger.info("execution status change", extra={"outcome": outcome, "event_id": change.id})
     return {"outcome": outcome}

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from streamer.aws.executions import StepFunctionsError, failure_of
+from streamer.aws.executions import failure_of
+from streamer.events import NotifyEvent
 from streamer.handlers._runtime import get_logger, get_service, lambda_handler
-from streamer.models import RequestRef
 from streamer.protocol import RequestStatus
 
-__all__ = ["NotifyEvent", "StepFunctionsError", "failure_of", "handler"]  # the mapping lives in executions
+__all__ = ["handler"]
 
 logger = get_logger()
-
-
-class NotifyEvent(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    kind: Literal["progress", "result", "failure"]
-    request: RequestRef
-    step: str = ""
-    percent: int = 0
-    message: str = ""
-    output: dict[str, Any] | None = None
-    error: StepFunctionsError | None = None
 
 
 @lambda_handler

@@ -6,16 +6,15 @@ import base64
 from typing import Any
 
 from streamer import plugins
-from streamer.errors import ProtocolError, StreamerError
 from streamer.events import WebSocketEvent
 from streamer.handlers._runtime import get_logger, get_service, lambda_handler
 from streamer.router import Router
+from streamer.service import RequestService
 
 logger = get_logger()
 
 
-def get_router() -> Router:
-    service = get_service()
+def get_router(service: RequestService) -> Router:
     return Router(service, plugins.workflows, rate_limit_per_minute=service.settings.rate_limit_per_minute)
 
 
@@ -28,24 +27,14 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"statusCode": 400}
     cid = ev.request_context.connection_id
     logger.thread_safe_append_keys(connection_id=cid)
-    service = get_service(event)
+    service = get_service(ev)
     raw: str | bytes = ev.body or ""
     if ev.is_base64_encoded:
         try:
             raw = base64.b64decode(raw)
         except ValueError:
             raw = b"\xff"  # not JSON: the router answers VALIDATION_ERROR
-    replies = get_router().handle_message(cid, raw)
-    for reply in replies:
-        try:
-            service.manager.send(cid, reply)
-        except ProtocolError as exc:  # e.g. a reply over the frame limit
-            try:
-                service.manager.send(cid, exc.to_wire())
-            except StreamerError:
-                break
-        except StreamerError:
-            logger.info("reply not delivered", extra={"connection_id": cid})
-            break
+    replies = get_router(service).handle_message(cid, raw)
+    service.reply(cid, replies)
     logger.info("message handled", extra={"replies": len(replies)})
     return {"statusCode": 200}

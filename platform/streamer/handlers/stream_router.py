@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
-from streamer.aws.executions import start_for_record
+from streamer.events import RequestInsert
 from streamer.handlers._runtime import get_logger, get_service, lambda_handler
 
 logger = get_logger()
@@ -19,7 +19,8 @@ processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 
 
 def record_handler(record: DynamoDBRecord) -> str:
-    outcome = start_for_record(get_service(), record.raw_event)
+    insert = RequestInsert.from_record(record.raw_event)
+    outcome = get_service().start(insert) if insert is not None else "ignored"
     logger.info("stream record", extra={"event_id": record.event_id, "outcome": outcome})
     return outcome
 
