@@ -1,19 +1,29 @@
-"""Exceptions raised by streamer.
+"""Exceptions raised by streamer: one root, every class the package raises under it.
 
-The tree::
+The tree (classes defined outside this module name their module)::
 
     StreamerError
-    ├── ProtocolError            a client message or request is refused; carries a wire ErrorCode
+    ├── ProtocolError                a client message or request is refused; carries a wire ErrorCode
     ├── WebSocketDisconnectedError   the connection is gone (API Gateway 410 GoneException)
-    ├── SendError                a message could not be delivered after retries
-    ├── StoreError               persistence failed in a way the caller cannot fix
-    ├── PluginError              the plugin set is broken (duplicate step, failed import, missing hook)
-    ├── AuthError (streamer.auth) a refused handshake: 401; its ForbiddenError: 403
-    └── StepError                raised by a step (plugin code)
-        ├── RetryableStepError   transient: the state machine's Retry absorbs it
-        └── StepFailedError      permanent: ends the request FAILED with STEP_FAILED
+    ├── SendError                    a message could not be delivered after botocore's retries
+    ├── StoreError                   persistence failed in a way the caller cannot fix
+    │   └── TerminalAlreadyError     the request already ended: a second terminal event is not written
+    ├── WorkflowNotDeployedError     (streamer.aws.executions) StartExecution found no state machine
+    ├── PluginError                  the plugin set is broken (duplicate step, failed import, missing hook)
+    │   ├── UnknownStepError         no installed plugin declares the step (also a LookupError)
+    │   └── UnknownWorkflowError     no installed plugin declares the workflow (also a LookupError)
+    ├── StepError                    raised by a step (plugin code)
+    │   ├── RetryableStepError       transient: the state machine's Retry absorbs it
+    │   └── StepFailedError          permanent: ends the request FAILED with STEP_FAILED
+    ├── AuthError                    (streamer.auth) a refused handshake: 401
+    │   └── ForbiddenError           (streamer.auth) authenticated but not allowed: 403
+    ├── StreamerClientError          (streamer.client) the server answered a client's message with an error frame
+    ├── ProjectFilesError            (streamer.deploy.resources) the template or state machines cannot be found
+    ├── ArtifactError                (streamer.deploy.build) the Lambda artifact cannot be built or is broken
+    └── StartupError                 (streamer.local) ``streamer local`` cannot start (a port taken, a child died)
 
-Authentication errors (``AuthError`` and its ``ForbiddenError``) live in ``streamer.auth``, under the same root.
+``tests/unit/test_architecture.py`` checks that every exception class in the package derives from the root and
+appears here.
 """
 
 from __future__ import annotations
