@@ -1,28 +1,34 @@
 """A small asyncio client for wire protocol v1 (used by ``streamer submit``, the demo and the tests).
 
-It offers the ``streamer.v1`` subprotocol with the token as ``bearer.<jwt>``, orders and de-duplicates a
-request's events by ``seq``, and can resume after a reconnect.
+:class:`StreamerClient` offers the ``streamer.v1`` subprotocol with the token as ``bearer.<jwt>``, orders and
+de-duplicates a request's events by ``seq``, and can resume after a reconnect. :func:`submit_and_watch` is
+the whole round trip (connect, submit, every event through the terminal one) as one plain call.
+
+Errors: an error frame answering a call raises :class:`StreamerClientError` (a
+:class:`~streamer.errors.StreamerError`); a refused or failed connection raises what ``websockets`` raises
+(``OSError`` when nothing listens, ``websockets.exceptions.InvalidStatus`` for a refused handshake); no
+terminal event within the timeout raises ``TimeoutError``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from streamer.errors import StreamerError
 from streamer.limits import SUBPROTOCOL
+from streamer.protocol import TERMINAL_EVENT_TYPES
 
-__all__ = ["TERMINAL_TYPES", "ClientError", "StreamerClient"]
-
-TERMINAL_TYPES = frozenset({"result", "error"})
+__all__ = ["StreamerClient", "StreamerClientError", "submit_and_watch"]
 
 
-class ClientError(Exception):
-    """The server answered with an error frame not tied to a request."""
+class StreamerClientError(StreamerError):
+    """The server answered with an error frame not tied to a request (``frame``; its ``code``)."""
 
     def __init__(self, frame: dict[str, Any]) -> None:
         super().__init__(f"{frame.get('code')}: {frame.get('message')}")
@@ -74,7 +80,7 @@ class StreamerClient:
         await self.send(message)
         frame = await self.reply(timeout)
         if frame.get("type") == "error":
-            raise ClientError(frame)
+            raise StreamerClientError(frame)
         return frame
 
     async def submit(self, workflow: str, payload: dict[str, Any], request_id: str | None = None) -> str:
@@ -103,7 +109,7 @@ class StreamerClient:
                 last += 1
                 ev = pending.pop(last)
                 yield ev
-                if ev["type"] in TERMINAL_TYPES:
+                if ev["type"] in TERMINAL_EVENT_TYPES:
                     return
 
     async def resume(self, request_id: str, after_seq: int) -> None:
@@ -118,3 +124,35 @@ class StreamerClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+async def submit_and_watch(
+    url: str,
+    token: str,
+    workflow: str,
+    payload: dict[str, Any],
+    *,
+    request_id: str | None = None,
+    timeout: float = 300,
+    on_accepted: Callable[[str], None] | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Connect to ``url`` with ``token``, submit one request, and return its terminal event.
+
+    ``on_accepted(request_id)`` is called once the server acknowledged the request; ``on_event(event)`` for
+    each of its events in ``seq`` order, the terminal one (``result`` or ``error``) included. Raises
+    :class:`StreamerClientError` when the submit is refused (``UNKNOWN_WORKFLOW``, ``VALIDATION_ERROR`` …),
+    ``TimeoutError`` when no terminal event arrives within ``timeout`` seconds, and the connection errors
+    listed in the module's docstring.
+    """
+    client = await StreamerClient.connect(url, token)
+    async with client:
+        rid = await client.submit(workflow, payload, request_id)
+        if on_accepted is not None:
+            on_accepted(rid)
+        final: dict[str, Any] = {}
+        async for event in client.events(rid, timeout=timeout):
+            if on_event is not None:
+                on_event(event)
+            final = event
+        return final

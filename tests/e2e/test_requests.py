@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from streamer.aws.executions import execution_name
-from streamer.client import ClientError, StreamerClient
+from streamer.client import StreamerClient, StreamerClientError
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -124,7 +124,7 @@ def test_same_request_id_twice_starts_one_execution_and_conflicts_on_other_paylo
             a = await c.call({"action": "submit", "workflow": "echo", "payload": payload, "request_id": "dup-1"})
             b = await c.call({"action": "submit", "workflow": "echo", "payload": payload, "request_id": "dup-1"})
             assert a == b == {"type": "ack", "request_id": "dup-1", "workflow": "echo", "status": "PENDING"}
-            with pytest.raises(ClientError) as exc:
+            with pytest.raises(StreamerClientError) as exc:
                 await c.submit("echo", {"message": "other"}, "dup-1")
             assert exc.value.code == "CONFLICT"
             events = await collect(c, "dup-1", timeout=90)
@@ -234,7 +234,7 @@ def test_users_never_see_each_others_requests(local_stack: Any) -> None:
         mallory = await StreamerClient.connect(local_stack.ws_url, local_stack.token(local_stack.unique_user("mal")))
         rid = await alice.submit("echo", {"message": "private", "steps": 2})
         for action in ("status", "cancel", "resume"):
-            with pytest.raises(ClientError) as exc:
+            with pytest.raises(StreamerClientError) as exc:
                 await mallory.call(
                     {"action": action, "request_id": rid, **({"after_seq": 0} if action == "resume" else {})}
                 )

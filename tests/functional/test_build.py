@@ -15,15 +15,18 @@ from pathlib import Path
 
 import pytest
 
+from streamer.cli import main as cli
 from streamer.deploy import build
 from streamer.deploy.template import functions
+from streamer.limits import ENTRYPOINT_GROUP
 
 EXPECTED_PLUGINS = {"echo", "textstats"}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build.build_artifact(tmp_path_factory.mktemp("artifact") / "lambda")
+    return build.build_artifact(tmp_path_factory.mktemp("artifact") / "lambda", project_root=ROOT)
 
 
 @pytest.mark.timeout(90)
@@ -49,7 +52,7 @@ def test_artifact_holds_distributions_not_source_trees(artifact: Path) -> None:
         ep.name: ep.value
         for d in dists.values()
         for ep in d.entry_points
-        if ep.group == build.ENTRY_POINT_GROUP
+        if ep.group == ENTRYPOINT_GROUP
     }
     assert set(groups) >= EXPECTED_PLUGINS
     assert (artifact / "streamer" / "handlers").is_dir()
@@ -70,13 +73,13 @@ def test_rebuilding_replaces_an_artifact(artifact: Path, tmp_path: Path) -> None
 def test_never_deletes_a_directory_that_is_not_an_artifact(tmp_path: Path) -> None:
     (tmp_path / "precious.txt").write_text("keep me", encoding="utf-8")
     with pytest.raises(build.ArtifactError, match="refusing"):
-        build.build_artifact(tmp_path, plugins=[])
+        build.build_artifact(tmp_path, plugins=[], project_root=ROOT)
     assert (tmp_path / "precious.txt").read_text(encoding="utf-8") == "keep me"
 
 
 def test_unknown_plugin_directory_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(build.ArtifactError, match=r"no pyproject\.toml"):
-        build.build_artifact(tmp_path / "out", plugins=[tmp_path])
+        build.build_artifact(tmp_path / "out", plugins=[tmp_path], project_root=ROOT)
 
 
 def test_verification_sees_only_the_artifact(tmp_path: Path) -> None:
@@ -112,7 +115,7 @@ def test_lambda_target_follows_the_template() -> None:
 @pytest.mark.skipif(platform.machine() == "aarch64", reason="the native build covers this machine")
 def test_lambda_build_gets_binaries_for_the_lambda_platform(tmp_path: Path) -> None:
     """`--lambda` on another machine still yields cp312/aarch64 extension modules and the entry points."""
-    out = build.build_artifact(tmp_path / "lambda", target=build.lambda_target())
+    out = build.build_artifact(tmp_path / "lambda", target=build.lambda_target(), project_root=ROOT)
     extensions = [p.name for p in out.rglob("*.so")]
     assert any("cpython-312-aarch64" in n for n in extensions), extensions
     assert not any("x86_64" in n for n in extensions), extensions
@@ -121,11 +124,40 @@ def test_lambda_build_gets_binaries_for_the_lambda_platform(tmp_path: Path) -> N
         ep.name
         for d in importlib.metadata.distributions(path=[str(out)])
         for ep in d.entry_points
-        if ep.group == build.ENTRY_POINT_GROUP
+        if ep.group == ENTRYPOINT_GROUP
     }
     assert groups >= EXPECTED_PLUGINS
 
 
 def test_cli_without_verification(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert build.main(["--out", str(tmp_path), "--plugin", str(tmp_path / "missing"), "--no-verify"]) == 1
+    args = ["build", "--project-dir", str(ROOT), "--out", str(tmp_path), "--plugin", str(tmp_path / "missing")]
+    assert cli([*args, "--no-verify"]) == 1
     assert "no pyproject.toml" in capsys.readouterr().err
+
+
+def test_the_project_is_found_from_inside_it_and_nowhere_else(tmp_path: Path) -> None:
+    assert build.find_project_root(ROOT / "plugins" / "echo" / "src") == ROOT
+    assert build.find_project_root(ROOT) == ROOT
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "someone-else"\n', encoding="utf-8")
+    with pytest.raises(build.ArtifactError, match="not inside a streamer source tree"):
+        build.find_project_root(tmp_path)
+    (tmp_path / "pyproject.toml").write_text("not toml [", encoding="utf-8")
+    with pytest.raises(build.ArtifactError, match="pass --project-dir"):
+        build.find_project_root(tmp_path)
+
+
+def test_building_needs_the_source_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(build.ArtifactError, match="not the streamer source tree"):
+        build.build_artifact(tmp_path / "out", plugins=[], project_root=tmp_path)
+    assert not (tmp_path / "out").exists()
+    assert cli(["build", "--project-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not inside a streamer source tree" in err and "--project-dir" in err
+
+
+def test_the_default_output_is_the_templates_code_uri() -> None:
+    from streamer.deploy.resources import template_path
+    from streamer.deploy.template import load_template
+
+    code_uri = load_template(template_path(ROOT))["Globals"]["Function"]["CodeUri"]
+    assert (ROOT / "infra" / code_uri).resolve() == (ROOT / build.ARTIFACT_DIR).resolve()

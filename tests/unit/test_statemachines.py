@@ -1,4 +1,4 @@
-"""State machine definitions: validation rules, SAM-style rendering, deployment, the CLI."""
+"""State machine definitions: validation rules (JSONPath and JSONata), SAM-style rendering, deployment, the CLI."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from streamer.step import Step, Workflow
 ROOT = Path(__file__).resolve().parents[2]
 ECHO = ROOT / "statemachines" / "echo.asl.json"
 TEXTSTATS = ROOT / "statemachines" / "textstats.asl.json"
+#: The echo workflow written in JSONata (docs/plugins.md shows it; tests/functional runs it).
+JSONATA_ECHO = ROOT / "docs" / "examples" / "jsonata" / "echo.asl.json"
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +53,15 @@ def test_the_project_definitions_are_valid(registry: Registry) -> None:
     assert validate(registry=registry) == []
 
 
-def test_definitions_use_only_jsonpath_and_the_two_substitutions() -> None:
-    for path in (ECHO, TEXTSTATS):
+def test_definitions_use_the_two_substitutions() -> None:
+    for path in (ECHO, TEXTSTATS, JSONATA_ECHO):
         text = path.read_text()
         assert statemachines.placeholders(text) == {"StepRunnerFunctionArn", "NotifyFunctionArn"}
-        assert "JSONata" not in text and '"Assign"' not in text
 
 
 def test_every_step_task_passes_the_attempt_and_every_task_is_guarded() -> None:
     for path in (ECHO, TEXTSTATS):
-        for name, state, _ in statemachines._walk(load(path)["States"], covered=False):
+        for name, state, _, _ in statemachines._walk(load(path)["States"]):
             if state.get("Type") != "Task":
                 continue
             assert state["TimeoutSeconds"] <= 900, name
@@ -77,7 +78,7 @@ def test_step_tasks_time_out_before_the_step_runner_lambda_does() -> None:
 
     lambda_timeout = functions()["StepRunnerFunction"].timeout
     for path in (ECHO, TEXTSTATS):
-        for name, state, _ in statemachines._walk(load(path)["States"], covered=False):
+        for name, state, _, _ in statemachines._walk(load(path)["States"]):
             if state.get("Resource") == statemachines.STEP_RUNNER_PLACEHOLDER:
                 assert state["TimeoutSeconds"] < lambda_timeout, (path.name, name)
 
@@ -137,12 +138,12 @@ def _task(d: dict[str, Any], name: str = "Echo") -> dict[str, Any]:
             ("NotifyFailure", "Task has no TimeoutSeconds"),
         ),
         (
-            lambda d: _task(d).update(Assign={"x": 1}),
-            ("Echo", "Variables (Assign) are not supported by the local engine"),
+            lambda d: d.update(QueryLanguage="XPath"),
+            ("-", "QueryLanguage 'XPath' is neither JSONPath nor JSONata"),
         ),
         (
-            lambda d: d.update(QueryLanguage="JSONata"),
-            ("-", "JSONata is not supported by the local engine; use JSONPath"),
+            lambda d: _task(d).update(QueryLanguage="jsonata"),
+            ("Echo", "QueryLanguage 'jsonata' is neither JSONPath nor JSONata"),
         ),
         (
             lambda d: _task(d).update(Next="Nowhere"),
@@ -162,8 +163,8 @@ def _task(d: dict[str, Any], name: str = "Echo") -> dict[str, Any]:
         "lambda errors not retried",
         "result notify without catch",
         "failure notify without timeout",
-        "variables",
-        "jsonata",
+        "unknown query language",
+        "unknown state query language",
         "statelint structure",
     ],
 )
@@ -176,6 +177,110 @@ def test_each_rule(
 def test_the_failure_notification_needs_no_catch(registry: Registry) -> None:
     assert "Catch" not in load(ECHO)["States"]["NotifyFailure"]
     assert validate([ECHO], registry=registry) == []
+
+
+# --------------------------------------------------------------------------------------- JSONata
+
+
+def test_a_jsonata_definition_is_valid(registry: Registry) -> None:
+    assert load(JSONATA_ECHO)["QueryLanguage"] == "JSONata"
+    assert validate([JSONATA_ECHO], registry=registry) == []
+
+
+_JSONATA_REQUEST = 'Arguments must pass the request ("request": "{% $states.input.request %}")'
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda d: _task(d)["Arguments"].update(step="{% $states.input.step %}"),
+            ("Echo", "Arguments.step must be a constant step name, not a JSONata expression"),
+        ),
+        (lambda d: _task(d)["Arguments"].pop("step"), ("Echo", "Arguments.step (the step to run) is missing")),
+        (
+            lambda d: _task(d).update(Parameters=_task(d).pop("Arguments")),
+            ("Echo", "Arguments.step (the step to run) is missing"),
+        ),
+        (
+            lambda d: _task(d)["Arguments"].update(step="nope"),
+            ("Echo", "step 'nope' is not declared by any installed plugin"),
+        ),
+        (lambda d: _task(d)["Arguments"].pop("request"), ("Echo", _JSONATA_REQUEST)),
+        (
+            lambda d: _task(d).pop("Catch"),
+            ("Echo", "Task has no Catch of States.ALL (the client would get no terminal event)"),
+        ),
+        (lambda d: _task(d)["Retry"].pop(1), ("Echo", "Retry does not cover RetryableStepError")),
+        (lambda d: _task(d, "NotifyFailure").pop("TimeoutSeconds"), ("NotifyFailure", "Task has no TimeoutSeconds")),
+        (lambda d: _task(d, "NotifyResult").pop("Retry"), ("NotifyResult", "Task has no Retry")),
+    ],
+    ids=[
+        "dynamic step",
+        "no step",
+        "payload in Parameters",
+        "unknown step",
+        "no request",
+        "no catch",
+        "no RetryableStepError retry",
+        "failure notify without timeout",
+        "notify without retry",
+    ],
+)
+def test_each_rule_in_jsonata(
+    tmp_path: Path, registry: Registry, change: Callable[[dict[str, Any]], Any], expected: tuple[str, str]
+) -> None:
+    assert expected in problems_after(tmp_path, registry, change, JSONATA_ECHO)
+
+
+def test_the_jsonata_failure_notification_needs_no_catch(registry: Registry) -> None:
+    assert "Catch" not in load(JSONATA_ECHO)["States"]["NotifyFailure"]
+    assert "Catch" in load(JSONATA_ECHO)["States"]["NotifyResult"]
+
+
+def _echo_state_in_jsonata(d: dict[str, Any]) -> None:
+    """Only the Echo state of the JSONPath echo switches to JSONata (a per-state QueryLanguage)."""
+    echo = _task(d)
+    echo["QueryLanguage"] = "JSONata"
+    del echo["Parameters"], echo["ResultPath"]
+    echo["Arguments"] = {
+        "step": "echo",
+        "request": "{% $states.input.request %}",
+        "input": "{% $states.input.payload %}",
+        "attempt": "{% $states.context.State.RetryCount %}",
+    }
+    echo["Output"] = "{% $merge([$states.input, {'output': $states.result}]) %}"
+    echo["Catch"] = [
+        {
+            "ErrorEquals": ["States.ALL"],
+            "Output": "{% $merge([$states.input, {'error': $states.errorOutput}]) %}",
+            "Next": "NotifyFailure",
+        }
+    ]
+
+
+def test_one_jsonata_state_in_a_jsonpath_machine(tmp_path: Path, registry: Registry) -> None:
+    assert problems_after(tmp_path, registry, _echo_state_in_jsonata) == []
+
+    def without_request(d: dict[str, Any]) -> None:
+        _echo_state_in_jsonata(d)
+        del _task(d)["Arguments"]["request"]
+
+    assert problems_after(tmp_path, registry, without_request) == [("Echo", _JSONATA_REQUEST)]
+
+
+def test_jsonata_inside_a_map_inherits_the_maps_query_language(tmp_path: Path, registry: Registry) -> None:
+    def inner_task_in_jsonata_without_request(d: dict[str, Any]) -> None:
+        d["States"]["Count"]["ItemProcessor"]["QueryLanguage"] = "JSONata"
+        inner = d["States"]["Count"]["ItemProcessor"]["States"]["CountChunk"]
+        params = inner.pop("Parameters")
+        inner.pop("ResultSelector", None)
+        inner.pop("ResultPath", None)
+        inner["Arguments"] = {"step": params["step"], "input": "{% $states.input %}"}
+
+    assert ("CountChunk", _JSONATA_REQUEST) in problems_after(
+        tmp_path, registry, inner_task_in_jsonata_without_request, TEXTSTATS
+    )
 
 
 def test_tasks_inside_a_map_are_covered_by_the_map_catch(tmp_path: Path, registry: Registry) -> None:
@@ -381,6 +486,7 @@ def test_cli_deploy(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monk
     with mock_aws():
         code = cli(
             [
+                "statemachines",
                 "deploy",
                 str(ECHO),
                 "--region",
@@ -411,7 +517,7 @@ def test_cli_deploy(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monk
         monkeypatch.setenv(
             "STREAMER_STATE_MACHINE_ARN_PREFIX", "arn:aws:states:eu-west-1:123456789012:stateMachine:prod-"
         )
-        assert cli(["deploy", str(TEXTSTATS), "--region", "eu-west-1", "--function-arn-prefix", "arn:x:"]) == 1
+        assert cli(["statemachines", "deploy", str(TEXTSTATS), "--region", "eu-west-1", "--function-arn-prefix", "arn:x:"]) == 1
         assert "a role ARN is needed to create the state machine prod-textstats" in capsys.readouterr().err
 
 
@@ -420,13 +526,13 @@ def test_cli_deploy_refuses_invalid_definitions(tmp_path: Path, capsys: pytest.C
     del definition["States"]["Echo"]["Retry"]
     path = tmp_path / "echo.asl.json"
     path.write_text(json.dumps(definition))
-    assert cli(["deploy", str(path), "--role-arn", ROLE, "--function-arn-prefix", "arn:x:"]) == 1
+    assert cli(["statemachines", "deploy", str(path), "--role-arn", ROLE, "--function-arn-prefix", "arn:x:"]) == 1
     err = capsys.readouterr().err
     assert f"{path}: Echo: Task has no Retry" in err and "not deploying" in err
 
 
 def test_cli_deploy_refuses_a_malformed_substitution(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli(["deploy", str(ECHO), "--role-arn", ROLE, "--substitution", "NotifyFunctionArn"]) == 1
+    assert cli(["statemachines", "deploy", str(ECHO), "--role-arn", ROLE, "--substitution", "NotifyFunctionArn"]) == 1
     assert capsys.readouterr().err == "error: --substitution expects NAME=VALUE, got 'NotifyFunctionArn'\n"
 
 
@@ -434,8 +540,30 @@ def test_cli_deploy_with_nothing_to_deploy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("STREAMER_STATEMACHINES_DIR", str(tmp_path))  # empty; the installed plugins ship none
-    assert cli(["deploy"]) == 1
+    assert cli(["statemachines", "deploy"]) == 1
     assert capsys.readouterr().err == "error: no state machine definitions found\n"
+
+
+def test_cli_reads_a_project_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "statemachines").mkdir()
+    (tmp_path / "statemachines" / "echo.asl.json").write_text(JSONATA_ECHO.read_text())
+    assert cli(["statemachines", "validate", "--project-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "1 state machine definition(s) OK\n"  # the plugins ship none
+    with mock_aws():
+        args = ["--project-dir", str(tmp_path), "--region", "eu-west-1", "--role-arn", ROLE]
+        assert cli(["statemachines", "deploy", *args, "--function-arn-prefix", "arn:aws:lambda:eu-west-1:1:function:"]) == 0
+        assert capsys.readouterr().out.startswith("created streamer-echo arn:aws:states:eu-west-1:")
+
+
+def test_cli_says_what_is_missing_in_a_project_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope"
+    assert cli(["statemachines", "validate", "--project-dir", str(missing)]) == 1
+    assert capsys.readouterr().err == f"error: project directory {missing} does not exist\n"
+    assert cli(["statemachines", "deploy", "--project-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no statemachines/ in project directory {tmp_path}") and "--project-dir" in err
 
 
 def test_problem_is_a_named_triple() -> None:

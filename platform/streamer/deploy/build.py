@@ -14,43 +14,49 @@ second run fetch binary wheels for the template's runtime and architecture (pyth
 (``python -I -S``: no site-packages, no ``PYTHON*`` variables) with only the artifact on ``sys.path``
 imports every handler module and loads every plugin entry point.
 
-Command line: ``python -m streamer.deploy.build [--out DIR] [--plugin DIR …] [--lambda] [--no-verify]``.
+The build works on a *project directory*: the streamer source tree (its ``pyproject.toml`` names the
+distribution ``streamer``), with its plugins under ``plugins/*/``. :func:`find_project_root` finds it from a
+directory inside it; an installed package has no such tree, so building needs the checkout.
+
+Command line: ``streamer build [--project-dir DIR] [--out DIR] [--plugin DIR …] [--lambda] [--no-verify]``
+(:mod:`streamer.cli.build`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streamer.errors import StreamerError
 from streamer.limits import ENTRYPOINT_GROUP
 
 __all__ = [
-    "DEFAULT_OUT_DIR",
-    "ENTRY_POINT_GROUP",
-    "PROJECT_ROOT",
+    "ARTIFACT_DIR",
     "ArtifactError",
     "LambdaTarget",
     "build_artifact",
     "discover_plugins",
+    "find_project_root",
     "inspect_artifact",
     "lambda_target",
-    "main",
+    "runs_here",
     "verify_artifact",
 ]
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-#: Where ``CodeUri: ../.artifacts/lambda`` of ``infra/template.yaml`` points.
-DEFAULT_OUT_DIR = PROJECT_ROOT / ".artifacts" / "lambda"
-ENTRY_POINT_GROUP = ENTRYPOINT_GROUP
+#: The artifact's place in the project directory: where ``CodeUri: ../.artifacts/lambda`` of
+#: ``infra/template.yaml`` points.
+ARTIFACT_DIR = Path(".artifacts") / "lambda"
+#: The distribution name that marks the project directory's ``pyproject.toml``.
+_PROJECT_NAME = "streamer"
 #: Written into every artifact; a non-empty directory without it is never deleted.
 _MARKER = ".streamer-artifact.json"
 _ARCH_TO_PLATFORM_SUFFIX = {"arm64": "aarch64", "x86_64": "x86_64"}
@@ -58,8 +64,31 @@ _ARCH_TO_PLATFORM_SUFFIX = {"arm64": "aarch64", "x86_64": "x86_64"}
 _MANYLINUX_TAGS = ("manylinux_2_34", "manylinux_2_28", "manylinux2014")
 
 
-class ArtifactError(RuntimeError):
-    """The artifact could not be built, or does not import / find its plugins on its own."""
+class ArtifactError(StreamerError):
+    """The artifact could not be built, or does not import / find its plugins on its own, or there is no
+    project directory to build from."""
+
+
+def _is_project(directory: Path) -> bool:
+    try:
+        with (directory / "pyproject.toml").open("rb") as fh:
+            return bool(tomllib.load(fh).get("project", {}).get("name") == _PROJECT_NAME)
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+
+
+def find_project_root(start: Path | str) -> Path:
+    """``start`` or its nearest parent whose ``pyproject.toml`` is streamer's (resolved).
+
+    Raises :class:`ArtifactError` when there is none: the artifact is built from the source tree."""
+    here = Path(start).resolve()
+    for directory in (here, *here.parents):
+        if _is_project(directory):
+            return directory
+    raise ArtifactError(
+        f"{here} is not inside a streamer source tree (no pyproject.toml of the distribution "
+        f"{_PROJECT_NAME!r} here or above); run from the checkout or pass --project-dir"
+    )
 
 
 @dataclass(frozen=True)
@@ -97,7 +126,7 @@ def lambda_target(template: dict[str, Any] | None = None) -> LambdaTarget:
     )
 
 
-def discover_plugins(root: Path = PROJECT_ROOT) -> list[Path]:
+def discover_plugins(root: Path) -> list[Path]:
     """Every plugin project of the checkout: ``plugins/*/pyproject.toml``."""
     return sorted(p.parent for p in (root / "plugins").glob("*/pyproject.toml"))
 
@@ -143,17 +172,20 @@ def build_artifact(
     out_dir: Path,
     plugins: list[Path] | None = None,
     *,
+    project_root: Path,
     target: LambdaTarget | None = None,
-    project_root: Path = PROJECT_ROOT,
     python: str = sys.executable,
 ) -> Path:
-    """Install ``streamer`` and ``plugins`` (default: :func:`discover_plugins`) with their runtime
-    dependencies into a fresh ``out_dir``; return it.
+    """Install ``streamer`` (the source tree at ``project_root``) and ``plugins`` (default:
+    :func:`discover_plugins` of ``project_root``) with their runtime dependencies into a fresh ``out_dir``;
+    return it.
 
     ``target=None`` builds for the running interpreter (local use, tests); ``target=lambda_target()`` builds
     for AWS Lambda (binary wheels only, no ``.pyc`` for the wrong interpreter).
     """
     out_dir = Path(out_dir).resolve()
+    if not _is_project(Path(project_root)):
+        raise ArtifactError(f"{project_root}: not the streamer source tree (no pyproject.toml of {_PROJECT_NAME!r})")
     plugin_dirs = [
         Path(p).resolve() for p in (discover_plugins(project_root) if plugins is None else plugins)
     ]
@@ -269,7 +301,7 @@ def inspect_artifact(
     from streamer.deploy.template import functions
 
     expected = sorted({spec.module for spec in functions(template).values()})
-    script = _VERIFY_SCRIPT.replace("__GROUP__", repr(ENTRY_POINT_GROUP))
+    script = _VERIFY_SCRIPT.replace("__GROUP__", repr(ENTRYPOINT_GROUP))
     with tempfile.TemporaryDirectory(prefix="streamer-verify-") as cwd:
         proc = subprocess.run(
             [python, "-I", "-S", "-c", script, str(Path(out_dir).resolve()), json.dumps(expected)],
@@ -306,55 +338,10 @@ def verify_artifact(
     return {name: list(info["steps"]) for name, info in report["plugins"].items()}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m streamer.deploy.build",
-        description="Build the Lambda artifact (the template's CodeUri) and check it imports on its own.",
-    )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help=f"default: {DEFAULT_OUT_DIR}")
-    parser.add_argument(
-        "--plugin",
-        type=Path,
-        action="append",
-        dest="plugins",
-        help="plugin project directory (repeatable; default: every plugins/*/ of the checkout)",
-    )
-    parser.add_argument(
-        "--lambda",
-        action="store_true",
-        dest="for_lambda",
-        help="binary wheels for the template's runtime and architecture (for `sam deploy`)",
-    )
-    parser.add_argument("--no-verify", action="store_true", help="skip the fresh-interpreter import check")
-    args = parser.parse_args(argv)
-    try:
-        target = lambda_target() if args.for_lambda else None
-        out = build_artifact(args.out, args.plugins, target=target)
-        print(f"built {out}", file=sys.stderr)
-        if args.no_verify:
-            return 0
-        if target is not None and not _runs_here(target):
-            print(
-                f"not verified: built for python {target.python_version} on {target.platforms[0]}, "
-                "which this machine cannot run",
-                file=sys.stderr,
-            )
-            return 0
-        steps = verify_artifact(out)
-        print(json.dumps({"artifact": str(out), "plugins": steps}, indent=2))
-    except ArtifactError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _runs_here(target: LambdaTarget) -> bool:
+def runs_here(target: LambdaTarget) -> bool:
+    """Whether this machine can run (and so verify) an artifact built for ``target``."""
     import platform
 
     machine = platform.machine().lower().replace("arm64", "aarch64").replace("amd64", "x86_64")
     same_python = target.python_version == "{}.{}".format(*sys.version_info)
     return same_python and sys.platform == "linux" and any(p.endswith(machine) for p in target.platforms)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,11 +1,20 @@
-"""State machine definitions (``statemachines/*.asl.json``): find, validate, render, deploy; and the
-``streamer plugins``, ``streamer statemachines validate`` and ``streamer deploy`` subcommands.
+"""State machine definitions (``statemachines/*.asl.json``): find, validate, render, deploy.
 
-A definition is ASL JSON (JSONPath only) with SAM ``DefinitionSubstitutions`` placeholders:
-``${StepRunnerFunctionArn}`` and ``${NotifyFunctionArn}``. The workflow ``W`` is the file ``W.asl.json``
-(in the project's ``statemachines/`` directory, or shipped by a plugin as ``Workflow.definition``) and
-its state machine is named ``<prefix>W`` (``streamer-W``; ``STREAMER_STATE_MACHINE_ARN_PREFIX`` ends with
-that prefix).
+Plain functions only; the ``streamer plugins`` and ``streamer statemachines validate|deploy`` commands that
+use them are in :mod:`streamer.cli`.
+
+A definition is ASL JSON with SAM ``DefinitionSubstitutions`` placeholders: ``${StepRunnerFunctionArn}`` and
+``${NotifyFunctionArn}``. The workflow ``W`` is the file ``W.asl.json`` (in the project's ``statemachines/``
+directory — by default the copy bundled with the package, see :mod:`streamer.deploy.resources` — or shipped
+by a plugin as ``Workflow.definition``) and its state machine is named ``<prefix>W`` (``streamer-W``;
+``STREAMER_STATE_MACHINE_ARN_PREFIX`` ends with that prefix).
+
+Either query language may be used, for the whole machine or per state (``QueryLanguage``): JSONPath (the
+default) or JSONata, with Variables (``Assign``) in both. AWS runs both, and so does the local engine
+(``streamer local`` replaces moto's JSONata stub with ``jsonata-python``). A JSONata state passes its
+payload in ``Arguments`` (no ``Parameters``, no ``.$`` keys:
+https://docs.aws.amazon.com/step-functions/latest/dg/transforming-data.html), so the rules below read the
+payload from ``Parameters`` or ``Arguments`` according to the state's query language.
 
 :func:`validate` checks what the platform relies on, beyond the ASL structure (checked by ``statelint``):
 
@@ -14,39 +23,41 @@ that prefix).
   ``Lambda.TooManyRequestsException``);
 * every Task has a ``Catch`` of ``States.ALL`` (so the client always gets a terminal event) — or is
   inside a Map/Parallel that has one (a Catch inside an iteration cannot reach the machine's states), or
-  is the failure notification itself (``Parameters.kind == "failure"``: where would its Catch go?);
-* a step Task (``Resource: ${StepRunnerFunctionArn}``) names a step (``Parameters.step``, a constant)
-  that an installed plugin declares, passes ``request.$``, and retries ``RetryableStepError``;
-* no JSONata and no Variables (``QueryLanguage``, ``Assign``): the local engine (moto) cannot run them;
+  is the failure notification itself (``kind == "failure"``: where would its Catch go?);
+* a step Task (``Resource: ${StepRunnerFunctionArn}``) names a step (``step``, a constant: not a JSONPath
+  ``step.$`` nor a JSONata ``{% … %}`` expression) that an installed plugin declares, passes the request
+  (``request.$`` in JSONPath, ``request`` in JSONata), and retries ``RetryableStepError``;
+* ``QueryLanguage`` is ``JSONPath`` or ``JSONata``;
 * the file's workflow is declared by an installed plugin.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
-import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from streamer.config import Settings
+from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION
+from streamer.deploy.resources import statemachines_dir
 from streamer.errors import PluginError
-from streamer.plugins import Registry, get_registry, plugin_errors
+from streamer.plugins import Registry, get_registry
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
 __all__ = [
+    "DEFAULT_NAME_PREFIX",
     "DEFINITION_SUFFIX",
     "LAMBDA_SERVICE_ERRORS",
+    "LOCAL_ROLE_ARN",
     "NOTIFY_PLACEHOLDER",
+    "QUERY_LANGUAGES",
     "STEP_RUNNER_PLACEHOLDER",
     "Deployment",
     "Problem",
-    "add_subcommands",
     "console_url",
     "default_directory",
     "deploy",
@@ -67,9 +78,11 @@ LAMBDA_SERVICE_ERRORS = (
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
 )
+#: ASL's two query languages; JSONPath when a definition says nothing.
+QUERY_LANGUAGES = ("JSONPath", "JSONata")
 DEFAULT_NAME_PREFIX = "streamer-"
 #: Used to create state machines on a local endpoint when no role is given (moto does not check it).
-LOCAL_ROLE_ARN = "arn:aws:iam::123456789012:role/streamer-local-states"
+LOCAL_ROLE_ARN = f"arn:aws:iam::{LOCAL_ACCOUNT}:role/streamer-local-states"
 
 # SAM/CloudFormation DefinitionSubstitutions: ${Name}, names of letters, digits, '_', '.', '-' (no '!').
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_.:-]+)\}")
@@ -80,12 +93,16 @@ _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_.:-]+)\}")
 # ---------------------------------------------------------------------------------------------------------
 
 
-def default_directory() -> Path:
-    """The project's ``statemachines/`` (``STREAMER_STATEMACHINES_DIR`` overrides it)."""
-    env = os.environ.get("STREAMER_STATEMACHINES_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "statemachines"
+def default_directory(project_dir: Path | str | None = None) -> Path:
+    """``<project_dir>/statemachines``; without a project directory ``STREAMER_STATEMACHINES_DIR``, else the
+    definitions bundled with the package (:func:`streamer.deploy.resources.statemachines_dir`).
+
+    Raises :class:`~streamer.deploy.resources.ProjectFilesError` when the directory does not exist."""
+    if project_dir is None:
+        env = os.environ.get("STREAMER_STATEMACHINES_DIR")
+        if env:
+            return Path(env)
+    return statemachines_dir(project_dir)
 
 
 def workflow_name(path: Path | str) -> str:
@@ -165,7 +182,7 @@ def _statelint_state(message: str) -> str:
 
 
 def _placeholder_arn(name: str) -> str:
-    return f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
+    return f"arn:aws:lambda:{LOCAL_REGION}:{LOCAL_ACCOUNT}:function:{name}"
 
 
 def _statelint(definition: dict[str, Any]) -> list[tuple[str, str]]:
@@ -182,10 +199,20 @@ def _retried(state: Mapping[str, Any]) -> set[str]:
     return {e for r in state.get("Retry") or [] for e in (r.get("ErrorEquals") or [])}
 
 
-def _lambda_call(state: Mapping[str, Any]) -> tuple[str | None, Mapping[str, Any]]:
-    """``(function, payload parameters)`` of a Lambda Task, in either integration style."""
+def _payload_field(language: str) -> str:
+    """Where a Task's payload is: ``Parameters`` (JSONPath) or ``Arguments`` (JSONata)."""
+    return "Arguments" if language == "JSONata" else "Parameters"
+
+
+def _is_expression(value: Any, language: str) -> bool:
+    """A JSONata ``{% … %}`` expression (evaluated at run time), not a constant."""
+    return language == "JSONata" and isinstance(value, str) and value.strip().startswith("{%")
+
+
+def _lambda_call(state: Mapping[str, Any], language: str) -> tuple[str | None, Mapping[str, Any]]:
+    """``(function, payload)`` of a Lambda Task, in either integration style and either query language."""
     resource = state.get("Resource")
-    raw = state.get("Parameters")
+    raw = state.get(_payload_field(language))
     params: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     if isinstance(resource, str) and resource.startswith("arn:aws:states:::lambda:invoke"):
         payload = params.get("Payload")
@@ -195,30 +222,41 @@ def _lambda_call(state: Mapping[str, Any]) -> tuple[str | None, Mapping[str, Any
     return None, params
 
 
-def _walk(states: Mapping[str, Any], covered: bool) -> Iterator[tuple[str, Mapping[str, Any], bool]]:
-    """``(name, state, covered by an enclosing Catch)`` for every state, nested ones included."""
+class _Visit(NamedTuple):
+    name: str
+    state: Mapping[str, Any]
+    #: Inside a Map/Parallel whose Catch covers States.ALL.
+    covered: bool
+    #: The state's query language: its own ``QueryLanguage``, else the enclosing one's.
+    language: Any
+
+
+def _walk(states: Mapping[str, Any], covered: bool = False, language: Any = "JSONPath") -> Iterator[_Visit]:
+    """Every state, nested ones included."""
     for name, state in states.items():
         if not isinstance(state, Mapping):
             continue
-        yield name, state, covered
+        own = state.get("QueryLanguage", language)
+        yield _Visit(name, state, covered, own)
         inner_covered = covered or _catches_all(state)
         processor = state.get("ItemProcessor") or state.get("Iterator")
         if isinstance(processor, Mapping) and isinstance(processor.get("States"), Mapping):
-            yield from _walk(processor["States"], inner_covered)
+            yield from _walk(processor["States"], inner_covered, processor.get("QueryLanguage", own))
         for branch in state.get("Branches") or []:
             if isinstance(branch, Mapping) and isinstance(branch.get("States"), Mapping):
-                yield from _walk(branch["States"], inner_covered)
+                yield from _walk(branch["States"], inner_covered, branch.get("QueryLanguage", own))
 
 
-def _check_task(name: str, state: Mapping[str, Any], covered: bool, steps: Mapping[str, Any] | None) -> list[str]:
+def _check_task(visit: _Visit, steps: Mapping[str, Any] | None) -> list[str]:
     """Why the Task breaks the platform's rules; ``steps`` is ``None`` when the catalogue is unusable."""
+    state, covered, language = visit.state, visit.covered, visit.language
     reasons: list[str] = []
     if "TimeoutSeconds" not in state and "TimeoutSecondsPath" not in state:
         reasons.append("Task has no TimeoutSeconds")
     retried = _retried(state)
     if not state.get("Retry"):
         reasons.append("Task has no Retry")
-    function, params = _lambda_call(state)
+    function, params = _lambda_call(state, language)
     if function is not None and "States.ALL" not in retried:
         missing = [e for e in LAMBDA_SERVICE_ERRORS if e not in retried]
         if missing:
@@ -227,14 +265,19 @@ def _check_task(name: str, state: Mapping[str, Any], covered: bool, steps: Mappi
     if not covered and not failure_notify and not _catches_all(state):
         reasons.append("Task has no Catch of States.ALL (the client would get no terminal event)")
     if function == STEP_RUNNER_PLACEHOLDER:
+        field = _payload_field(language)
         step = params.get("step")
         if "step.$" in params:
-            reasons.append("Parameters.step must be a constant step name, not a path (step.$)")
+            reasons.append(f"{field}.step must be a constant step name, not a path (step.$)")
+        elif _is_expression(step, language):
+            reasons.append(f"{field}.step must be a constant step name, not a JSONata expression")
         elif not isinstance(step, str):
-            reasons.append("Parameters.step (the step to run) is missing")
+            reasons.append(f"{field}.step (the step to run) is missing")
         elif steps is not None and step not in steps:
             reasons.append(f"step {step!r} is not declared by any installed plugin")
-        if "request.$" not in params and "request" not in params:
+        if language == "JSONata" and "request" not in params:
+            reasons.append('Arguments must pass the request ("request": "{% $states.input.request %}")')
+        elif language != "JSONata" and "request.$" not in params and "request" not in params:
             reasons.append('Parameters must pass the request ("request.$": "$.request")')
         if not retried & {"RetryableStepError", "States.ALL", "States.TaskFailed"}:
             reasons.append("Retry does not cover RetryableStepError")
@@ -248,8 +291,9 @@ def _check_definition(file: str, definition: Any, registry: Registry, workflow: 
     text = json.dumps(definition)
     rendered = json.loads(_substitute(text, {n: _placeholder_arn(n) for n in placeholders(text)}))
     problems.extend(Problem(file, state, reason) for state, reason in _statelint(rendered))
-    if definition.get("QueryLanguage") == "JSONata":
-        problems.append(Problem(file, "-", "JSONata is not supported by the local engine; use JSONPath"))
+    language = definition.get("QueryLanguage", "JSONPath")
+    if language not in QUERY_LANGUAGES:
+        problems.append(Problem(file, "-", f"QueryLanguage {language!r} is neither JSONPath nor JSONata"))
     try:
         steps: Mapping[str, Any] | None = registry.steps()
     except PluginError as exc:
@@ -265,13 +309,13 @@ def _check_definition(file: str, definition: Any, registry: Registry, workflow: 
     states = definition.get("States")
     if not isinstance(states, Mapping):
         return problems
-    for name, state, covered in _walk(states, covered=False):
-        if state.get("QueryLanguage") == "JSONata":
-            problems.append(Problem(file, name, "JSONata is not supported by the local engine; use JSONPath"))
-        if "Assign" in state:
-            problems.append(Problem(file, name, "Variables (Assign) are not supported by the local engine"))
-        if state.get("Type") == "Task":
-            problems.extend(Problem(file, name, r) for r in _check_task(name, state, covered, steps))
+    for visit in _walk(states, covered=False, language=language):
+        if "QueryLanguage" in visit.state and visit.language not in QUERY_LANGUAGES:
+            problems.append(
+                Problem(file, visit.name, f"QueryLanguage {visit.language!r} is neither JSONPath nor JSONata")
+            )
+        if visit.state.get("Type") == "Task":
+            problems.extend(Problem(file, visit.name, r) for r in _check_task(visit, steps))
     return problems
 
 
@@ -310,7 +354,7 @@ def validate(
 
 def console_url(arn: str) -> str:
     """The AWS console page of a state machine (its region is the ARN's fourth field)."""
-    region = arn.split(":")[3] if arn.count(":") >= 3 else "us-east-1"
+    region = arn.split(":")[3] if arn.count(":") >= 3 else LOCAL_REGION
     return f"https://{region}.console.aws.amazon.com/states/home?region={region}#/statemachines/view/{arn}"
 
 
@@ -388,151 +432,3 @@ def deploy(
             arn = sfn.create_state_machine(name=name, definition=text, roleArn=role_arn)["stateMachineArn"]
             out.append(Deployment(name, arn, "created"))
     return out
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _cmd_plugins(args: argparse.Namespace) -> int:
-    try:
-        listing = get_registry().list_plugins()
-    except PluginError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    errors = plugin_errors()
-    if args.json:
-        print(json.dumps(listing, indent=2))
-    else:
-        if not listing:
-            print("no plugins installed")
-        for p in listing:
-            origin = f"{p['distribution']} {p['version']}" if p["distribution"] else "registered directly"
-            print(f"{p['name']} ({origin})")
-            print(f"  steps:     {', '.join(p['steps']) or '-'}")
-            print(f"  workflows: {', '.join(p['workflows']) or '-'}")
-            print(f"  hooks:     {', '.join(p['hooks']) or '-'}")
-    for err in errors:
-        print(f"error: {err}", file=sys.stderr)
-    return 1 if errors else 0
-
-
-def _cmd_validate(args: argparse.Namespace) -> int:
-    paths = [Path(p) for p in args.paths] if args.paths else None
-    try:
-        if paths is None:
-            paths = list(discover().values())
-        problems = validate(paths)
-    except PluginError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    for problem in problems:
-        print(problem)
-    if problems:
-        print(f"{len(problems)} problem(s) in {len({p.file for p in problems})} file(s)", file=sys.stderr)
-        return 1
-    print(f"{len(paths)} state machine definition(s) OK")
-    return 0
-
-
-def _parse_substitutions(values: Sequence[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for v in values:
-        name, sep, value = v.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--substitution expects NAME=VALUE, got {v!r}")
-        out[name] = value
-    return out
-
-
-def _default_prefix() -> str:
-    arn_prefix = Settings.from_env().state_machine_arn_prefix
-    return arn_prefix.rpartition(":stateMachine:")[2] if ":stateMachine:" in arn_prefix else DEFAULT_NAME_PREFIX
-
-
-def _cmd_deploy(args: argparse.Namespace) -> int:
-    try:
-        defs: dict[str, Path] = {workflow_name(p): Path(p) for p in args.paths} if args.paths else discover()
-        if not defs:
-            print("error: no state machine definitions found", file=sys.stderr)
-            return 1
-        if not args.no_validate:
-            problems = validate(defs.values())
-            for problem in problems:
-                print(problem, file=sys.stderr)
-            if problems:
-                print("not deploying: fix the problems above (or pass --no-validate)", file=sys.stderr)
-                return 1
-        names: set[str] = set()
-        for path in defs.values():
-            names |= placeholders(Path(path).read_text(encoding="utf-8"))
-        subs: dict[str, str] = {}
-        if args.function_arn_prefix:
-            subs.update(function_arn_substitutions(args.function_arn_prefix, names))
-        subs.update(_parse_substitutions(args.substitution))
-        role = args.role_arn or (LOCAL_ROLE_ARN if args.endpoint_url else None)
-        results = deploy(
-            defs,
-            endpoint_url=args.endpoint_url,
-            region=args.region,
-            profile=args.profile,
-            role_arn=role,
-            name_prefix=args.prefix if args.prefix is not None else _default_prefix(),
-            substitutions=subs,
-        )
-    except (ValueError, PluginError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # botocore errors: no credentials, access denied, endpoint down
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    for d in results:
-        print(f"{d.action} {d.name} {d.arn}")
-        if not args.endpoint_url:
-            print(f"  {d.console_url}")
-    return 0
-
-
-def add_subcommands(subparsers: Any) -> None:
-    """Register ``plugins``, ``statemachines validate`` and ``deploy`` on an argparse subparsers object.
-
-    Each sets ``func`` (``args.func(args) -> int``, the exit code).
-    """
-    p = subparsers.add_parser("plugins", help="list installed plugins, their steps and workflows")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=_cmd_plugins)
-
-    sm = subparsers.add_parser("statemachines", help="state machine definitions")
-    sm_sub = sm.add_subparsers(dest="statemachines_command", required=True, metavar="COMMAND")
-    v = sm_sub.add_parser("validate", help="check definitions (default: the project's and the plugins')")
-    v.add_argument("paths", nargs="*", metavar="PATH", help="*.asl.json files")
-    v.set_defaults(func=_cmd_validate)
-
-    d = subparsers.add_parser(
-        "deploy", help="create or update the workflows' state machines on AWS or a local endpoint"
-    )
-    d.add_argument("paths", nargs="*", metavar="PATH", help="*.asl.json files (default: all workflows)")
-    d.add_argument("--endpoint-url", help="a Step Functions endpoint (moto server, Step Functions Local)")
-    d.add_argument("--region")
-    d.add_argument("--profile")
-    d.add_argument("--role-arn", help="execution role (needed to create; a dummy one is used with --endpoint-url)")
-    d.add_argument(
-        "--prefix",
-        help=f"state machine name prefix (default: {DEFAULT_NAME_PREFIX!r} or the one "
-        "in STREAMER_STATE_MACHINE_ARN_PREFIX)",
-    )
-    d.add_argument(
-        "--substitution",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="value of a ${NAME} placeholder (repeatable)",
-    )
-    d.add_argument(
-        "--function-arn-prefix",
-        metavar="PREFIX",
-        help="${XFunctionArn} becomes PREFIX + 'XFunction', e.g. arn:aws:lambda:us-east-1:123456789012:function:",
-    )
-    d.add_argument("--no-validate", action="store_true", help="deploy even if validation finds problems")
-    d.set_defaults(func=_cmd_deploy)
