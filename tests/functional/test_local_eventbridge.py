@@ -17,9 +17,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from streamer.local import StartupError
 from streamer.local.eventbridge import (
     DETAIL_TYPE,
-    LOCAL_MAX_RETRY_ATTEMPTS,
     MAX_EVENT_DATA_BYTES,
     ExecutionEventsPoller,
     RuleConfig,
@@ -27,8 +27,12 @@ from streamer.local.eventbridge import (
     status_change_event,
     status_change_rules,
 )
-from streamer.local.stack import StartupError, local_refs, plan_from_template
-from streamer.local.stream_poller import InvokeResult
+from streamer.local.invoke import InvokeResult
+from streamer.local.plan import local_refs, plan_from_template
+from streamer.local.retry import EVENT_RETRIES
+
+#: EventBridge's RetryPolicy allows 185 retries; the local ceiling of an event target.
+LOCAL_MAX_RETRY_ATTEMPTS = EVENT_RETRIES.ceiling
 
 REGION = "us-east-1"
 CREDS = {"region_name": REGION, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -174,8 +178,7 @@ def _poller(sfn: Any, target: Target) -> ExecutionEventsPoller:
         sfn=sfn,
         state_machine_arns=[_arn(n) for n in DEFINITIONS],
         invoke=target,
-        backoff_base=0.0,
-        backoff_max=0.0,
+        retry=EVENT_RETRIES.immediate(),
     )
 
 

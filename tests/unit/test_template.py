@@ -790,9 +790,9 @@ def test_short_form_tags_load_as_long_form(tmp_path: Path) -> None:
 
 
 def test_code_uri_is_where_the_build_writes(tpl: dict[str, Any]) -> None:
-    from streamer.deploy.build import DEFAULT_OUT_DIR
+    from streamer.deploy.build import ARTIFACT_DIR
 
-    assert (INFRA / tpl["Globals"]["Function"]["CodeUri"]).resolve() == DEFAULT_OUT_DIR
+    assert (INFRA / tpl["Globals"]["Function"]["CodeUri"]).resolve() == (INFRA.parent / ARTIFACT_DIR).resolve()
 
 
 def test_samconfig_deploys_this_template() -> None:

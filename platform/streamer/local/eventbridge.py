@@ -10,13 +10,14 @@ Functions Local emit no such events, so :class:`ExecutionEventsPoller` produces 
 * every ``poll_interval`` it lists the executions of the deployed state machines (``ListExecutions``, with a
   ``statusFilter`` per status the rules can match) and describes each one that newly reached such a status;
 * it builds the event EventBridge would deliver (:func:`status_change_event`: the same shape, the input
-  included unless it is too large, as on AWS), matches it against each rule's whole pattern and invokes the
-  rule's targets through the Lambda Invoke API.
+  included unless it is too large, as on AWS), matches it against each rule's whole pattern
+  (:mod:`streamer.local.patterns`, moto's matcher) and invokes the rule's targets through the Lambda Invoke
+  API (:mod:`streamer.local.invoke`).
 
 Each status change is delivered once per target. Executions that had already ended when the poller started
 are not delivered (:meth:`ExecutionEventsPoller.prime`): a rule only sees events emitted after it exists. A
 failed invocation (function error) is retried with exponential backoff up to the target's
-``RetryPolicy.MaximumRetryAttempts``, bounded locally to :data:`LOCAL_MAX_RETRY_ATTEMPTS`; then it is logged
+``RetryPolicy.MaximumRetryAttempts``, bounded locally (:data:`streamer.local.retry.EVENT_RETRIES`); then it is logged
 at ERROR and kept in :attr:`ExecutionEventsPoller.given_up`. A transport error (the Lambda endpoint is
 restarting) does not use up an attempt.
 """
@@ -33,11 +34,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streamer.local.stream_poller import Invoker, error_summary, record_passes_filters
+from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION
+from streamer.local.invoke import Invoker, error_summary
+from streamer.local.patterns import compile_pattern, matches
+from streamer.local.retry import EVENT_RETRIES, RetryPolicy
 
 __all__ = [
     "DETAIL_TYPE",
-    "LOCAL_MAX_RETRY_ATTEMPTS",
     "MAX_EVENT_DATA_BYTES",
     "SOURCE",
     "ExecutionEventsPoller",
@@ -54,9 +57,6 @@ SOURCE = "aws.states"
 DETAIL_TYPE = "Step Functions Execution Status Change"
 #: Statuses Step Functions reports (``ListExecutions`` accepts them as ``statusFilter``).
 _TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
-#: EventBridge's ``RetryPolicy`` allows up to 185 retries over 24 hours; locally that would hide a broken
-#: handler, so a failing invocation is given up on after this many retries (and logged).
-LOCAL_MAX_RETRY_ATTEMPTS = 3
 #: "If the combined escaped input and escaped output sent to EventBridge exceeds 248 KB, then the input
 #: will be excluded" (https://docs.aws.amazon.com/step-functions/latest/dg/cw-events.html).
 MAX_EVENT_DATA_BYTES = 248 * 1024
@@ -64,12 +64,15 @@ MAX_EVENT_DATA_BYTES = 248 * 1024
 
 @dataclass(frozen=True)
 class TargetConfig:
+    """A function target; ``maximum_retry_attempts`` is its ``RetryPolicy`` value (``None``: EventBridge's
+    default of 185), bounded locally by :data:`streamer.local.retry.EVENT_RETRIES`."""
+
     function_name: str
-    maximum_retry_attempts: int = LOCAL_MAX_RETRY_ATTEMPTS
+    maximum_retry_attempts: int | None = None
 
     @property
     def retry_bound(self) -> int:
-        return max(0, min(self.maximum_retry_attempts, LOCAL_MAX_RETRY_ATTEMPTS))
+        return EVENT_RETRIES.retries(self.maximum_retry_attempts)
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ def status_change_rules(template: dict[str, Any], refs: Mapping[str, Any]) -> li
     """The template's rules that can receive execution status changes, resolved against ``refs``.
 
     ``refs`` are the local values of ``Ref`` / ``Fn::GetAtt`` / pseudo parameters (see
-    ``streamer.local.stack.local_refs``). Raises ``ValueError`` when a pattern cannot be resolved.
+    ``streamer.local.plan.local_refs``). Raises ``ValueError`` when a pattern cannot be resolved or is one
+    EventBridge would refuse.
     """
     from streamer.deploy.template import event_rules, resolve_intrinsics
 
@@ -100,19 +104,17 @@ def status_change_rules(template: dict[str, Any], refs: Mapping[str, Any]) -> li
     out: list[RuleConfig] = []
     for logical_id, rule in event_rules(template).items():
         top = {k: rule.pattern[k] for k in head if k in rule.pattern}
-        if not record_passes_filters(head, [top]):
+        if not matches(top, head):
             continue
         try:
             pattern = resolve_intrinsics(rule.pattern, refs)
         except (KeyError, ValueError) as exc:
             raise ValueError(f"{logical_id}: event pattern not resolvable locally ({exc})") from exc
-        targets = tuple(
-            TargetConfig(
-                t.function,
-                LOCAL_MAX_RETRY_ATTEMPTS if t.maximum_retry_attempts is None else t.maximum_retry_attempts,
-            )
-            for t in rule.targets
-        )
+        try:
+            compile_pattern(pattern)
+        except ValueError as exc:
+            raise ValueError(f"{logical_id}: {exc}") from exc
+        targets = tuple(TargetConfig(t.function, t.maximum_retry_attempts) for t in rule.targets)
         out.append(RuleConfig(logical_id, pattern, targets))
     return out
 
@@ -193,7 +195,7 @@ class _Stats:
 class ExecutionEventsPoller:
     """Watch the executions of ``state_machine_arns`` and deliver status-change events to the rules' targets.
 
-    ``sfn`` is a boto3 ``stepfunctions`` client; ``invoke`` an :data:`~streamer.local.stream_poller.Invoker`
+    ``sfn`` is a boto3 ``stepfunctions`` client; ``invoke`` an :data:`~streamer.local.invoke.Invoker`
     (normally ``HttpLambdaInvoker``). Thread-safe ``stop()``; ``poll_once()`` for step-by-step tests.
     """
 
@@ -205,18 +207,17 @@ class ExecutionEventsPoller:
         state_machine_arns: Iterable[str],
         invoke: Invoker,
         poll_interval: float = 0.5,
-        backoff_base: float = 0.2,
-        backoff_max: float = 5.0,
-        account: str = "123456789012",
-        region: str = "us-east-1",
+        retry: RetryPolicy = EVENT_RETRIES,
+        account: str = LOCAL_ACCOUNT,
+        region: str = LOCAL_REGION,
     ) -> None:
         self.rules = list(rules)
         self.sfn = sfn
         self.state_machine_arns = list(state_machine_arns)
         self.invoke = invoke
         self.poll_interval = poll_interval
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
+        self.retry = retry
+        self._patterns = {rule.name: compile_pattern(rule.pattern) for rule in self.rules}
         self.account = account
         self.region = region
         self.stats = _Stats()
@@ -266,7 +267,7 @@ class ExecutionEventsPoller:
             self.stats.seen += 1
             event = status_change_event(desc, account=self.account, region=self.region)
             for rule in self.rules:
-                if record_passes_filters(event, [rule.pattern]):
+                if self._patterns[rule.name].matches(event):
                     self._pending.extend(_Delivery(rule.name, t, event) for t in rule.targets)
         return self._deliver_due()
 
@@ -309,11 +310,11 @@ class ExecutionEventsPoller:
                 continue
             if result.transport_error is not None:
                 log.warning("%s not reachable (%s); retrying", delivery.target.function_name, result.transport_error)
-                delivery.retry_at = now + self.backoff_max
+                delivery.retry_at = now + self.retry.transport_wait
                 continue
             delivery.attempts += 1
             error = error_summary(result.payload)
-            if delivery.attempts > delivery.target.retry_bound:
+            if self.retry.gives_up(delivery.attempts, delivery.target.maximum_retry_attempts):
                 self._pending.remove(delivery)
                 self.given_up.append(
                     GivenUp(delivery.rule, delivery.target.function_name, delivery.event, delivery.attempts, error)
@@ -328,7 +329,7 @@ class ExecutionEventsPoller:
                     error,
                 )
                 continue
-            delay = min(self.backoff_max, self.backoff_base * 2 ** (delivery.attempts - 1))
+            delay = self.retry.delay(delivery.attempts)
             delivery.retry_at = now + delay
             log.warning(
                 "%s failed on %s of %s (attempt %d of %d): %s; retrying in %.2fs",
@@ -336,7 +337,7 @@ class ExecutionEventsPoller:
                 delivery.event["detail"]["status"],
                 delivery.execution_arn,
                 delivery.attempts,
-                delivery.target.retry_bound + 1,
+                self.retry.retries(delivery.target.maximum_retry_attempts) + 1,
                 error,
                 delay,
             )

@@ -34,27 +34,25 @@ import secrets
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_DURATION",
     "MAX_MESSAGE_BYTES",
-    "AsyncInvoker",
     "Gateway",
     "GatewayConfig",
-    "HttpAsyncInvoker",
-    "InvokeOutcome",
     "new_connection_id",
     "select_route",
 ]
 
+from streamer.config import LOCAL_REGION
 from streamer.limits import MAX_CONNECTION_SECONDS, MAX_MESSAGE_BYTES
+from streamer.local.invoke import AsyncInvoker
 
 log = logging.getLogger("streamer.local.gateway")
 
@@ -66,63 +64,6 @@ GOING_AWAY = "Going away"
 
 
 @dataclass(frozen=True)
-class InvokeOutcome:
-    """``ok``: the function returned ``payload``; else ``error`` says what failed (function or transport)."""
-
-    ok: bool
-    payload: Any = None
-    error: str | None = None
-    timed_out: bool = False
-
-
-AsyncInvoker = Callable[[str, dict[str, Any]], Awaitable[InvokeOutcome]]
-
-
-class HttpAsyncInvoker:
-    """Invoke functions through the Lambda Invoke API with aiohttp (create/close inside the event loop)."""
-
-    def __init__(self, endpoint_url: str, timeout: float = INTEGRATION_TIMEOUT) -> None:
-        self.endpoint_url = endpoint_url.rstrip("/")
-        self.timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            )
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def __call__(self, function_name: str, event: dict[str, Any]) -> InvokeOutcome:
-        url = f"{self.endpoint_url}/2015-03-31/functions/{function_name}/invocations"
-        try:
-            async with self._get_session().post(
-                url,
-                data=json.dumps(event).encode(),
-                headers={"Content-Type": "application/json", "X-Amz-Invocation-Type": "RequestResponse"},
-            ) as resp:
-                body = await resp.read()
-                if resp.status != 200:
-                    error = f"Lambda endpoint HTTP {resp.status}: {body[:300]!r}"
-                    return InvokeOutcome(ok=False, error=error)
-                payload = json.loads(body) if body else None
-                if resp.headers.get("X-Amz-Function-Error"):
-                    summary = payload if not isinstance(payload, dict) else payload.get("errorType")
-                    return InvokeOutcome(ok=False, payload=payload, error=f"function error {summary}")
-                return InvokeOutcome(ok=True, payload=payload)
-        except TimeoutError:
-            return InvokeOutcome(ok=False, error="integration timed out", timed_out=True)
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            return InvokeOutcome(ok=False, error=f"{type(exc).__name__}: {exc}")
-
-
-@dataclass(frozen=True)
 class GatewayConfig:
     """What the gateway serves: routes (route key → function name) and the API Gateway limits."""
 
@@ -130,7 +71,7 @@ class GatewayConfig:
     route_selection_expression: str = "$request.body.action"
     stage: str = "local"
     api_id: str = "local"
-    region: str = "us-east-1"
+    region: str = LOCAL_REGION
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_duration: float = DEFAULT_MAX_DURATION
     max_message_bytes: int = MAX_MESSAGE_BYTES

@@ -35,15 +35,15 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION
+from streamer.deploy.template import FunctionSpec
+
 __all__ = [
-    "DEFAULT_ACCOUNT",
-    "DEFAULT_REGION",
     "FunctionSpec",
     "HandlerFn",
     "LambdaContext",
@@ -57,17 +57,14 @@ __all__ = [
 
 log = logging.getLogger("streamer.local.lambda")
 
-DEFAULT_REGION = "us-east-1"
-DEFAULT_ACCOUNT = "123456789012"
-#: Lambda's own default when a function sets no ``Timeout``.
-DEFAULT_TIMEOUT_SECONDS = 3.0
-DEFAULT_MEMORY_MB = 128
 #: Python's http.server listens with a backlog of 5, which dropped concurrent invocations from Step Functions.
 LISTEN_BACKLOG = 1024
 #: The Lambda service caps a synchronous invocation payload at 6 MB.
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 
-HandlerFn = Callable[[dict[str, Any], Any], Any]
+HandlerFn = Callable[[Any, Any], Any]
+#: What a test's plain handler gets as its context's timeout: Lambda's maximum (not enforced).
+_UNENFORCED_TIMEOUT = 900.0
 
 _INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations/?$")
 _ARN = re.compile(
@@ -76,7 +73,7 @@ _ARN = re.compile(
 _NAME_WITH_QUALIFIER = re.compile(r"^(?P<name>[A-Za-z0-9_-]+)(?::[^:]+)?$")
 
 
-def function_arn(name: str, region: str = DEFAULT_REGION, account: str = DEFAULT_ACCOUNT) -> str:
+def function_arn(name: str, region: str = LOCAL_REGION, account: str = LOCAL_ACCOUNT) -> str:
     return f"arn:aws:lambda:{region}:{account}:function:{name}"
 
 
@@ -99,42 +96,27 @@ def resolve_handler(dotted: str) -> HandlerFn:
     return fn  # type: ignore[no-any-return]
 
 
-@dataclass(frozen=True)
-class FunctionSpec:
-    """What the endpoint needs to know about one function."""
-
-    name: str
-    handler: HandlerFn | str
-    timeout: float = DEFAULT_TIMEOUT_SECONDS
-    memory_mb: int = DEFAULT_MEMORY_MB
-
-
 def function_specs_from_template(template: dict[str, Any]) -> dict[str, FunctionSpec]:
-    """One :class:`FunctionSpec` per function of the template (``streamer.deploy.template.functions``).
+    """``{function name: FunctionSpec}`` of the template (``streamer.deploy.template.functions``).
 
     The function name is the logical id. Handlers stay dotted strings; the endpoint imports them at start-up
     (:meth:`LambdaEndpoint.preload`) or on first use.
     """
     from streamer.deploy.template import functions
 
-    return {
-        logical_id: FunctionSpec(
-            name=logical_id, handler=fn.handler, timeout=float(fn.timeout), memory_mb=int(fn.memory)
-        )
-        for logical_id, fn in functions(template).items()
-    }
+    return functions(template)
 
 
 class LambdaContext:
     """The subset of the Lambda Python runtime's context object that handlers and Powertools use."""
 
-    def __init__(self, spec: FunctionSpec, request_id: str, region: str, account: str) -> None:
-        self.function_name = spec.name
+    def __init__(self, name: str, spec: FunctionSpec, request_id: str, region: str, account: str) -> None:
+        self.function_name = name
         self.function_version = "$LATEST"
-        self.invoked_function_arn = function_arn(spec.name, region, account)
-        self.memory_limit_in_mb = spec.memory_mb
+        self.invoked_function_arn = function_arn(name, region, account)
+        self.memory_limit_in_mb = spec.memory
         self.aws_request_id = request_id
-        self.log_group_name = f"/aws/lambda/{spec.name}"
+        self.log_group_name = f"/aws/lambda/{name}"
         self.log_stream_name = time.strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex
         self.identity: Any = None
         self.client_context: Any = None
@@ -160,8 +142,8 @@ class LambdaEndpoint(ThreadingHTTPServer):
         address: tuple[str, int],
         functions: Mapping[str, FunctionSpec],
         *,
-        region: str = DEFAULT_REGION,
-        account: str = DEFAULT_ACCOUNT,
+        region: str = LOCAL_REGION,
+        account: str = LOCAL_ACCOUNT,
         sock: socket.socket | None = None,
         enforce_timeouts: bool = True,
     ) -> None:
@@ -184,30 +166,32 @@ class LambdaEndpoint(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def handler_for(self, spec: FunctionSpec) -> HandlerFn:
-        if callable(spec.handler):
-            return spec.handler
+    def handler_for(self, name: str) -> HandlerFn:
+        handler = self.functions[name].handler
+        if callable(handler):
+            return handler
         with self._resolve_lock:
-            fn = self._resolved.get(spec.name)
+            fn = self._resolved.get(name)
             if fn is None:
-                fn = resolve_handler(spec.handler)
-                self._resolved[spec.name] = fn
+                fn = resolve_handler(handler)
+                self._resolved[name] = fn
             return fn
 
     def preload(self) -> None:
         """Import every handler now, so a broken one fails at start-up rather than on first use."""
-        for spec in self.functions.values():
-            self.handler_for(spec)
+        for name in self.functions:
+            self.handler_for(name)
 
-    def invoke(self, spec: FunctionSpec, event: Any) -> tuple[bool, Any]:
-        """Run one invocation: ``(ok, result_or_error_body)``. Never raises."""
+    def invoke(self, name: str, event: Any) -> tuple[bool, Any]:
+        """Run one invocation of function ``name``: ``(ok, result_or_error_body)``. Never raises."""
+        spec = self.functions[name]
         request_id = str(uuid.uuid4())
-        context = LambdaContext(spec, request_id, self.region, self.account)
+        context = LambdaContext(name, spec, request_id, self.region, self.account)
         started = time.monotonic()
         try:
-            fn = self.handler_for(spec)
+            fn = self.handler_for(name)
         except Exception as exc:  # an import error is Runtime.ImportModuleError on AWS
-            log.exception("cannot import handler of %s", spec.name)
+            log.exception("cannot import handler of %s", name)
             return False, _error_body(exc, error_type="Runtime.ImportModuleError")
         try:
             if self.enforce_timeouts:
@@ -215,19 +199,19 @@ class LambdaEndpoint(ThreadingHTTPServer):
             else:
                 result = fn(event, context)
         except _Timeout:
-            log.error("%s %s timed out after %.2f s", spec.name, request_id, spec.timeout)
+            log.error("%s %s timed out after %.2f s", name, request_id, spec.timeout)
             return False, {
                 "errorType": "Sandbox.Timedout",
                 "errorMessage": f"{request_id} Task timed out after {spec.timeout:.2f} seconds",
             }
         except Exception as exc:
-            log.info("%s %s raised %s: %s", spec.name, request_id, type(exc).__name__, exc)
+            log.info("%s %s raised %s: %s", name, request_id, type(exc).__name__, exc)
             return False, _error_body(exc)
-        log.debug("%s %s ok in %.1f ms", spec.name, request_id, (time.monotonic() - started) * 1000)
+        log.debug("%s %s ok in %.1f ms", name, request_id, (time.monotonic() - started) * 1000)
         return True, result
 
-    def invoke_in_background(self, spec: FunctionSpec, event: Any) -> None:
-        threading.Thread(target=self.invoke, args=(spec, event), name=f"lambda-event-{spec.name}", daemon=True).start()
+    def invoke_in_background(self, name: str, event: Any) -> None:
+        threading.Thread(target=self.invoke, args=(name, event), name=f"lambda-event-{name}", daemon=True).start()
 
 
 def _error_body(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
@@ -313,8 +297,7 @@ class _InvokeHandler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.NOT_FOUND, "ResourceNotFoundException", f"no route for POST {path}")
             return
         name = function_name_from_path(m.group("name"))
-        spec = self.server.functions.get(name) if name else None
-        if spec is None:
+        if name is None or name not in self.server.functions:
             arn = function_arn(name or unquote(m.group("name")), self.server.region, self.server.account)
             self._error(HTTPStatus.NOT_FOUND, "ResourceNotFoundException", f"Function not found: {arn}")
             return
@@ -332,10 +315,10 @@ class _InvokeHandler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.NO_CONTENT, b"")
             return
         if invocation_type == "Event":
-            self.server.invoke_in_background(spec, event)
+            self.server.invoke_in_background(name, event)
             self._send(HTTPStatus.ACCEPTED, b"")
             return
-        ok, result = self.server.invoke(spec, event)
+        ok, result = self.server.invoke(name, event)
         headers = {"X-Amz-Executed-Version": "$LATEST"}
         if self.headers.get("X-Amz-Log-Type") == "Tail":
             headers["X-Amz-Log-Result"] = base64.b64encode(b"").decode()
@@ -364,7 +347,8 @@ def serve_in_thread(
     """Start an endpoint for ``{function name: handler}`` on a daemon thread; return it and its URL.
 
     Stop it with ``server.shutdown(); server.server_close()``. Timeouts are not enforced here (a test's
-    handler may be slow on purpose); pass :class:`FunctionSpec` values to set one per function.
+    handler may be slow on purpose); pass :class:`FunctionSpec` values (``FunctionSpec(handler,
+    timeout=…)``) to set one per function.
     """
     specs: dict[str, FunctionSpec] = {}
     enforce = False
@@ -373,7 +357,7 @@ def serve_in_thread(
             specs[name] = value
             enforce = True
         else:
-            specs[name] = FunctionSpec(name=name, handler=value, timeout=900.0)
+            specs[name] = FunctionSpec(handler=value, timeout=_UNENFORCED_TIMEOUT)
     server = LambdaEndpoint((host, port), specs, enforce_timeouts=enforce)
     thread = threading.Thread(target=server.serve_forever, name="lambda-endpoint", daemon=True)
     thread.start()

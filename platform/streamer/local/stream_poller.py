@@ -12,13 +12,18 @@ On AWS, Lambda polls the requests table's stream and invokes the stream router w
   ``FunctionResponseTypes: [ReportBatchItemFailures]``): records before the lowest failed sequence number are
   checkpointed, delivery resumes at it. An identifier that is not in the batch fails the whole batch (as AWS);
 * a failed batch (function error, or failed items) is retried with exponential backoff up to
-  ``maximum_retry_attempts`` times; then the records that still fail go to the :class:`OnFailureStore`
-  (logged, kept in memory, appended to a JSON-lines file when configured) and are checkpointed. With
+  ``maximum_retry_attempts`` times (at most 10 locally: :data:`streamer.local.retry.STREAM_RETRIES`); then
+  the records that still fail go to the :class:`OnFailureStore` (logged, kept in memory, appended to a
+  JSON-lines file when configured) and are checkpointed. With
   ``bisect_batch_on_function_error`` a failing batch is halved before each retry, isolating a poison record.
   Nothing is ever skipped silently; delivery is at least once (a record may be delivered again after a
   failure, never lost).
 
+* ``FilterCriteria`` patterns are matched by :mod:`streamer.local.patterns` (the EventBridge stand-in's matcher).
+
 A transport error (the Lambda endpoint is restarting) does not consume a retry attempt: the batch waits.
+Invocations go through :mod:`streamer.local.invoke`; everything about the mapping comes from
+``streamer.deploy.template.stream_mappings``.
 """
 
 from __future__ import annotations
@@ -27,78 +32,28 @@ import base64
 import datetime as dt
 import json
 import logging
-import re
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamer.config import LOCAL_REGION
+from streamer.local.invoke import Invoker, InvokeResult, error_summary
 from streamer.local.lambda_endpoint import function_arn
+from streamer.local.patterns import Pattern, compile_pattern, record_passes_filters
+from streamer.local.retry import STREAM_RETRIES, RetryPolicy
 
 __all__ = [
-    "HttpLambdaInvoker",
-    "InvokeResult",
     "MappingConfig",
     "OnFailureStore",
     "StreamPoller",
     "lambda_record",
     "mappings_from_template",
-    "record_passes_filters",
 ]
 
 log = logging.getLogger("streamer.local.streams")
-
-#: Lambda's DynamoDB event source mapping: MaximumRetryAttempts -1 means "until the record expires" (24 h).
-#: Locally that would wedge a shard forever, so "unbounded" becomes this bound — and is logged.
-LOCAL_MAX_RETRY_ATTEMPTS = 10
-
-
-@dataclass(frozen=True)
-class InvokeResult:
-    """Outcome of one invocation: ``transport_error`` means the function never ran (or we cannot tell)."""
-
-    ok: bool
-    payload: Any = None
-    transport_error: str | None = None
-
-
-Invoker = Callable[[str, dict[str, Any]], InvokeResult]
-
-
-class HttpLambdaInvoker:
-    """Invoke a function through the Lambda Invoke API (our local endpoint), synchronously."""
-
-    def __init__(self, endpoint_url: str, timeout: float = 960.0) -> None:
-        self.endpoint_url = endpoint_url.rstrip("/")
-        self.timeout = timeout
-
-    def __call__(self, function_name: str, event: dict[str, Any]) -> InvokeResult:
-        url = f"{self.endpoint_url}/2015-03-31/functions/{function_name}/invocations"
-        req = urllib.request.Request(  # noqa: S310 - URL built from our own endpoint
-            url,
-            data=json.dumps(event).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json", "X-Amz-Invocation-Type": "RequestResponse"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
-                body = resp.read()
-                function_error = resp.headers.get("X-Amz-Function-Error")
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            exc.close()
-            return InvokeResult(ok=False, transport_error=f"HTTP {exc.code}: {detail[:200]}")
-        except (OSError, ValueError) as exc:
-            return InvokeResult(ok=False, transport_error=f"{type(exc).__name__}: {exc}")
-        try:
-            payload = json.loads(body) if body else None
-        except ValueError:
-            payload = body.decode(errors="replace")
-        return InvokeResult(ok=function_error is None, payload=payload)
 
 
 @dataclass(frozen=True)
@@ -108,7 +63,9 @@ class MappingConfig:
     function_name: str
     table_name: str
     batch_size: int = 100
-    maximum_retry_attempts: int = LOCAL_MAX_RETRY_ATTEMPTS
+    #: The template's value; -1 (AWS: "until the record expires") and anything above the local ceiling
+    #: become :data:`streamer.local.retry.STREAM_RETRIES`'s ceiling.
+    maximum_retry_attempts: int = -1
     bisect_batch_on_function_error: bool = False
     report_batch_item_failures: bool = False
     starting_position: str = "TRIM_HORIZON"
@@ -120,50 +77,23 @@ class MappingConfig:
 
     @property
     def retry_bound(self) -> int:
-        if self.maximum_retry_attempts < 0:
-            return LOCAL_MAX_RETRY_ATTEMPTS
-        return self.maximum_retry_attempts
-
-
-def _names(value: Any, logical_id: str) -> bool:
-    """``value`` (a property, intrinsics raw) refers to ``logical_id`` itself, not a longer id containing it."""
-    return re.search(rf"\b{re.escape(logical_id)}\b", json.dumps(value)) is not None
-
-
-def _raw_mapping_props(template: Mapping[str, Any], function: str, table: str) -> dict[str, Any]:
-    """What ``streamer.deploy.template.stream_mappings`` leaves out (StartingPosition, FilterCriteria …) for the
-    mapping of ``table``'s stream to ``function`` (logical ids)."""
-    for logical_id, res in template.get("Resources", {}).items():
-        if not isinstance(res, Mapping):
-            continue
-        props = res.get("Properties") or {}
-        if res.get("Type") == "AWS::Lambda::EventSourceMapping":
-            if _names(props.get("FunctionName"), function) and _names(props.get("EventSourceArn"), table):
-                return dict(props)
-        elif res.get("Type") == "AWS::Serverless::Function" and logical_id == function:
-            for ev in (props.get("Events") or {}).values():
-                eprops = (ev or {}).get("Properties") or {}
-                if (ev or {}).get("Type") == "DynamoDB" and _names(eprops.get("Stream"), table):
-                    return dict(eprops)
-    return {}
+        return STREAM_RETRIES.retries(self.maximum_retry_attempts)
 
 
 def mappings_from_template(template: dict[str, Any], table_names: Mapping[str, str]) -> list[MappingConfig]:
-    """Every DynamoDB stream mapping of the template (``streamer.deploy.template.stream_mappings``).
+    """Every enabled DynamoDB stream mapping of the template (``streamer.deploy.template.stream_mappings``).
 
-    ``table_names`` maps a table's logical id to its local name.
+    ``table_names`` maps a table's logical id to its local name. Raises ``ValueError`` when a filter
+    pattern is one AWS would refuse.
     """
     from streamer.deploy.template import stream_mappings
 
     out: list[MappingConfig] = []
     for m in stream_mappings(template):
-        raw = _raw_mapping_props(template, m.function, m.table)
-        filters = [
-            json.loads(f["Pattern"]) if isinstance(f.get("Pattern"), str) else f.get("Pattern")
-            for f in ((raw.get("FilterCriteria") or {}).get("Filters") or [])
-            if isinstance(f, Mapping)
-        ]
-        max_age = raw.get("MaximumRecordAgeInSeconds")
+        if not m.enabled:
+            continue
+        for pattern in m.filters:
+            compile_pattern(pattern)
         out.append(
             MappingConfig(
                 function_name=m.function,
@@ -172,67 +102,13 @@ def mappings_from_template(template: dict[str, Any], table_names: Mapping[str, s
                 maximum_retry_attempts=m.maximum_retry_attempts,
                 bisect_batch_on_function_error=m.bisect_batch_on_function_error,
                 report_batch_item_failures="ReportBatchItemFailures" in m.function_response_types,
-                starting_position=str(raw.get("StartingPosition") or "TRIM_HORIZON"),
-                maximum_batching_window_seconds=float(raw.get("MaximumBatchingWindowInSeconds") or 0),
-                filters=tuple(f for f in filters if isinstance(f, Mapping)),
-                maximum_record_age_seconds=int(max_age) if max_age is not None else -1,
+                starting_position=m.starting_position,
+                maximum_batching_window_seconds=m.maximum_batching_window_seconds,
+                filters=m.filters,
+                maximum_record_age_seconds=m.maximum_record_age_seconds,
             )
         )
     return out
-
-
-def _pattern_matches(pattern: Any, value: Any) -> bool:
-    """Lambda event filtering (EventBridge pattern syntax), the subset streams need.
-
-    Supported: nested keys, lists of exact values, ``prefix``, ``exists``, ``anything-but``, ``numeric``.
-    """
-    if isinstance(pattern, Mapping):
-        if not isinstance(value, Mapping):
-            return False
-        for key, sub in pattern.items():
-            if isinstance(sub, list) and any(isinstance(c, Mapping) and "exists" in c for c in sub):
-                wanted = next(c["exists"] for c in sub if isinstance(c, Mapping) and "exists" in c)
-                if (key in value) != bool(wanted):
-                    return False
-                continue
-            if key not in value or not _pattern_matches(sub, value[key]):
-                return False
-        return True
-    if isinstance(pattern, list):
-        return any(_condition_matches(c, value) for c in pattern)
-    return bool(pattern == value)
-
-
-def _condition_matches(cond: Any, value: Any) -> bool:
-    if not isinstance(cond, Mapping):
-        return bool(cond == value)
-    if "prefix" in cond:
-        return isinstance(value, str) and value.startswith(str(cond["prefix"]))
-    if "anything-but" in cond:
-        excluded = cond["anything-but"]
-        excluded = excluded if isinstance(excluded, list) else [excluded]
-        return value not in excluded
-    if "numeric" in cond:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            return False
-        ops = cond["numeric"]
-        checks = {
-            "=": number.__eq__,
-            "<": number.__lt__,
-            "<=": number.__le__,
-            ">": number.__gt__,
-            ">=": number.__ge__,
-        }
-        return all(checks[op](float(arg)) for op, arg in zip(ops[::2], ops[1::2], strict=True))
-    log.warning("unsupported filter condition %r: treated as matching", cond)
-    return True
-
-
-def record_passes_filters(record: Mapping[str, Any], filters: Sequence[Mapping[str, Any]]) -> bool:
-    """No filter: every record. Several filters: any of them (as Lambda's FilterCriteria)."""
-    return not filters or any(_pattern_matches(f, record) for f in filters)
 
 
 class OnFailureStore:
@@ -332,9 +208,8 @@ class StreamPoller:
         invoke: Invoker,
         on_failure: OnFailureStore | None = None,
         poll_interval: float = 0.1,
-        backoff_base: float = 0.2,
-        backoff_max: float = 5.0,
-        region: str = "us-east-1",
+        retry: RetryPolicy = STREAM_RETRIES,
+        region: str = LOCAL_REGION,
     ) -> None:
         self.config = config
         self.dynamodb = dynamodb
@@ -342,9 +217,9 @@ class StreamPoller:
         self.invoke = invoke
         self.on_failure = on_failure if on_failure is not None else OnFailureStore()
         self.poll_interval = poll_interval
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
+        self.retry = retry
         self.region = region
+        self._filters: tuple[Pattern, ...] = tuple(compile_pattern(f) for f in config.filters)
         self.stream_arn: str | None = None
         self._shards: dict[str, _Shard] = {}
         self._stop = threading.Event()
@@ -361,7 +236,7 @@ class StreamPoller:
         """Poll until :meth:`stop`. Errors are logged and retried; this never returns early on its own."""
         if self.config.retry_bound != self.config.maximum_retry_attempts:
             log.info(
-                "%s: MaximumRetryAttempts %s is unbounded on AWS; locally bounded to %d",
+                "%s: MaximumRetryAttempts %s; locally bounded to %d",
                 self.config.function_name,
                 self.config.maximum_retry_attempts,
                 self.config.retry_bound,
@@ -449,7 +324,7 @@ class StreamPoller:
         fresh = [r for r in records if _seq(r) > shard.last_read]  # defensive: never buffer a record twice
         if fresh:
             shard.last_read = _seq(fresh[-1])
-        wanted = [r for r in fresh if record_passes_filters(r, self.config.filters)]
+        wanted = [r for r in fresh if record_passes_filters(r, self._filters)]
         self.filtered_out += len(fresh) - len(wanted)
         if fresh and not wanted and not shard.buffer:
             # Everything read was filtered out: as on AWS, those records are consumed without an invocation.
@@ -478,7 +353,7 @@ class StreamPoller:
         self.invocations += 1
         if result.transport_error is not None:
             log.warning("stream batch for %s not delivered (%s); retrying", cfg.function_name, result.transport_error)
-            shard.retry_at = time.monotonic() + self.backoff_max
+            shard.retry_at = time.monotonic() + self.retry.transport_wait
             return False
 
         failed = self._failed_records(batch, result)
@@ -507,10 +382,10 @@ class StreamPoller:
             and time.time() - float(batch[0]["dynamodb"]["ApproximateCreationDateTime"])
             > cfg.maximum_record_age_seconds
         )
-        if shard.attempts > cfg.retry_bound or too_old:
+        if self.retry.gives_up(shard.attempts, cfg.maximum_retry_attempts) or too_old:
             self._give_up(shard, batch, failed, result, "RecordAgeExceeded" if too_old else "RetryAttemptsExhausted")
             return True
-        delay = min(self.backoff_max, self.backoff_base * (2 ** (shard.attempts - 1)))
+        delay = self.retry.delay(shard.attempts)
         shard.retry_at = time.monotonic() + delay
         log.warning(
             "%s: batch %s..%s failed (attempt %d of %d)%s; retrying from %s in %.2fs",
@@ -518,7 +393,7 @@ class StreamPoller:
             batch[0]["dynamodb"]["SequenceNumber"],
             batch[-1]["dynamodb"]["SequenceNumber"],
             shard.attempts,
-            cfg.retry_bound + 1,
+            self.retry.retries(cfg.maximum_retry_attempts) + 1,
             f": {error_summary(result.payload)}" if whole_batch else f": {len(failed)} item failure(s)",
             batch[0]["dynamodb"]["SequenceNumber"],
             delay,
@@ -599,10 +474,3 @@ class StreamPoller:
         shard.attempts = 0
         shard.limit = cfg.batch_size
         shard.retry_at = 0.0
-
-
-def error_summary(payload: Any) -> str:
-    """One line for a function's answer: ``ErrorType: message`` for a Lambda error body, else its JSON."""
-    if isinstance(payload, Mapping) and "errorType" in payload:
-        return f"{payload['errorType']}: {payload.get('errorMessage', '')}"[:300]
-    return json.dumps(payload, default=str)[:300]
