@@ -228,7 +228,7 @@ function graphElements(def) {
     if (top) {
       els.push({ data: { id: "__start", label: "start", type: "Start" }, classes: "terminal-dot" });
       els.push({ data: { id: "__end", label: "end", type: "End" }, classes: "terminal-dot" });
-      els.push({ data: { id: "__start->" + startAt, source: "__start", target: id(startAt) } });
+      els.push({ data: { id: "__start->" + startAt, source: "__start", target: id(startAt), label: "" } });
     }
     for (const [name, st] of Object.entries(states)) {
       const nid = id(name);
@@ -238,7 +238,7 @@ function graphElements(def) {
       if (st.Default) edge(st.Default, "default", "default");
       (st.Choices || []).forEach((c, i) => c.Next && edge(c.Next, "choice", `rule ${i + 1}`));
       (st.Catch || []).forEach((c) => c.Next && edge(c.Next, "catch", "catch"));
-      if (top && (st.End || st.Type === "Succeed" || st.Type === "Fail")) els.push({ data: { id: nid + "->__end", source: nid, target: "__end" } });
+      if (top && (st.End || st.Type === "Succeed" || st.Type === "Fail")) els.push({ data: { id: nid + "->__end", source: nid, target: "__end", label: "" } });
       const proc = processorOf(st);
       if (st.Type === "Map" && proc) addScope(proc.States || {}, proc.StartAt, nid + "/", nid, false);
       if (st.Type === "Parallel") {
@@ -385,8 +385,9 @@ function executionView(id, params) {
     const container = document.getElementById("graph");
     cy = cytoscape({
       container, elements: graphElements(d.definition || { States: {} }), style: graphStyle(),
-      wheelSensitivity: 0.3, boxSelectionEnabled: false, autoungrabify: true,
+      boxSelectionEnabled: false, autoungrabify: true,
     });
+    window.streamerConsole = { cy }; // the browser tests and the benchmark read node statuses from here
     cy.on("tap", "node.state", (ev) => {
       selected = ev.target.id();
       renderInspector();
@@ -479,19 +480,21 @@ function executionView(id, params) {
   const renderRequest = (d) => {
     const req = d.request || {};
     const sum = d.summary || {};
-    const events = d.events || [];
-    const terminal = events.length && events[events.length - 1].type !== "progress" ? events[events.length - 1] : null;
+    const events = (d.events || []).map((e) => ({ seq: e.seq, type: e.type, ...(e.body || {}) }));
+    const terminal = req.terminal_event || null;
     document.getElementById("tab-request").innerHTML = `
       <dl class="kv"><dt>request id</dt><dd class="mono">${esc(sum.request_id || req.request_id)}</dd>
         <dt>user</dt><dd>${esc(req.user_id || sum.user_id)}</dd><dt>workflow</dt><dd>${esc(req.workflow || sum.workflow)}</dd>
         <dt>status</dt><dd>${statusPill(req.status || sum.status)}</dd>
-        <dt>execution</dt><dd class="mono">${esc((d.execution || {}).arn || sum.execution_arn || "—")} ${d.execution ? statusPill(d.execution.status) : ""}</dd></dl>
+        <dt>created</dt><dd>${esc(fmtTime(req.created_at))}</dd>
+        <dt>execution</dt><dd class="mono">${esc((d.execution || {}).arn || sum.execution_arn || "—")} ${d.execution ? statusPill(d.execution.status) : ""}</dd>
+        ${req.error_code ? `<dt>error</dt><dd>${esc(req.error_code)}: ${esc(req.error_message)}</dd>` : ""}</dl>
       <div class="sub">payload</div>${json(req.payload)}
       <div class="sub">events the client received (${events.length})</div>
       <table id="events"><thead><tr><th>seq</th><th>type</th><th>step</th><th>%</th><th>message / detail</th></tr></thead><tbody>
       ${events.map((e) => `<tr><td>${esc(e.seq)}</td><td>${esc(e.type)}</td><td>${esc(e.step)}</td><td>${esc(e.percent)}</td><td>${esc(e.message || e.code || (e.output ? JSON.stringify(e.output) : ""))}</td></tr>`).join("")}
       </tbody></table>
-      <div class="sub">terminal event</div>${json(terminal || req.terminal_event || null)}`;
+      <div class="sub">terminal event</div>${json(terminal)}`;
   };
   const renderHistory = (events) => {
     document.getElementById("tab-history").innerHTML = `<table id="history"><thead><tr><th>#</th><th>time</th><th>type</th><th>state / detail</th></tr></thead><tbody>
@@ -616,37 +619,27 @@ function lineChart(title, points) {
     <line x1="${l}" y1="${h - b}" x2="${w - r}" y2="${h - b}" stroke="#dde1e8"/><text x="${l - 4}" y="${t + 8}" text-anchor="end">${max}</text><text x="${l - 4}" y="${h - b}" text-anchor="end">0</text>
     <path d="${area}" fill="#2f6fdb" opacity="0.12"/><path d="${path}" fill="none" stroke="#2f6fdb" stroke-width="2"/>
     ${points.map((p, i) => `<circle cx="${xs(i).toFixed(1)}" cy="${ys(p.v).toFixed(1)}" r="2.5" fill="#2f6fdb"><title>${esc(p.label)}: ${p.v}</title></circle>`).join("")}
-    ${ticks.map((i) => `<text x="${xs(i).toFixed(1)}" y="${h - 6}" text-anchor="middle">${esc(points[i].label)}</text>`).join("")}</svg></div>`;
-}
-function entries(obj) {
-  // {name: value} or [{name/key/workflow/step, ...}] → [[name, value]]
-  if (!obj) return [];
-  if (Array.isArray(obj)) return obj.map((x) => [x.name ?? x.key ?? x.workflow ?? x.step ?? x.status, x]);
-  return Object.entries(obj);
-}
-function percentileRows(obj) {
-  return entries(obj).map(([name, v]) => ({
-    label: name,
-    values: [{ v: v.p50_ms ?? v.p50 ?? 0, colour: "#6ea0ef", name: "p50" }, { v: v.p99_ms ?? v.p99 ?? 0, colour: "#2f55a4", name: "p99" }],
-  }));
+    ${ticks.map((i) => `<text x="${xs(i).toFixed(1)}" y="${h - 6}" text-anchor="${i === 0 ? "start" : i === points.length - 1 ? "end" : "middle"}">${esc(points[i].label)}</text>`).join("")}</svg></div>`;
 }
 async function overviewView() {
   main.innerHTML = `<h1>Overview <span class="muted" style="font-size:14px;font-weight:400">last hour</span></h1><div id="ov"><div class="empty">Loading…</div></div>`;
   const load = async () => {
     const o = await api("overview?window=3600");
-    const byStatus = entries(o.by_status ?? o.counts_by_status);
-    const byWorkflow = entries(o.by_workflow ?? o.counts_by_workflow);
-    const total = byStatus.reduce((a, [, v]) => a + (typeof v === "number" ? v : v.count || 0), 0);
-    const rpm = (o.requests_per_minute || []).map((p) => ({ label: fmtTime(p.minute ?? p.start ?? p.t).slice(11, 16), v: p.count ?? p.value ?? 0 }));
+    const byStatus = Object.entries(o.by_status || {});
+    const byWorkflow = Object.entries(o.by_workflow || {});
+    const total = o.total;
+    const rpm = (o.per_minute || []).map((p) => ({ label: fmtTime(p.minute).slice(11, 16), v: p.count }));
+    const pct = (list) => list.map((x) => ({ label: x.step ? `${x.workflow} · ${x.step}` : x.workflow, values: [{ v: x.p50_ms, colour: "#6ea0ef", name: "p50" }, { v: x.p99_ms, colour: "#2f55a4", name: "p99" }] }));
+    const durations = o.durations || [];
     const colourOf = (s) => (getComputedStyle(document.documentElement).getPropertyValue("--" + String(s).toLowerCase()).trim() || "#9aa3b5");
     document.getElementById("ov").innerHTML = `
-      <div class="cards"><div class="card"><div class="n">${total}</div><div class="l">requests</div></div>
-        ${byStatus.map(([s, v]) => `<div class="card" style="border-top:3px solid ${colourOf(s)}"><div class="n">${esc(typeof v === "number" ? v : v.count)}</div><div class="l">${esc(s)}</div></div>`).join("")}</div>
+      <div class="cards"><div class="card"><div class="n">${esc(total)}</div><div class="l">requests</div></div>
+        ${byStatus.map(([s, v]) => `<div class="card" style="border-top:3px solid ${colourOf(s)}"><div class="n">${esc(v)}</div><div class="l">${esc(s)}</div></div>`).join("")}</div>
       <div class="charts">
         ${lineChart("Requests per minute", rpm)}
-        ${barChart("Requests by workflow", byWorkflow.map(([w, v]) => ({ label: w, values: [{ v: typeof v === "number" ? v : v.count, colour: "#6ea0ef", name: "requests" }] })))}
-        ${barChart("Duration per workflow (p50, p99)", percentileRows(o.duration_by_workflow ?? o.workflows), { fmt: fmtDur })}
-        ${barChart("Duration per step (p50, p99)", percentileRows(o.duration_by_step ?? o.steps), { fmt: fmtDur })}
+        ${barChart("Requests by workflow", byWorkflow.map(([w, v]) => ({ label: w, values: [{ v, colour: "#6ea0ef", name: "requests" }] })))}
+        ${barChart("Duration per workflow (p50, p99)", pct(durations.filter((x) => !x.step)), { fmt: fmtDur })}
+        ${barChart(`Duration per step (p50, p99; ${o.step_sample} recent executions)`, pct(durations.filter((x) => x.step)), { fmt: fmtDur })}
       </div>`;
   };
   await load();
