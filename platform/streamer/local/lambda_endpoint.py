@@ -126,10 +126,6 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-class _Timeout(Exception):
-    pass
-
-
 class LambdaEndpoint(ThreadingHTTPServer):
     """A threaded HTTP server speaking the Lambda Invoke API for a fixed set of functions."""
 
@@ -195,18 +191,18 @@ class LambdaEndpoint(ThreadingHTTPServer):
             return False, _error_body(exc, error_type="Runtime.ImportModuleError")
         try:
             if self.enforce_timeouts:
-                result = _call_with_timeout(fn, event, context, spec.timeout)
+                finished, result = _call_with_timeout(fn, event, context, spec.timeout)
             else:
-                result = fn(event, context)
-        except _Timeout:
+                finished, result = True, fn(event, context)
+        except Exception as exc:
+            log.info("%s %s raised %s: %s", name, request_id, type(exc).__name__, exc)
+            return False, _error_body(exc)
+        if not finished:
             log.error("%s %s timed out after %.2f s", name, request_id, spec.timeout)
             return False, {
                 "errorType": "Sandbox.Timedout",
                 "errorMessage": f"{request_id} Task timed out after {spec.timeout:.2f} seconds",
             }
-        except Exception as exc:
-            log.info("%s %s raised %s: %s", name, request_id, type(exc).__name__, exc)
-            return False, _error_body(exc)
         log.debug("%s %s ok in %.1f ms", name, request_id, (time.monotonic() - started) * 1000)
         return True, result
 
@@ -222,8 +218,9 @@ def _error_body(exc: BaseException, error_type: str | None = None) -> dict[str, 
     }
 
 
-def _call_with_timeout(fn: HandlerFn, event: Any, context: LambdaContext, timeout: float) -> Any:
-    """Run ``fn`` in a worker thread and stop waiting after ``timeout`` (the thread cannot be killed)."""
+def _call_with_timeout(fn: HandlerFn, event: Any, context: LambdaContext, timeout: float) -> tuple[bool, Any]:
+    """Run ``fn`` in a worker thread and stop waiting after ``timeout`` (the thread cannot be killed):
+    ``(True, result)``, or ``(False, None)`` when it did not finish in time; its exception is raised."""
     box: dict[str, Any] = {}
     done = threading.Event()
 
@@ -238,10 +235,10 @@ def _call_with_timeout(fn: HandlerFn, event: Any, context: LambdaContext, timeou
     worker = threading.Thread(target=run, name=f"lambda-{context.function_name}", daemon=True)
     worker.start()
     if not done.wait(timeout):
-        raise _Timeout
+        return False, None
     if "error" in box:
         raise box["error"]
-    return box.get("result")
+    return True, box.get("result")
 
 
 class _InvokeHandler(BaseHTTPRequestHandler):
