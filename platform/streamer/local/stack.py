@@ -356,6 +356,7 @@ async def _run(options: LocalOptions) -> int:
     start = asyncio.ensure_future(stack.start())
     stopper = asyncio.ensure_future(stack._stop.wait())
     reason: str | None = None
+    state_file = None
     try:
         await asyncio.wait({start, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if not start.done():  # a signal during start-up
@@ -366,6 +367,10 @@ async def _run(options: LocalOptions) -> int:
             start.result()
             print(stack.banner(), file=sys.stderr, flush=True)
             print(stack.ready_line(), flush=True)
+            # The per-user state file `streamer executions` and the console find this stack by (observe.localstate).
+            from streamer.observe.localstate import publish, remove_state
+
+            state_file = publish(stack)
             await stack.supervise()
     except StartupError as exc:
         reason = str(exc)
@@ -376,6 +381,8 @@ async def _run(options: LocalOptions) -> int:
         stopper.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if state_file is not None:
+            remove_state(state_file)
         await asyncio.shield(stack.stop())
     reason = reason or stack._fatal
     if reason:
