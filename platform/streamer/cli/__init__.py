@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from streamer.cli import build, console, demo, plugins, statemachines, submit, token
+from streamer.cli import build, console, demo, executions, plugins, statemachines, submit, token
 
 __all__ = ["build_parser", "main"]
 
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_parser(sub)
     demo.add_parser(sub)
     console.add_subcommand(sub)
+    executions.add_parser(sub)
     plugins.add_parser(sub)
     statemachines.add_parser(sub)
     build.add_parser(sub)
