@@ -82,3 +82,17 @@ def test_a_disabled_stream_mapping_is_not_played(tmp_path: Path) -> None:
         tpl["Resources"]["RequestsStreamMapping"]["Properties"]["Enabled"] = False
 
     assert plan_from_template(_changed(tmp_path, change), check_plugins=False).stream_mappings == []
+
+
+def test_a_project_directory_gives_the_template_and_a_missing_one_is_a_reason(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "infra").mkdir(parents=True)
+    (project / "infra" / "template.yaml").write_text(json.dumps(load_template()), encoding="utf-8")
+    plan = plan_from_template(project_dir=project, check_plugins=False)
+    assert plan.template_path == (project / "infra" / "template.yaml").resolve()
+    # DefinitionUri ../statemachines/<w>.asl.json is read next to the project's infra/.
+    assert {sm.definition_path.parent for sm in plan.state_machines} == {(project / "statemachines").resolve()}
+    with pytest.raises(StartupError, match=f"project directory {re.escape(str(tmp_path / 'nowhere'))} does not exist"):
+        plan_from_template(project_dir=tmp_path / "nowhere", check_plugins=False)
+    with pytest.raises(StartupError, match=r"no infra/template\.yaml in project directory"):
+        plan_from_template(project_dir=tmp_path, check_plugins=False)

@@ -100,7 +100,18 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         help="close every WebSocket connection after this many seconds (API Gateway: 7200; "
         "$STREAMER_LOCAL_MAX_CONNECTION_DURATION)",
     )
-    p.add_argument("--template", default=None, help="deployment template (default infra/template.yaml)")
+    p.add_argument(
+        "--template",
+        default=None,
+        help="deployment template (default: --project-dir's infra/template.yaml, else $STREAMER_TEMPLATE, else "
+        "the template bundled with the package: the checkout's infra/template.yaml)",
+    )
+    p.add_argument(
+        "--project-dir",
+        default=None,
+        metavar="DIR",
+        help="read DIR/infra/template.yaml and DIR/statemachines/ instead of the bundled ones",
+    )
     p.add_argument(
         "--on-failure-file",
         default=os.environ.get("STREAMER_LOCAL_ON_FAILURE_FILE") or None,
@@ -121,4 +132,3 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_run)
     return p
-

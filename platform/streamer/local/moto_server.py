@@ -12,7 +12,7 @@
   stub, when that package is installed (a private hook of moto 5.2.5: the version is pinned);
 * a threaded server listening with a large backlog (1024).
 
-Facts behind this: ``/work/shared/notes/local-step-functions.md`` (summarised in ``docs/local.md``).
+What moto's interpreter supports and does not, and what it costs: ``docs/local.md`` ("Step Functions").
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION
+from streamer.errors import StreamerError
 from streamer.local import StartupError
 from streamer.local.lambda_endpoint import function_arn
 
@@ -101,11 +102,27 @@ class LocalPlan:
         return f"arn:aws:states:{LOCAL_REGION}:{LOCAL_ACCOUNT}:stateMachine:{STACK_NAME}-"
 
 
-def plan_from_template(template_path: Path | str | None = None, *, check_plugins: bool = True) -> LocalPlan:
-    """Read the template and the installed plugins. Raises :class:`StartupError` with a one-line reason."""
-    from streamer.deploy import template as tpl
+def plan_from_template(
+    template_path: Path | str | None = None, *, project_dir: Path | str | None = None, check_plugins: bool = True
+) -> LocalPlan:
+    """Read the template and the installed plugins. Raises :class:`StartupError` with a one-line reason.
 
-    path = Path(template_path) if template_path is not None else tpl.default_template_path()
+    The template is ``template_path``, else ``<project_dir>/infra/template.yaml``, else the default
+    (``STREAMER_TEMPLATE``, or the template bundled with the package); state machine definitions the
+    template does not list are read from the ``statemachines/`` directory next to its ``infra/``.
+    """
+    from streamer.deploy import template as tpl
+    from streamer.deploy.resources import template_path as project_template
+
+    try:
+        if template_path is not None:
+            path = Path(template_path)
+        elif project_dir is not None:
+            path = project_template(project_dir)
+        else:
+            path = tpl.default_template_path()
+    except StreamerError as exc:  # no such project directory, no template bundled with the package
+        raise StartupError(one_line(exc)) from exc
     try:
         template = tpl.load_template(path)
         functions = tpl.functions(template)

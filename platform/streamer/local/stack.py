@@ -70,6 +70,7 @@ class LocalOptions:
     idle_timeout: float = 600.0
     max_connection_duration: float = 7200.0
     template: str | None = None
+    project_dir: str | None = None
     log_level: str = "INFO"
     log_format: str = "text"
     on_failure_file: str | None = None
@@ -111,7 +112,7 @@ class LocalStack:
 
     async def start(self) -> None:
         opts = self.options
-        plan = await asyncio.to_thread(plan_from_template, opts.template)
+        plan = await asyncio.to_thread(plan_from_template, opts.template, project_dir=opts.project_dir)
         self.plan = plan
         for w in plan.warnings:
             log.warning("%s", w)
@@ -299,7 +300,8 @@ class LocalStack:
             "streamer local — the whole platform on this machine (no AWS account, no Docker)",
             f"  WebSocket        {self.ws_url}   (or {stage_url}; stage {plan.stage})",
             f"  Management API   {self.gateway_http}/@connections/{{connectionId}}",
-            f"  web console      {self.gateway_http}{self.console_path or '/console/ (off: set $STREAMER_CONSOLE_TOKEN)'}",
+            f"  web console      {self.gateway_http}"
+            f"{self.console_path or '/console/ (off: set $STREAMER_CONSOLE_TOKEN)'}",
             f"  Lambda Invoke    {self.lambda_url}   ({', '.join(sorted(plan.functions))})",
             f"  moto             {self.moto_url}   (DynamoDB, DynamoDB Streams"
             + (", Step Functions)" if not opts.sfn_endpoint else ")"),
