@@ -75,6 +75,27 @@ def finished(local_stack: Any) -> dict[str, str]:
     return {"user": user, "rid": rid}
 
 
+@pytest.fixture(scope="module")
+def state_file(local_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state file naming ``local_stack`` (what ``streamer local`` records), for ``streamer console``."""
+    from streamer.observe.localstate import LocalState, write_state
+
+    state = LocalState(
+        pid=local_stack.proc.pid,
+        ws_url=local_stack.ws_url,
+        http_url=local_stack.http_url,
+        moto_url=local_stack.moto_url,
+        lambda_url=local_stack.lambda_url,
+        sfn_url=local_stack.sfn_url,
+        region="us-east-1",
+        connections_table="streamer-connections",
+        requests_table="streamer-requests",
+        events_table="streamer-events",
+        state_machine_arn_prefix="arn:aws:states:us-east-1:123456789012:stateMachine:streamer-",
+    )
+    return write_state(state, tmp_path_factory.mktemp("console-state") / "local.json")
+
+
 # -- pages and static files --------------------------------------------------------------------------------
 
 
@@ -201,9 +222,9 @@ def test_rerun_makes_a_new_request_with_the_same_payload(local_stack: Any, finis
 
 
 def test_foreign_host_header_is_refused(local_stack: Any) -> None:
-    answer = http(base(local_stack) + "api/executions", headers={"Host": "attacker.example:80"})
+    answer = http(base(local_stack) + "api/connections", headers={"Host": "attacker.example:80"})
     assert answer.status == 403 and answer.json()["error"] == "forbidden_host"
-    assert http(base(local_stack) + "api/executions", headers={"Host": "localhost"}).status == 200
+    assert http(base(local_stack) + "api/connections", headers={"Host": "localhost"}).status == 200
 
 
 def test_connections_and_overview(local_stack: Any, finished: dict[str, str]) -> None:

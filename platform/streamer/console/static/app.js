@@ -311,9 +311,9 @@ function nodeLabel(node, run) {
 function graphStyle() {
   const s = [
     { selector: "node", style: {
-      label: "data(label)", "text-wrap": "wrap", "text-valign": "center", "text-halign": "center", "font-size": 11,
+      label: "data(label)", "text-wrap": "wrap", "text-valign": "center", "text-halign": "center", "font-size": 12,
       "font-family": "system-ui, sans-serif", color: "#1d2330", "background-color": "#eef0f4", "border-width": 2,
-      "border-color": "#b8bfcc", shape: "round-rectangle", width: (n) => Math.max(96, 7 * Math.max(...String(n.data("label")).split("\n").map((l) => l.length)) + 20), height: 40,
+      "border-color": "#b8bfcc", shape: "round-rectangle", width: (n) => Math.max(100, 7.5 * Math.max(...String(n.data("label")).split("\n").map((l) => l.length)) + 24), height: 42,
     } },
     { selector: "node.Choice", style: { shape: "diamond", width: 130, height: 62 } },
     { selector: "node.Pass", style: { shape: "rectangle", "border-style": "dashed" } },
@@ -385,7 +385,7 @@ function executionView(id, params) {
     const container = document.getElementById("graph");
     cy = cytoscape({
       container, elements: graphElements(d.definition || { States: {} }), style: graphStyle(),
-      boxSelectionEnabled: false, autoungrabify: true,
+      boxSelectionEnabled: false, autoungrabify: true, maxZoom: 1.3,
     });
     window.streamerConsole = { cy }; // the browser tests and the benchmark read node statuses from here
     cy.on("tap", "node.state", (ev) => {
@@ -432,7 +432,10 @@ function executionView(id, params) {
     const status = req.status || sum.status;
     document.getElementById("title").textContent = sum.request_id || id;
     document.getElementById("exec-status").innerHTML = statusPill(status);
-    document.getElementById("exec-meta").textContent = `${sum.workflow || ""} · ${sum.user_id || ""} · started ${fmtTime(sum.started_at || sum.created_at)}${sum.duration_ms != null ? " · " + fmtDur(sum.duration_ms) : ""}`;
+    const ex = d.execution || {};
+    const started = ex.started_at || sum.started_at || sum.created_at;
+    const took = ex.duration_ms ?? sum.duration_ms;
+    document.getElementById("exec-meta").textContent = `${sum.workflow || ""} · ${sum.user_id || ""} · started ${fmtTime(started)}${took != null ? " · took " + fmtDur(took) : ""}`;
     const aws = document.getElementById("aws");
     aws.hidden = !sum.console_url;
     if (sum.console_url) aws.href = sum.console_url;
@@ -521,12 +524,26 @@ function executionView(id, params) {
   teardown.push(() => cy && cy.destroy());
 }
 
+/** A Lambda error's cause is a JSON document (errorType, errorMessage, stackTrace): its message first, the
+ * whole document (stack trace included) one click away. Any other cause is shown as it is. */
+function causeOf(cause) {
+  let doc = null;
+  try {
+    doc = typeof cause === "string" ? JSON.parse(cause) : null;
+  } catch (e) {
+    doc = null;
+  }
+  if (!doc || typeof doc !== "object" || !doc.errorMessage) return json(cause);
+  return `<div class="cause-message">${esc(doc.errorType ? doc.errorType + ": " : "")}${esc(doc.errorMessage)}</div>
+    <details><summary class="muted">full cause${doc.stackTrace ? " with stack trace" : ""}</summary>${json(doc)}</details>`;
+}
+
 function stateDetails(run) {
   const retries = run.retries || [];
   return `<dl class="kv"><dt>status</dt><dd>${statusPill(run.status)}</dd><dt>attempts</dt><dd>${esc(run.attempts ?? "")}</dd>
       <dt>started</dt><dd>${esc(fmtTime(run.started_at))}</dd><dt>ended</dt><dd>${esc(fmtTime(run.stopped_at))}</dd>
       <dt>duration</dt><dd>${esc(fmtDur(run.duration_ms))}</dd></dl>
-    ${run.error || run.cause ? `<div class="sub">error</div><div class="state-error"><b>${esc(run.error)}</b></div><div class="sub">cause</div>${json(run.cause)}` : ""}
+    ${run.error || run.cause ? `<div class="sub">error</div><div class="state-error"><b>${esc(run.error)}</b></div><div class="sub">cause</div>${causeOf(run.cause)}` : ""}
     ${retries.length ? `<div class="sub">retries</div><table class="retries"><thead><tr><th>attempt</th><th>error</th><th>delay</th><th>started</th></tr></thead><tbody>
       ${retries.map((r) => `<tr><td>${esc(r.attempt)}</td><td>${esc(r.error)}${r.cause ? `<div class="muted">${esc(String(r.cause).slice(0, 200))}</div>` : ""}</td><td>${esc(fmtDur(r.delay_ms))}</td><td>${esc(fmtTime(r.started_at))}</td></tr>`).join("")}</tbody></table>` : ""}
     <div class="sub">input</div><div class="state-input">${json(run.input)}</div>
@@ -587,8 +604,9 @@ async function connectionsView() {
 
 function barChart(title, rows, opts = {}) {
   // rows: [{label, values: [{v, colour, name}]}] drawn as horizontal grouped bars
-  if (!rows.length) return `<div class="panel"><h2>${esc(title)}</h2><div class="empty">No data in this window.</div></div>`;
-  const w = 520, lh = 18, gap = 8, left = 150, right = 70;
+  const cls = opts.wide ? "panel wide" : "panel";
+  if (!rows.length) return `<div class="${cls}"><h2>${esc(title)}</h2><div class="empty">No data in this window.</div></div>`;
+  const w = opts.wide ? 1040 : 520, lh = 18, gap = 8, left = 150, right = 70;
   const max = Math.max(1, ...rows.flatMap((r) => r.values.map((x) => x.v || 0)));
   const per = rows[0].values.length;
   const h = rows.length * (per * lh + gap) + 24;
@@ -604,7 +622,7 @@ function barChart(title, rows, opts = {}) {
     }
     y += gap;
   }
-  return `<div class="panel"><h2>${esc(title)}</h2><svg viewBox="0 0 ${w} ${h}" width="100%" role="img" aria-label="${esc(title)}">${out}</svg></div>`;
+  return `<div class="${cls}"><h2>${esc(title)}</h2><svg viewBox="0 0 ${w} ${h}" width="100%" role="img" aria-label="${esc(title)}">${out}</svg></div>`;
 }
 function lineChart(title, points) {
   if (!points.length) return `<div class="panel"><h2>${esc(title)}</h2><div class="empty">No data in this window.</div></div>`;
@@ -639,7 +657,7 @@ async function overviewView() {
         ${lineChart("Requests per minute", rpm)}
         ${barChart("Requests by workflow", byWorkflow.map(([w, v]) => ({ label: w, values: [{ v, colour: "#6ea0ef", name: "requests" }] })))}
         ${barChart("Duration per workflow (p50, p99)", pct(durations.filter((x) => !x.step)), { fmt: fmtDur })}
-        ${barChart(`Duration per step (p50, p99; ${o.step_sample} recent executions)`, pct(durations.filter((x) => x.step)), { fmt: fmtDur })}
+        ${barChart(`Duration per step (p50, p99; from the ${o.step_sample} most recent ended executions)`, pct(durations.filter((x) => x.step)), { fmt: fmtDur, wide: true })}
       </div>`;
   };
   await load();
