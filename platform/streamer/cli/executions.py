@@ -183,7 +183,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if not page.items:
         console.print("no executions match")
     if page.next_cursor:
-        console.print(f"more: --cursor {page.next_cursor}")
+        print(f"more: --cursor {page.next_cursor}")
     return 0
 
 

@@ -276,9 +276,11 @@ def list_executions(
         partitions.extend((f"w:{w}", BY_WORKFLOW_CREATED, "workflow", w) for w in src.workflows())
     streams: list[_Stream] = []
     for name, index, attr, value in partitions:
-        names = {"#pk": attr, "#c": "created_at"}
+        names = {"#pk": attr}
         values: dict[str, Any] = {":pk": {"S": value}}
         key = "#pk = :pk"
+        if s_from is not None or s_to is not None:
+            names["#c"] = "created_at"
         if s_from is not None and s_to is not None:
             key += " AND #c BETWEEN :from AND :to"
             values.update({":from": {"N": str(s_from)}, ":to": {"N": str(s_to)}})

@@ -258,6 +258,10 @@ class _Context:
                 return status, self.iteration_ended.get(path[:depth])
         if self.execution_end is None:
             return None, None
+        if path and self.execution_end[0] == "failed":
+            # An iteration still open when the execution failed was stopped by that failure (another
+            # iteration's, or the Map's own), not failed itself.
+            return "cancelled", self.execution_end[2]
         return self.execution_end[0], self.execution_end[2]
 
 
@@ -342,7 +346,8 @@ def _map_summary(run: _Run, inner: list[_Run], ctx: _Context) -> MapSummary:
             status = "succeeded"
         else:
             outer, _ = ctx.ending(run.path)
-            status = "running" if outer is None else ("cancelled" if outer == "cancelled" else "failed")
+            # Still open when the Map's thread ended: stopped by it (a failure elsewhere, a StopExecution).
+            status = "running" if outer is None else ("succeeded" if outer == "succeeded" else "cancelled")
         if status == "succeeded":
             summary.succeeded += 1
         elif status == "failed":

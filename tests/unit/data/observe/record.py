@@ -82,9 +82,9 @@ async def record(ws_url: str, moto_url: str, secret: str) -> None:
                 await client.send({"action": "cancel", "request_id": rid})
             async for ev in client.events(rid, timeout=120):
                 stored.append(ev)
-            item = ddb.get_item(
-                TableName="streamer-requests", Key={"user_id": {"S": user}, "request_id": {"S": rid}}
-            )["Item"]
+            item = ddb.get_item(TableName="streamer-requests", Key={"user_id": {"S": user}, "request_id": {"S": rid}})[
+                "Item"
+            ]
             arn = item["execution_arn"]["S"]
             for _ in range(100):  # the execution may still be finishing (NotifyResult → Succeed)
                 describe = sfn.describe_execution(executionArn=arn)

@@ -1,0 +1,130 @@
+"""The local state file, stable ids and cursors of streamer.observe, and the CLI's duration parser."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from streamer.cli.executions import parse_duration
+from streamer.errors import StreamerError
+from streamer.observe import api
+from streamer.observe.localstate import (
+    LocalState,
+    NoLocalStackError,
+    default_state_file,
+    pid_alive,
+    read_state,
+    remove_state,
+    write_state,
+)
+
+
+def state(pid: int) -> LocalState:
+    return LocalState(
+        pid=pid,
+        ws_url="ws://127.0.0.1:1",
+        http_url="http://127.0.0.1:1",
+        moto_url="http://127.0.0.1:2",
+        lambda_url="http://127.0.0.1:3",
+        sfn_url="http://127.0.0.1:2",
+        region="us-east-1",
+        connections_table="c",
+        requests_table="r",
+        events_table="e",
+        state_machine_arn_prefix="arn:aws:states:us-east-1:123456789012:stateMachine:streamer-",
+    )
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_default_state_file_follows_the_environment(tmp_path: Path) -> None:
+    assert default_state_file({"STREAMER_LOCAL_STATE_FILE": "/x/y.json"}) == Path("/x/y.json")
+    assert default_state_file({"XDG_STATE_HOME": str(tmp_path)}) == tmp_path / "streamer" / "local.json"
+    assert default_state_file({}) == Path.home() / ".local" / "state" / "streamer" / "local.json"
+
+
+def test_write_read_remove(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "local.json"
+    assert write_state(state(os.getpid()), path) == path
+    assert read_state(path) == state(os.getpid())
+    assert not list(path.parent.glob(".local-*"))  # the temporary file was renamed
+    assert remove_state(path) is True
+    assert not path.exists()
+    assert remove_state(path) is False  # nothing left to remove
+
+
+def test_remove_leaves_another_stacks_file(tmp_path: Path) -> None:
+    path = tmp_path / "local.json"
+    write_state(state(os.getpid()), path)
+    assert remove_state(path, pid=os.getpid() + 1) is False
+    assert path.exists()
+
+
+def test_missing_stale_and_broken_files_are_errors(tmp_path: Path) -> None:
+    path = tmp_path / "local.json"
+    with pytest.raises(NoLocalStackError, match="no running `streamer local`"):
+        read_state(path)
+    write_state(state(dead_pid()), path)
+    with pytest.raises(NoLocalStackError, match="no longer running"):
+        read_state(path)
+    path.write_text("{not json")
+    with pytest.raises(NoLocalStackError, match="not a streamer local state file"):
+        read_state(path)
+    assert issubclass(NoLocalStackError, StreamerError)
+
+
+def test_pid_alive() -> None:
+    assert pid_alive(os.getpid())
+    assert not pid_alive(dead_pid())
+    assert not pid_alive(0)
+
+
+def test_summary_ids_round_trip_without_a_lookup() -> None:
+    for user, rid in [("alice", "r1"), ("a/b c", "r_x-1"), ("ünï", "x")]:
+        sid = api.summary_id(user, rid)
+        assert api._decode_summary_id(sid) == (user, rid)
+        assert "/" not in sid and "=" not in sid
+    # A request id that merely starts like one is not decoded.
+    assert api._decode_summary_id("r_abc") is None
+    assert api._decode_summary_id("plain") is None
+
+
+def test_cursors_are_bound_to_their_filters() -> None:
+    fp = api._fingerprint(workflow="echo", status=None)
+    cursor = api._encode_cursor(fp, {"w:echo": "end"})
+    assert api._decode_cursor(cursor, fp) == {"w:echo": "end"}
+    with pytest.raises(api.CursorError, match="other filters"):
+        api._decode_cursor(cursor, api._fingerprint(workflow="textstats", status=None))
+    with pytest.raises(api.CursorError, match="not a cursor"):
+        api._decode_cursor("%%%", fp)
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = list(range(1, 101))
+    assert api._percentile(values, 50) == 50
+    assert api._percentile(values, 99) == 99
+    assert api._percentile([7], 99) == 7
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90), ("30s", 30), ("15m", 900), ("2h", 7200), ("1d", 86400), ("1w", 604800), ("1.5h", 5400)],
+)
+def test_parse_duration(text: str, seconds: int) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "h", "2y", "-1h", "ten minutes"])
+def test_parse_duration_refuses(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
+        parse_duration(text)
