@@ -9,9 +9,9 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from streamer.auth import RedactTokensFilter
 from streamer.config import Settings
 from streamer.events import WebSocketEvent
+from streamer.redact import RedactTokensFilter
 from streamer.service import RequestService
 
 __all__ = ["get_logger", "get_service", "lambda_handler", "reset", "set_service"]
