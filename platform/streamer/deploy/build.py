@@ -44,6 +44,7 @@ __all__ = [
     "ArtifactError",
     "LambdaTarget",
     "build_artifact",
+    "build_wheels",
     "discover_plugins",
     "find_project_root",
     "inspect_artifact",
@@ -145,15 +146,41 @@ _SKIP_WHEN_STAGING = shutil.ignore_patterns(
 )  # fmt: skip
 
 
-def _stage(src: Path, dst: Path, out_dir: Path) -> Path:
-    """Copy a project tree to ``dst`` for building, without VCS, caches, old builds or the artifact."""
+def _stage(src: Path, dst: Path, out_dir: Path | None) -> Path:
+    """Copy a project tree to ``dst`` for building, without VCS, caches, old builds or ``out_dir``.
+
+    Symlinks stay symlinks: the relative ones of ``streamer/deploy/bundled`` still reach the copied
+    ``infra/`` and ``statemachines/``, and the wheel gets the files they point at."""
 
     def ignore(directory: str, names: list[str]) -> set[str]:
         skipped = set(_SKIP_WHEN_STAGING(directory, names))
-        return skipped | {n for n in names if (Path(directory) / n).resolve() == out_dir}
+        return skipped | {n for n in names if out_dir is not None and (Path(directory) / n).resolve() == out_dir}
 
     shutil.copytree(src, dst, ignore=ignore, symlinks=True)
     return dst
+
+
+def build_wheels(
+    projects: Sequence[Path], wheel_dir: Path, *, python: str = sys.executable, exclude: Path | None = None
+) -> list[Path]:
+    """``pip wheel --no-deps`` of each project directory (streamer's source tree, plugin projects) into
+    ``wheel_dir``; the wheel files.
+
+    Each project is built from a clean copy (without ``exclude``, e.g. an artifact inside the tree): setuptools'
+    in-tree ``build/`` keeps files deleted from the source and would ship them, and the checkout stays
+    untouched. Raises :class:`ArtifactError` when pip fails.
+    """
+    wheel_dir = Path(wheel_dir)
+    before = set(wheel_dir.glob("*.whl"))
+    with tempfile.TemporaryDirectory(prefix="streamer-wheels-") as tmp:
+        sources = [
+            _stage(Path(src).resolve(), Path(tmp) / f"{i}-{Path(src).name}", exclude) for i, src in enumerate(projects)
+        ]
+        _run(
+            [python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheel_dir), *map(str, sources)],
+            "building the project and plugin wheels",
+        )
+    return sorted(set(wheel_dir.glob("*.whl")) - before)
 
 
 def _prepare_out_dir(out_dir: Path) -> None:
@@ -194,19 +221,8 @@ def build_artifact(
             raise ArtifactError(f"{d}: not a plugin project (no pyproject.toml)")
     _prepare_out_dir(out_dir)
     with tempfile.TemporaryDirectory(prefix="streamer-build-") as tmp:
-        # Build from clean copies: setuptools' in-tree build/ keeps files deleted from the source and
-        # would ship them; and the checkout stays untouched.
-        sources = [
-            _stage(src, Path(tmp) / "src" / f"{i}-{src.name}", out_dir)
-            for i, src in enumerate([Path(project_root).resolve(), *plugin_dirs])
-        ]
-        wheelhouse = Path(tmp) / "wheels"
-        _run(
-            [python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheelhouse),
-             *map(str, sources)],
-            "building the project and plugin wheels",
-        )  # fmt: skip
-        wheels = sorted(str(p) for p in wheelhouse.glob("*.whl"))
+        projects = [Path(project_root).resolve(), *plugin_dirs]
+        wheels = [str(w) for w in build_wheels(projects, Path(tmp), python=python, exclude=out_dir)]
         install = [python, "-m", "pip", "install", "--quiet", "--upgrade", "--target", str(out_dir)]
         if target is not None:
             install += [*target.pip_args(), "--no-compile"]

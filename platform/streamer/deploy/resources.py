@@ -12,7 +12,8 @@ ship inside the package, under ``streamer/deploy/bundled/`` with the same relati
 
 A command given ``--project-dir DIR`` reads ``DIR/infra/template.yaml`` and ``DIR/statemachines/`` instead.
 
-Contract: :func:`template_path` and :func:`statemachines_dir` return existing paths or raise
+Contract: :func:`template_path` and :func:`statemachines_dir` return existing, resolved paths (in the
+checkout: the real ``infra/template.yaml`` and ``statemachines/``, not the symlinks) or raise
 :class:`ProjectFilesError` (a :class:`~streamer.errors.StreamerError`) saying what is missing and what to do.
 No function here looks at the current directory or at the location of the source file beyond the package.
 """
@@ -70,7 +71,7 @@ def template_path(project_dir: Path | str | None = None) -> Path:
             f"no {TEMPLATE.as_posix()} in {where} ({path}); pass --project-dir with the directory that holds "
             f"{TEMPLATE.as_posix()} and {STATEMACHINES_DIR.as_posix()}/"
         )
-    return path
+    return path.resolve()
 
 
 def statemachines_dir(project_dir: Path | str | None = None) -> Path:
@@ -83,4 +84,4 @@ def statemachines_dir(project_dir: Path | str | None = None) -> Path:
             f"no {STATEMACHINES_DIR.as_posix()}/ in {where} ({path}); pass --project-dir with the directory "
             f"that holds {STATEMACHINES_DIR.as_posix()}/"
         )
-    return path
+    return path.resolve()

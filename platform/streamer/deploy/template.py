@@ -57,13 +57,16 @@ __all__ = [
 
 
 def default_template_path() -> Path:
-    """``infra/template.yaml`` of the source checkout (``STREAMER_TEMPLATE`` overrides it)."""
+    """``STREAMER_TEMPLATE``, else the template bundled with the package (in the checkout: ``infra/template.yaml``
+    itself; :func:`streamer.deploy.resources.template_path`, which raises ``ProjectFilesError`` without one)."""
     import os
+
+    from streamer.deploy.resources import template_path
 
     env = os.environ.get("STREAMER_TEMPLATE")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "infra" / "template.yaml"
+    return template_path()
 
 
 class _CfnLoader(yaml.SafeLoader):
