@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
@@ -24,20 +25,51 @@ _DESCRIPTION = (
 )
 
 
-def _env_float(name: str, default: float) -> float:
+def _env(name: str, kind: Callable[[str], Any], default: Any) -> Any:
+    """``$name`` converted by ``kind``; ``default`` when unset, empty or not convertible."""
     value = os.environ.get(name)
     try:
-        return float(value) if value else default
+        return kind(value) if value else default
     except ValueError:
         return default
 
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    try:
-        return int(value) if value else default
-    except ValueError:
-        return default
+#: ``(flag, environment variable, type, default, help)`` of every flag that an environment variable presets.
+_FLAGS: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
+    ("--host", "STREAMER_LOCAL_HOST", str, DEFAULT_HOST, "interface for every port (default 127.0.0.1)"),
+    ("--port", "STREAMER_LOCAL_PORT", int, DEFAULT_PORT, "WebSocket + Management API port (default 8765)"),
+    ("--moto-port", "STREAMER_LOCAL_MOTO_PORT", int, 0, "moto server port (default 0 = a free port)"),
+    ("--lambda-port", "STREAMER_LOCAL_LAMBDA_PORT", int, 0, "Lambda Invoke endpoint port (default 0 = a free port)"),
+    (
+        "--sfn-endpoint",
+        "STREAMER_LOCAL_SFN_ENDPOINT",
+        str,
+        None,
+        "use this Step Functions endpoint (e.g. AWS Step Functions Local) instead of the embedded engine; run it "
+        "with LAMBDA_ENDPOINT=<the printed Lambda endpoint>",
+    ),
+    (
+        "--idle-timeout",
+        "STREAMER_LOCAL_IDLE_TIMEOUT",
+        float,
+        600.0,
+        "close idle WebSocket connections after this many seconds (API Gateway: 600)",
+    ),
+    (
+        "--max-connection-duration",
+        "STREAMER_LOCAL_MAX_CONNECTION_DURATION",
+        float,
+        7200.0,
+        "close every WebSocket connection after this many seconds (API Gateway: 7200)",
+    ),
+    (
+        "--on-failure-file",
+        "STREAMER_LOCAL_ON_FAILURE_FILE",
+        str,
+        None,
+        "append stream records given up on to this JSON-lines file (always logged)",
+    ),
+)
 
 
 def options_from(args: argparse.Namespace) -> LocalOptions:
@@ -57,49 +89,8 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         help="run the whole platform on this machine (no AWS account, no Docker)",
         description=_DESCRIPTION,
     )
-    p.add_argument(
-        "--host",
-        default=os.environ.get("STREAMER_LOCAL_HOST", DEFAULT_HOST),
-        help="interface for every port (default 127.0.0.1; $STREAMER_LOCAL_HOST)",
-    )
-    p.add_argument(
-        "--port",
-        type=int,
-        default=_env_int("STREAMER_LOCAL_PORT", DEFAULT_PORT),
-        help="WebSocket + Management API port (default 8765; $STREAMER_LOCAL_PORT)",
-    )
-    p.add_argument(
-        "--moto-port",
-        type=int,
-        default=_env_int("STREAMER_LOCAL_MOTO_PORT", 0),
-        help="moto server port (default 0 = a free port)",
-    )
-    p.add_argument(
-        "--lambda-port",
-        type=int,
-        default=_env_int("STREAMER_LOCAL_LAMBDA_PORT", 0),
-        help="Lambda Invoke endpoint port (default 0 = a free port)",
-    )
-    p.add_argument(
-        "--sfn-endpoint",
-        default=os.environ.get("STREAMER_LOCAL_SFN_ENDPOINT") or None,
-        help="use this Step Functions endpoint (e.g. AWS Step Functions Local) instead of the "
-        "embedded engine; run it with LAMBDA_ENDPOINT=<the printed Lambda endpoint>",
-    )
-    p.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=_env_float("STREAMER_LOCAL_IDLE_TIMEOUT", 600.0),
-        help="close idle WebSocket connections after this many seconds (API Gateway: 600; "
-        "$STREAMER_LOCAL_IDLE_TIMEOUT)",
-    )
-    p.add_argument(
-        "--max-connection-duration",
-        type=float,
-        default=_env_float("STREAMER_LOCAL_MAX_CONNECTION_DURATION", 7200.0),
-        help="close every WebSocket connection after this many seconds (API Gateway: 7200; "
-        "$STREAMER_LOCAL_MAX_CONNECTION_DURATION)",
-    )
+    for flag, env, kind, default, text in _FLAGS:
+        p.add_argument(flag, type=kind, default=_env(env, kind, default), help=f"{text}; ${env}")
     p.add_argument(
         "--template",
         default=None,
@@ -111,11 +102,6 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         metavar="DIR",
         help="read DIR/infra/template.yaml and DIR/statemachines/ instead of the bundled ones",
-    )
-    p.add_argument(
-        "--on-failure-file",
-        default=os.environ.get("STREAMER_LOCAL_ON_FAILURE_FILE") or None,
-        help="append stream records given up on to this JSON-lines file (always logged)",
     )
     p.add_argument(
         "--log-level",
