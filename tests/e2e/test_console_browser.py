@@ -305,3 +305,104 @@ def test_connections_and_overview_pages(local_stack: Any, page: Any, client: Cli
     text = page.inner_text("#ov")
     assert "echo" in text and "SUCCEEDED" in text.upper()
     screenshot(page, "console-overview.png")
+
+
+#: Every ASL state type the console draws, in one small workflow (deployed only for this test).
+ALL_TYPES = {
+    "Comment": "console test: one state of every type",
+    "StartAt": "Prepare",
+    "States": {
+        "Prepare": {"Type": "Pass", "Result": {"items": [1, 2, 3]}, "ResultPath": "$.data", "Next": "Pause"},
+        "Pause": {"Type": "Wait", "Seconds": 1, "Next": "Route"},
+        "Route": {
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.data.items[0]", "NumericEquals": 1, "Next": "Work"}],
+            "Default": "Reject",
+        },
+        "Work": {
+            "Type": "Task",
+            "Resource": "arn:aws:lambda:us-east-1:123456789012:function:StepRunnerFunction",
+            "Parameters": {
+                "step": "echo",
+                "request.$": "$.request",
+                "input": {"message": "every type", "steps": 1},
+                "attempt.$": "$$.State.RetryCount",
+            },
+            "ResultPath": "$.echo",
+            "Next": "Fan",
+        },
+        "Fan": {
+            "Type": "Parallel",
+            "Branches": [
+                {"StartAt": "Left", "States": {"Left": {"Type": "Pass", "End": True}}},
+                {
+                    "StartAt": "Each",
+                    "States": {
+                        "Each": {
+                            "Type": "Map",
+                            "ItemsPath": "$.data.items",
+                            "ItemProcessor": {
+                                "ProcessorConfig": {"Mode": "INLINE"},
+                                "StartAt": "Double",
+                                "States": {"Double": {"Type": "Pass", "End": True}},
+                            },
+                            "End": True,
+                        }
+                    },
+                },
+            ],
+            "ResultPath": "$.fan",
+            "Next": "Done",
+        },
+        "Reject": {"Type": "Fail", "Error": "Rejected", "Cause": "no route"},
+        "Done": {"Type": "Succeed"},
+    },
+}
+
+
+def test_every_state_type_is_drawn_distinctly(local_stack: Any, page: Any) -> None:
+    from streamer.aws.store import RequestStore
+    from streamer.models import Request, payload_hash
+    from streamer.protocol import RequestStatus
+
+    sfn = local_stack.client("stepfunctions")
+    echo = sfn.describe_state_machine(
+        stateMachineArn="arn:aws:states:us-east-1:123456789012:stateMachine:streamer-echo"
+    )
+    workflow = f"alltypes{int(time.time() * 1000)}"
+    sfn.create_state_machine(name=f"streamer-{workflow}", definition=json.dumps(ALL_TYPES), roleArn=echo["roleArn"])
+    # Stored as the router stores a request: the table's stream starts the execution.
+    user, rid, now = local_stack.unique_user("types"), f"types-{int(time.time())}", int(time.time())
+    RequestStore("streamer-requests", local_stack.client("dynamodb")).create(
+        Request(
+            user_id=user,
+            request_id=rid,
+            workflow=workflow,
+            payload={},
+            payload_hash=payload_hash(workflow, {}),
+            status=RequestStatus.PENDING,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + 3600,
+        )
+    )
+    open_execution(page, local_stack, rid, user)
+    final = wait_statuses(page, {"Done": "succeeded"}, timeout=60)
+    assert set(final) == asl_node_ids(ALL_TYPES)
+    assert final["Reject"] == "not_reached"
+    assert all(final[s] == "succeeded" for s in ("Prepare", "Pause", "Route", "Work", "Fan", "Done")), final
+    assert final["Fan/branch1/Left"] == "succeeded" and final["Fan/branch2/Each"] == "succeeded", final
+    shapes = page.evaluate(
+        "() => Object.fromEntries(window.streamerConsole.cy.nodes('.state').map((n) =>"
+        " [n.data('type'), [n.style('shape'), n.style('border-style'), n.isParent()]]))"
+    )
+    assert len({tuple(v) for v in shapes.values()}) == len(shapes) == 8, shapes  # eight types, eight looks
+    assert shapes["Map"][2] and shapes["Parallel"][2]  # containers
+    parents = page.evaluate(
+        "() => ['Fan/branch1', 'Fan/branch2/Each', 'Fan/branch2/Each/Double'].map((id) =>"
+        " window.streamerConsole.cy.getElementById(id).parent().id())"
+    )
+    assert parents == ["Fan", "Fan/branch2", "Fan/branch2/Each"]
+    label = page.evaluate("() => window.streamerConsole.cy.getElementById('Fan/branch2/Each').data('label')")
+    assert "/3 done" in label  # the Map inside the Parallel branch counts its three iterations
+    screenshot(page, "console-all-types.png")

@@ -305,7 +305,8 @@ function nodeLabel(node, run) {
   } else if (run && run.attempts > 1) {
     sub = `${type} · ${run.attempts} attempts`;
   }
-  return `${label}\n${sub}`;
+  // Containers (Map, Parallel) carry their label inside the top of the box, on one line.
+  return node.isParent() ? `${label} · ${sub}` : `${label}\n${sub}`;
 }
 
 function graphStyle() {
@@ -322,7 +323,8 @@ function graphStyle() {
     { selector: "node.Fail", style: { shape: "octagon", width: 110, height: 44 } },
     { selector: "node.terminal-dot", style: { shape: "ellipse", width: 22, height: 22, "background-color": "#1d2330", "border-width": 0, label: "data(label)", "text-valign": "bottom", "text-margin-y": 4, color: "#6b7385" } },
     { selector: ":parent", style: {
-      "text-valign": "top", "text-halign": "center", "text-margin-y": -4, "background-opacity": 0.35, "padding": 14, shape: "round-rectangle", "font-weight": 600,
+      "text-valign": "top", "text-halign": "center", "text-margin-y": -2, "background-opacity": 0.35, padding: 16, shape: "round-rectangle", "font-weight": 600,
+      "compound-sizing-wrt-labels": "include",
     } },
     { selector: ":parent.Map", style: { "border-style": "dashed", "border-width": 3 } },
     { selector: ":parent.Parallel", style: { "border-style": "double", "border-width": 5, shape: "rectangle" } },
@@ -396,9 +398,11 @@ function executionView(id, params) {
       name: "elk", nodeDimensionsIncludeLabels: true, fit: true, padding: 16, animate: false,
       elk: {
         algorithm: "layered", "elk.direction": "DOWN", "elk.hierarchyHandling": "INCLUDE_CHILDREN",
-        "elk.layered.spacing.nodeNodeBetweenLayers": 36, "elk.spacing.nodeNode": 28,
-        "elk.padding": "[top=34,left=16,bottom=16,right=16]", "elk.edgeRouting": "ORTHOGONAL",
+        "elk.layered.spacing.nodeNodeBetweenLayers": 44, "elk.spacing.nodeNode": 28,
+        "elk.edgeRouting": "ORTHOGONAL",
       },
+      // A container's box in cytoscape is its children's box + 16 px padding + its label on top: tell ELK so.
+      nodeLayoutOptions: (n) => (n.isParent() ? { "elk.padding": "[top=40,left=18,bottom=18,right=18]" } : {}),
     });
     layout.one("layoutstop", () => {
       container.dataset.drawn = "1"; // tests and the benchmark wait for this
