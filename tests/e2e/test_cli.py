@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -82,3 +83,14 @@ def test_demo_is_what_make_run_shows() -> None:
     assert "step 5 of 5" in out.stdout and '"message": "hello from streamer"' in out.stdout  # live progress, result
     assert '"words": 900' in out.stdout  # textstats
     assert "FAILED STEP_FAILED: echo failed because the payload asked it to (fail: true)" in out.stdout
+
+
+def test_demo_says_why_the_stack_did_not_start() -> None:
+    with socket.socket() as taken:  # the demo's port is in use: `streamer local` exits at once with the reason
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = run("demo", "--port", str(port), timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[-1] == "error: `streamer local` did not become ready (exit code 1)"
+    assert "WebSocket gateway" in out.stderr  # the stack's own one-line reason, passed through

@@ -66,7 +66,12 @@ class _ProgressBar:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.progress.stop()
+        self._stop()
+
+    def _stop(self) -> None:
+        # Only a bar that was shown is stopped: stopping a never-started one still writes a line.
+        if self.task is not None:
+            self.progress.stop()
 
     def accepted(self, request_id: str) -> None:
         self.console.print(f"[bold]{self.workflow}[/] request [cyan]{request_id}[/] accepted")
@@ -84,7 +89,7 @@ class _ProgressBar:
             self.progress.update(self.task, completed=100, description="done")
 
     def finish(self, final: dict[str, Any]) -> None:
-        self.progress.stop()
+        self._stop()
         if final.get("type") == "result":
             self.console.print_json(json.dumps(final["output"]))
         else:
