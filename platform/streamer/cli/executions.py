@@ -165,8 +165,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
     table = Table(title=f"executions ({src.describe()}), newest first", title_justify="left")
     for column in ("request id", "user", "workflow", "status", "started", "duration"):
         table.add_column(column, no_wrap=column != "user")
-    if src.aws:
-        table.add_column("AWS console", overflow="fold")
     for item in page.items:
         row = [
             item.request_id,
@@ -176,10 +174,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
             _when(item.created_at),
             _ms(item.duration_ms),
         ]
-        if src.aws:
-            row.append(item.console_url or "")
         table.add_row(*row)
     console.print(table)
+    if src.aws:  # links on lines of their own: a table cell would wrap them
+        for item in page.items:
+            if item.console_url:
+                console.print(f"{item.request_id}  {item.console_url}", soft_wrap=True)
     if not page.items:
         console.print("no executions match")
     if page.next_cursor:
@@ -250,7 +250,7 @@ def _print_detail(console: Console, detail: ExecutionDetail) -> None:
         if ex.error or ex.cause:
             console.print(f"  error    {ex.error or ''}: {_short_cause(ex.cause, 200)}")
         if ex.console_url:
-            console.print(f"  console  {ex.console_url}")
+            console.print(f"  console  {ex.console_url}", soft_wrap=True)
     table = Table(title="states (execution order, then not reached)", title_justify="left")
     for column in ("state", "type", "status", "attempts", "started", "duration", "error", "cause"):
         table.add_column(column, no_wrap=column not in ("cause",), overflow="fold")

@@ -396,6 +396,15 @@ def show_execution(src: Sources, id: str, *, user: str | None = None, expand: bo
     req = _request(src, id, user)
     events = _stored_events(src, req)
     terminal = next((e.body for e in events if e.type in _TERMINAL_TYPES), None)
+    if terminal is None and req.status.terminal:
+        # A store that keeps the terminal event on the request item itself (not in the events table).
+        body_of = getattr(req, "terminal_body", None)
+        body = body_of() if callable(body_of) else None
+        if isinstance(body, dict):
+            terminal = body
+            seq = int(body.get("seq") or getattr(req, "last_seq", 0) or len(events) + 1)
+            at = datetime.fromtimestamp(req.updated_at, UTC)
+            events.append(StoredEvent(seq=seq, type=str(body.get("type", "")), created_at=at, body=body))
     detail = ExecutionDetail(
         summary=_summary(src, req.model_dump(mode="json")),
         request=RequestInfo(
