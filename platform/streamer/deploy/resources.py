@@ -52,36 +52,31 @@ def bundled_dir() -> Path:
     return root
 
 
-def _base(project_dir: Path | str | None) -> Path:
+def _find(project_dir: Path | str | None, relative: Path, *, directory: bool) -> Path:
+    """``relative`` under ``project_dir`` (or the bundled files), resolved; :class:`ProjectFilesError` if absent."""
     if project_dir is None:
-        return bundled_dir()
-    base = Path(project_dir)
-    if not base.is_dir():
-        raise ProjectFilesError(f"project directory {base} does not exist")
-    return base
-
-
-def template_path(project_dir: Path | str | None = None) -> Path:
-    """``<project_dir>/infra/template.yaml``, or the template bundled with the package when ``project_dir`` is
-    ``None``. Raises :class:`ProjectFilesError` when the file is not there."""
-    path = _base(project_dir) / TEMPLATE
-    if not path.is_file():
-        where = f"project directory {project_dir}" if project_dir is not None else "the installed package"
+        base, where = bundled_dir(), "the installed package"
+    else:
+        base, where = Path(project_dir), f"project directory {project_dir}"
+        if not base.is_dir():
+            raise ProjectFilesError(f"project directory {base} does not exist")
+    path = base / relative
+    if not (path.is_dir() if directory else path.is_file()):
+        name = relative.as_posix() + ("/" if directory else "")
         raise ProjectFilesError(
-            f"no {TEMPLATE.as_posix()} in {where} ({path}); pass --project-dir with the directory that holds "
+            f"no {name} in {where} ({path}); pass --project-dir with the directory that holds "
             f"{TEMPLATE.as_posix()} and {STATEMACHINES_DIR.as_posix()}/"
         )
     return path.resolve()
 
 
+def template_path(project_dir: Path | str | None = None) -> Path:
+    """``<project_dir>/infra/template.yaml``, or the template bundled with the package when ``project_dir`` is
+    ``None``. Raises :class:`ProjectFilesError` when the file is not there."""
+    return _find(project_dir, TEMPLATE, directory=False)
+
+
 def statemachines_dir(project_dir: Path | str | None = None) -> Path:
     """``<project_dir>/statemachines``, or the definitions bundled with the package when ``project_dir`` is
     ``None``. Raises :class:`ProjectFilesError` when the directory is not there."""
-    path = _base(project_dir) / STATEMACHINES_DIR
-    if not path.is_dir():
-        where = f"project directory {project_dir}" if project_dir is not None else "the installed package"
-        raise ProjectFilesError(
-            f"no {STATEMACHINES_DIR.as_posix()}/ in {where} ({path}); pass --project-dir with the directory "
-            f"that holds {STATEMACHINES_DIR.as_posix()}/"
-        )
-    return path.resolve()
+    return _find(project_dir, STATEMACHINES_DIR, directory=True)
