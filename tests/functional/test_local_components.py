@@ -734,7 +734,7 @@ def test_a_refused_connect_returns_the_status_and_never_disconnects(gateway: Gat
     with pytest.raises(InvalidStatus) as info:
         connect(gateway.url)
     assert info.value.response.status_code == 403
-    gateway.functions["Connect"] = lambda e: InvokeOutcomeError()
+    gateway.functions["Connect"] = lambda e: function_error()
     with pytest.raises(InvalidStatus) as info:
         connect(gateway.url)
     assert info.value.response.status_code == 500
@@ -742,7 +742,7 @@ def test_a_refused_connect_returns_the_status_and_never_disconnects(gateway: Gat
     assert gateway.named("Disconnect") == []
 
 
-def InvokeOutcomeError() -> Any:
+def function_error() -> Any:
     return InvokeResult(ok=False, payload={"errorType": "Boom", "errorMessage": "boom"})
 
 
@@ -794,7 +794,7 @@ def test_a_slow_function_does_not_block_reading_the_socket(gateway: GatewayThrea
 def test_a_failing_integration_sends_api_gateways_error_frame(gateway: GatewayThread) -> None:
     from websockets.sync.client import connect
 
-    gateway.functions["Default"] = lambda e: InvokeOutcomeError()
+    gateway.functions["Default"] = lambda e: function_error()
     with connect(gateway.url) as ws:
         ws.send("hello")
         frame = json.loads(ws.recv(timeout=20))

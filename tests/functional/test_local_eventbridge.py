@@ -32,7 +32,7 @@ from streamer.local.plan import local_refs, plan_from_template
 from streamer.local.retry import EVENT_RETRIES
 
 #: EventBridge's RetryPolicy allows 185 retries; the local ceiling of an event target.
-LOCAL_MAX_RETRY_ATTEMPTS = EVENT_RETRIES.ceiling
+RETRY_CEILING = EVENT_RETRIES.ceiling
 
 REGION = "us-east-1"
 CREDS = {"region_name": REGION, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -58,7 +58,7 @@ def test_status_change_rules_come_from_the_template() -> None:
     plan = plan_from_template(check_plugins=False)
     assert plan.event_rules == [RULE]
     assert status_change_rules(plan.template, local_refs(plan)) == [RULE]
-    assert RULE.targets[0].retry_bound == LOCAL_MAX_RETRY_ATTEMPTS  # 185 on AWS, bounded locally
+    assert RULE.targets[0].retry_bound == RETRY_CEILING  # 185 on AWS, bounded locally
     assert RULE.statuses() == {"FAILED", "TIMED_OUT", "ABORTED"}
 
 
@@ -225,21 +225,21 @@ def test_executions_that_end_badly_are_delivered_once_with_their_input(sfn: Any)
 
 def test_a_failing_function_is_retried_a_bounded_number_of_times_then_given_up(sfn: Any) -> None:
     error = InvokeResult(ok=False, payload={"errorType": "ClientError", "errorMessage": "throttled"})
-    target = Target(*[error] * (LOCAL_MAX_RETRY_ATTEMPTS + 1))
+    target = Target(*[error] * (RETRY_CEILING + 1))
     poller = _poller(sfn, target)
     poller.prime()
     _wait(sfn, _start(sfn, "streamer-fails", "f1"), "FAILED")
     _until(poller, lambda: bool(poller.given_up))
-    assert len(target.events) == LOCAL_MAX_RETRY_ATTEMPTS + 1
+    assert len(target.events) == RETRY_CEILING + 1
     (gave_up,) = poller.given_up
     assert (gave_up.function_name, gave_up.attempts, gave_up.error) == (
         "ExecutionEventsFunction",
-        LOCAL_MAX_RETRY_ATTEMPTS + 1,
+        RETRY_CEILING + 1,
         "ClientError: throttled",
     )
     for _ in range(3):
         poller.poll_once()
-    assert len(target.events) == LOCAL_MAX_RETRY_ATTEMPTS + 1 and poller.pending == 0
+    assert len(target.events) == RETRY_CEILING + 1 and poller.pending == 0
 
 
 def test_a_function_error_then_success_is_delivered(sfn: Any) -> None:
@@ -253,12 +253,12 @@ def test_a_function_error_then_success_is_delivered(sfn: Any) -> None:
 
 def test_a_transport_error_does_not_use_up_attempts(sfn: Any) -> None:
     down = InvokeResult(ok=False, transport_error="ConnectionRefusedError")
-    target = Target(*[down] * (LOCAL_MAX_RETRY_ATTEMPTS + 5))
+    target = Target(*[down] * (RETRY_CEILING + 5))
     poller = _poller(sfn, target)
     poller.prime()
     _wait(sfn, _start(sfn, "streamer-fails", "f3"), "FAILED")
     _until(poller, lambda: poller.stats.delivered == 1)
-    assert len(target.events) == LOCAL_MAX_RETRY_ATTEMPTS + 6 and not poller.given_up
+    assert len(target.events) == RETRY_CEILING + 6 and not poller.given_up
 
 
 def test_run_and_stop_in_a_thread(sfn: Any) -> None:

@@ -96,3 +96,28 @@ def test_a_project_directory_gives_the_template_and_a_missing_one_is_a_reason(tm
         plan_from_template(project_dir=tmp_path / "nowhere", check_plugins=False)
     with pytest.raises(StartupError, match=r"no infra/template\.yaml in project directory"):
         plan_from_template(project_dir=tmp_path, check_plugins=False)
+
+
+def test_provisioning_creates_the_plans_tables_and_state_machines_and_a_failed_deploy_is_a_reason(
+    tmp_path: Path,
+) -> None:
+    import boto3
+    from moto import mock_aws
+
+    from streamer.config import LOCAL_REGION
+    from streamer.local.plan import StateMachinePlan
+    from streamer.local.provision import deploy_state_machines, provision
+
+    plan = plan_from_template(check_plugins=False)
+    creds = {"region_name": LOCAL_REGION, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    with mock_aws():
+        ddb, sfn = boto3.client("dynamodb", **creds), boto3.client("stepfunctions", **creds)
+        provision(plan, dynamodb=ddb, sfn=sfn)
+        assert sorted(ddb.list_tables()["TableNames"]) == sorted(plan.table_names.values())
+        ttl = ddb.describe_time_to_live(TableName="streamer-requests")["TimeToLiveDescription"]
+        assert ttl["TimeToLiveStatus"] == "ENABLED"
+        arns = {m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
+        assert arns == {plan.state_machine_arn_prefix() + sm.workflow for sm in plan.state_machines}
+        plan.state_machines.append(StateMachinePlan("ghost", tmp_path / "ghost.asl.json", {}))
+        with pytest.raises(StartupError, match=r"^state machines: .*ghost"):
+            deploy_state_machines(plan, sfn)
