@@ -105,4 +105,3 @@ def test_filters_are_or_ed_and_none_lets_everything_through() -> None:
 def test_patterns_aws_refuses_are_refused(pattern: dict[str, Any], reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         compile_pattern(pattern)
-
