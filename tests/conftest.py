@@ -31,6 +31,7 @@ class ManagementApi:
         self.live: set[str] = set()
         self.throttled: dict[str, int] = defaultdict(int)
         self.attempts: dict[str, int] = defaultdict(int)
+        self.deleted: list[str] = []  # connections closed through DELETE @connections/{id}
         self.lock = threading.Lock()
         api = self
 
@@ -57,6 +58,18 @@ class ManagementApi:
                     api.messages[cid].append(json.loads(data))
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_DELETE(self) -> None:  # DeleteConnection: 204, or 410 when the connection is gone
+                from urllib.parse import unquote
+
+                cid = unquote(self.path.rsplit("/@connections/", 1)[-1])
+                with api.lock:
+                    if cid not in api.live:
+                        return self._err(410, "GoneException")
+                    api.live.discard(cid)
+                    api.deleted.append(cid)
+                self.send_response(204)
                 self.end_headers()
 
             def _err(self, status: int, code: str) -> None:

@@ -37,6 +37,15 @@ class Settings:
     rate_limit_per_minute: int = 120
     request_ttl_seconds: int = 7 * 24 * 3600
     max_execution_input_bytes: int = MAX_EXECUTION_INPUT_BYTES
+    #: Per-user quotas (``streamer.quotas``; 0 turns one off). A well-behaved client never meets them.
+    quotas_table: str = "streamer-quotas"
+    max_connections_per_user: int = 10
+    max_requests_in_flight_per_user: int = 100
+    max_messages_per_second_per_user: int = 20
+    #: Browser origins allowed to open a connection (exact matches, ``$connect``); a handshake without an
+    #: ``Origin`` header (a non-browser client) is allowed unless ``allow_missing_origin`` is False.
+    allowed_origins: tuple[str, ...] = ()
+    allow_missing_origin: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -51,6 +60,17 @@ class Settings:
             progress_interval_ms=int(env.get("STREAMER_PROGRESS_INTERVAL_MS", d.progress_interval_ms)),
             rate_limit_per_minute=int(env.get("STREAMER_RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute)),
             request_ttl_seconds=int(env.get("STREAMER_REQUEST_TTL_SECONDS", d.request_ttl_seconds)),
+            quotas_table=env.get("STREAMER_QUOTAS_TABLE", d.quotas_table),
+            max_connections_per_user=int(env.get("STREAMER_MAX_CONNECTIONS_PER_USER", d.max_connections_per_user)),
+            max_requests_in_flight_per_user=int(
+                env.get("STREAMER_MAX_REQUESTS_IN_FLIGHT_PER_USER", d.max_requests_in_flight_per_user)
+            ),
+            max_messages_per_second_per_user=int(
+                env.get("STREAMER_MAX_MESSAGES_PER_SECOND_PER_USER", d.max_messages_per_second_per_user)
+            ),
+            allowed_origins=tuple(o.strip() for o in env.get("STREAMER_ALLOWED_ORIGINS", "").split(",") if o.strip()),
+            allow_missing_origin=env.get("STREAMER_ALLOW_MISSING_ORIGIN", "true").strip().lower()
+            not in ("0", "false", "no"),
         )
 
     def state_machine_arn(self, workflow: str) -> str:

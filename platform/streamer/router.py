@@ -1,11 +1,17 @@
 """The ``$default`` route as plain logic: one raw client frame in, the replies for that connection out.
 
 Never raises: every failure becomes a typed error frame, and the connection stays usable.
+
+Order of checks for a message: who is asking (the connection row; absent → ``FORBIDDEN``; its token expired →
+``FORBIDDEN`` with ``details.reason = "token_expired"``, after which the handler closes the connection with
+``DELETE @connections/{id}``), the per-connection rate, the per-user quotas (``streamer.quotas``:
+messages per second, and requests in flight at ``submit``), then the action.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -24,9 +30,25 @@ from streamer.protocol import (
     parse_action,
     validation_details,
 )
+from streamer.quotas import Quotas
 from streamer.service import RequestService
 
-__all__ = ["Router", "WorkflowInfo"]
+__all__ = ["TOKEN_EXPIRED", "Router", "WorkflowInfo", "closes_connection"]
+
+#: ``details.reason`` of the FORBIDDEN frame sent before a connection whose token expired is closed.
+TOKEN_EXPIRED = "token_expired"
+
+
+def closes_connection(frames: list[dict[str, Any]]) -> bool:
+    """True when the replies end the connection (its token expired): the handler then closes it."""
+    return any(
+        f.get("type") == "error"
+        and f.get("code") == ErrorCode.FORBIDDEN.value
+        and isinstance(f.get("details"), dict)
+        and f["details"].get("reason") == TOKEN_EXPIRED
+        for f in frames
+    )
+
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +69,12 @@ class Router:
         workflows: Callable[[], Mapping[str, WorkflowInfo]],
         *,
         rate_limit_per_minute: int | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.service = service
         self.workflows = workflows
         self.rate_limit = rate_limit_per_minute
+        self.quotas = quotas
 
     def handle_message(self, connection_id: str, raw: str | bytes) -> list[dict[str, Any]]:
         """The ``$default`` route: who is asking (the connection row, FORBIDDEN when absent or expired), the
@@ -59,10 +83,14 @@ class Router:
         def run() -> list[dict[str, Any]]:
             now = self.service.now()
             seen = self.service.count_message(connection_id, now)
-            if seen is None or seen[0].expires_at <= now:
+            if seen is None:
                 raise ProtocolError(ErrorCode.FORBIDDEN, "connection is not authenticated or has expired")
             conn, count = seen
-            return self._check_rate(count) or self._dispatch(conn.user_id, parse_action(raw))
+            if conn.expires_at <= now:
+                raise ProtocolError(
+                    ErrorCode.FORBIDDEN, "the connection's token has expired", {"reason": TOKEN_EXPIRED}
+                )
+            return self._check_rate(count) or self._limited(conn.user_id, raw)
 
         return self._safely(connection_id, run)
 
@@ -75,9 +103,15 @@ class Router:
                 limited = self._check_rate(seen[1]) if seen else []
                 if limited:
                     return limited
-            return self._dispatch(user_id, parse_action(raw))
+            return self._limited(user_id, raw)
 
         return self._safely(connection_id, run)
+
+    def _limited(self, user_id: str, raw: str | bytes) -> list[dict[str, Any]]:
+        """The per-user message quota, then the action."""
+        if self.quotas is not None:
+            self.quotas.count_message(user_id)
+        return self._dispatch(user_id, parse_action(raw))
 
     def _check_rate(self, count: int) -> list[dict[str, Any]]:
         if self.rate_limit and count > self.rate_limit:
@@ -147,5 +181,10 @@ class Router:
                     f"invalid payload for workflow {action.workflow!r}",
                     validation_details(exc, ("payload",)),
                 ) from exc
-        result = self.service.submit(user_id, action.workflow, payload, action.request_id)
+        # The in-flight slot is reserved under the request's id before it is stored (a retried submit of the
+        # same id takes no second slot); a generated id is chosen here so the reservation can name it.
+        request_id = action.request_id or uuid.uuid4().hex
+        if self.quotas is not None:
+            self.quotas.reserve_request(user_id, request_id)
+        result = self.service.submit(user_id, action.workflow, payload, request_id)
         return result.ack()

@@ -23,6 +23,7 @@ TABLE_NAMES = {
     "ConnectionsTable": "streamer-connections",
     "RequestsTable": "streamer-requests",
     "EventsTable": "streamer-events",
+    "QuotasTable": "streamer-quotas",
 }
 
 
@@ -61,7 +62,7 @@ def service(ddb: Any, mgmt_api: Any, settings: Settings) -> RequestService:
         settings,
         connections=connections,
         requests=RequestStore(settings.requests_table, ddb),
-        events=EventStore(settings.events_table, ddb, sleep=lambda s: None),
+        events=EventStore(settings.events_table, ddb),
         manager=ConnectionManager(mgmt_api.url, max_retries=2),
         executions=Executions(settings.state_machine_arn_prefix, boto3.client("stepfunctions", region_name="us-east-1")),
     )

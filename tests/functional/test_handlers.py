@@ -260,18 +260,28 @@ def test_log_keys_of_one_invocation_do_not_leak_into_the_next() -> None:
     assert "first-connection" not in json.dumps(second)
 
 
-def test_router_refuses_an_expired_connection(service: Any, mgmt_api: Any) -> None:
+def test_router_refuses_an_expired_connection(service: Any, mgmt_api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
     from streamer.models import Connection
 
+    monkeypatch.setattr(service, "settings", dataclasses.replace(service.settings, apigw_endpoint=mgmt_api.url))
     now = int(time.time())
     service.connections.put(
         Connection(connection_id="stale", user_id="alice", connected_at=now - 7300, expires_at=now - 100)
     )
     mgmt_api.open("stale")
     router.handler(message({"action": "ping"}, cid="stale"), None)
+    # The reason goes out first, then the connection is closed (DELETE @connections/{id}); docs/protocol.md.
     assert mgmt_api.received("stale") == [
-        {"type": "error", "code": "FORBIDDEN", "message": "connection is not authenticated or has expired"}
+        {
+            "type": "error",
+            "code": "FORBIDDEN",
+            "message": "the connection's token has expired",
+            "details": {"reason": "token_expired"},
+        }
     ]
+    assert mgmt_api.deleted == ["stale"]
 
 
 def test_router_rate_limits_a_connection(service: Any, mgmt_api: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -263,17 +263,20 @@ EXECUTE_API = (
     "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${WebSocketApi}/${StageName}"
     "/POST/@connections/*"
 )
-EXECUTIONS = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${AWS::StackName}-*:*"
-STATE_MACHINES = (
-    "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:${AWS::StackName}-*"
-)
+# Exact state machines (``${AWS::StackName}-*`` would also match a sibling stack's, e.g. streamer-staging-*).
+EXECUTIONS = {
+    f"arn:${{AWS::Partition}}:states:${{AWS::Region}}:${{AWS::AccountId}}:execution:${{{sm}StateMachine.Name}}:*"
+    for sm in ("Echo", "Textstats")
+}
+STATE_MACHINES = {"Ref:EchoStateMachine", "Ref:TextstatsStateMachine"}
+QUOTAS = "QuotasTable.Arn"
 BY_USER = "${ConnectionsTable.Arn}/index/by_user"
 CONN, REQ, EVT = "ConnectionsTable.Arn", "RequestsTable.Arn", "EventsTable.Arn"
 # An event is appended with TransactWriteItems: authorized per item action (there is no IAM action
 # dynamodb:TransactWriteItems).
 EVENT_WRITER = {
     (a, EVT) for a in ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query")
-} | {("dynamodb:ConditionCheckItem", EVT)}
+}
 PUSHER = {
     ("dynamodb:Query", BY_USER),
     ("dynamodb:DeleteItem", CONN),  # gone (410) connections are removed while pushing
@@ -286,8 +289,11 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
         ("ssm:GetParameter", "Ref:JwtSecretArn"),  # only when JwtSecretArn is an SSM parameter
         ("secretsmanager:GetSecretValue", "Ref:JwtSecretArn"),  # only when it is a secret
         ("kms:Decrypt", "Ref:JwtSecretKmsKeyArn"),  # only with a customer-managed key
+        ("dynamodb:GetItem", QUOTAS),  # the connection quota (streamer.quotas)
+        ("dynamodb:UpdateItem", QUOTAS),
+        ("dynamodb:BatchGetItem", CONN),  # stale reservations are checked against the rows
     },
-    "DisconnectFunction": {("dynamodb:GetItem", CONN), ("dynamodb:DeleteItem", CONN)},
+    "DisconnectFunction": {("dynamodb:DeleteItem", CONN)},
     "RouterFunction": {
         ("dynamodb:GetItem", CONN),
         ("dynamodb:UpdateItem", CONN),
@@ -297,9 +303,12 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:PutItem", REQ),
         ("dynamodb:UpdateItem", REQ),
         ("execute-api:ManageConnections", EXECUTE_API),
-        ("states:StopExecution", EXECUTIONS),
-        ("states:DescribeExecution", EXECUTIONS),
+        ("execute-api:ManageConnections", EXECUTE_API.replace("/POST/", "/DELETE/")),  # token expired: close
+        ("dynamodb:GetItem", QUOTAS),
+        ("dynamodb:UpdateItem", QUOTAS),
+        ("dynamodb:BatchGetItem", REQ),
     }
+    | {("states:StopExecution", e) for e in EXECUTIONS}
     | EVENT_WRITER,
     "StreamRouterFunction": {
         ("dynamodb:DescribeStream", "RequestsTable.StreamArn"),
@@ -308,10 +317,10 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:ListStreams", "*"),
         ("dynamodb:GetItem", REQ),
         ("dynamodb:UpdateItem", REQ),
-        ("states:StartExecution", STATE_MACHINES),
-        ("states:StopExecution", EXECUTIONS),
         ("sqs:SendMessage", "StreamDeadLetterQueue.Arn"),
     }
+    | {("states:StartExecution", sm) for sm in STATE_MACHINES}
+    | {("states:StopExecution", e) for e in EXECUTIONS}
     | EVENT_WRITER
     | PUSHER,
     "StepRunnerFunction": {("dynamodb:GetItem", REQ)} | EVENT_WRITER | PUSHER,
@@ -319,11 +328,11 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
     "ExecutionEventsFunction": {
         ("dynamodb:GetItem", REQ),
         ("dynamodb:UpdateItem", REQ),
-        # An execution input over 248 KiB is left out of the EventBridge event: read it from the execution.
-        ("states:DescribeExecution", EXECUTIONS),
         # EventInvokeConfig's on-failure destination (SAM adds the grant for it).
         ("sqs:SendMessage", "StreamDeadLetterQueue.Arn"),
     }
+    # An execution input over 248 KiB is left out of the EventBridge event: read it from the execution.
+    | {("states:DescribeExecution", e) for e in EXECUTIONS}
     | EVENT_WRITER
     | PUSHER,
 }
@@ -409,6 +418,7 @@ def test_environment_resolves_to_what_the_code_reads(tpl: dict[str, Any]) -> Non
             "ConnectionsTable": "c",
             "RequestsTable": "r",
             "EventsTable": "e",
+            "QuotasTable": "q",
         },
     )
     assert env["STREAMER_APIGW_ENDPOINT"] == "https://abc123.execute-api.eu-west-1.amazonaws.com/prod"
@@ -427,7 +437,8 @@ def test_environment_resolves_to_what_the_code_reads(tpl: dict[str, Any]) -> Non
 
 def test_tables_keep_their_key_schemas(tpl: dict[str, Any]) -> None:
     tables = T.table_definitions(tpl)
-    assert set(tables) == {"ConnectionsTable", "RequestsTable", "EventsTable"}
+    assert set(tables) == {"ConnectionsTable", "RequestsTable", "EventsTable", "QuotasTable"}
+    assert tables["QuotasTable"]["KeySchema"] == [{"AttributeName": "user_id", "KeyType": "HASH"}]
     assert tables["ConnectionsTable"]["KeySchema"] == [{"AttributeName": "connection_id", "KeyType": "HASH"}]
     gsi = tables["ConnectionsTable"]["GlobalSecondaryIndexes"]
     assert [(g["IndexName"], g["KeySchema"]) for g in gsi] == [
@@ -445,8 +456,9 @@ def test_tables_keep_their_key_schemas(tpl: dict[str, Any]) -> None:
         {"AttributeName": "request_key", "KeyType": "HASH"},
         {"AttributeName": "seq", "KeyType": "RANGE"},
     ]
-    for spec in tables.values():
-        assert spec["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    for name, spec in tables.items():
+        if name != "QuotasTable":  # one item per user, rebuilt from the others: nothing expires
+            assert spec["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
 
 
 def test_websocket_routes(tpl: dict[str, Any], resources: dict[str, Any]) -> None:

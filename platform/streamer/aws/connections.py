@@ -106,6 +106,25 @@ class ConnectionManager:
         except BotoCoreError as exc:  # transport: read timeout, connection refused … after botocore's retries
             raise SendError(connection_id, type(exc).__name__) from exc
 
+    def close(self, connection_id: str) -> bool:
+        """Close a connection (``DELETE @connections/{id}``, DeleteConnection). False when it was already gone.
+
+        API Gateway closes the socket and runs ``$disconnect``; the close frame carries no application reason
+        (DeleteConnection takes none), so callers send the reason as an error frame first
+        (https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-how-to-call-websocket-api-connections.html).
+        """
+        try:
+            self.client.delete_connection(ConnectionId=connection_id)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "GoneException" or status == 410:
+                return False
+            raise SendError(connection_id, code or str(status)) from exc
+        except BotoCoreError as exc:
+            raise SendError(connection_id, type(exc).__name__) from exc
+        return True
+
     def send_many(self, connection_ids: Iterable[str], message: Mapping[str, Any]) -> SendReport:
         """Send one message to many connections, concurrently with a bound; never raises for one of them."""
         data = encode_message(message)

@@ -1,0 +1,195 @@
+"""DynamoDB side of the per-user quotas (``streamer.quotas``): one item per user in the ``quotas`` table.
+
+The item holds two reservation maps and one counter window::
+
+    {"user_id": "alice",
+     "connections": {"<connection id>": <reserved at>, ...},
+     "requests":    {"<request id>": <reserved at>, ...},
+     "msg_window": <epoch second>, "msg_count": <messages in that second>}
+
+Every change is one conditional ``UpdateItem`` on that item, so the limits hold across Lambda containers
+without a lock: ``size(map) < :limit`` in the condition makes a reservation atomic (two concurrent
+admissions can never both take the last slot), and a map key makes it idempotent (a retried submit of the
+same request id reserves nothing new). Condition expressions and ``size``:
+https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Expressions.OperatorsAndFunctions.html
+
+The maps are a *cache* of what is in flight; the truth is the connections and requests tables. When a map
+is full, its members are checked against those tables (``BatchGetItem``, consistent reads) and the stale
+ones removed before the reservation is tried again — so a missed ``$disconnect`` or a request that ended
+without anybody releasing it can never keep a slot taken for good.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from streamer.protocol import RequestStatus
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+__all__ = ["CONNECTIONS", "REQUESTS", "QuotaStore"]
+
+CONNECTIONS = "connections"
+REQUESTS = "requests"
+#: BatchGetItem reads at most 100 keys per call
+#: (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html).
+_BATCH_GET_MAX = 100
+
+
+def _condition_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class QuotaStore:
+    """The ``quotas`` table plus the reads that tell a stale reservation from a live one."""
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        connections_table: str,
+        requests_table: str,
+        client: DynamoDBClient | None = None,
+    ) -> None:
+        self.table = table
+        self.connections_table = connections_table
+        self.requests_table = requests_table
+        self._client = client
+
+    @property
+    def client(self) -> DynamoDBClient:
+        if self._client is None:
+            self._client = boto3.client("dynamodb")
+        return self._client
+
+    def _key(self, user_id: str) -> dict[str, Any]:
+        return {"user_id": {"S": user_id}}
+
+    # -- reservations ---------------------------------------------------------------------------
+
+    def reserve(self, user_id: str, kind: str, member: str, limit: int, now: int) -> bool:
+        """Put ``member`` into the user's ``kind`` map unless it holds ``limit`` others. True when it is in."""
+        names = {"#k": kind, "#m": member}
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=self._key(user_id),
+                UpdateExpression="SET #k.#m = :now",
+                ConditionExpression="attribute_exists(#k) AND (size(#k) < :limit OR attribute_exists(#k.#m))",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={":now": {"N": str(now)}, ":limit": {"N": str(limit)}},
+            )
+        except ClientError as exc:
+            if not _condition_failed(exc):
+                raise
+            return False
+        return True
+
+    def ensure_map(self, user_id: str, kind: str) -> None:
+        """Create the item and the empty ``kind`` map if absent (a nested SET needs its parent map)."""
+        self.client.update_item(
+            TableName=self.table,
+            Key=self._key(user_id),
+            UpdateExpression="SET #k = if_not_exists(#k, :empty)",
+            ExpressionAttributeNames={"#k": kind},
+            ExpressionAttributeValues={":empty": {"M": {}}},
+        )
+
+    def members(self, user_id: str, kind: str) -> dict[str, int] | None:
+        """The ``kind`` map (member → reserved at), or None when the item or the map does not exist."""
+        resp = self.client.get_item(
+            TableName=self.table,
+            Key=self._key(user_id),
+            ConsistentRead=True,
+            ProjectionExpression="#k",
+            ExpressionAttributeNames={"#k": kind},
+        )
+        value = resp.get("Item", {}).get(kind)
+        if value is None or "M" not in value:
+            return None
+        return {m: int(v.get("N", "0")) for m, v in value["M"].items()}
+
+    def release(self, user_id: str, kind: str, members: Iterable[str]) -> None:
+        """Remove members from the ``kind`` map (absent ones are ignored; nothing is created)."""
+        todo = list(dict.fromkeys(members))
+        # One UpdateItem per 50 members keeps the expression well under its 4 KB limit for long ids.
+        for start in range(0, len(todo), 50):
+            chunk = todo[start : start + 50]
+            names = {"#k": kind, **{f"#m{i}": m for i, m in enumerate(chunk)}}
+            try:
+                self.client.update_item(
+                    TableName=self.table,
+                    Key=self._key(user_id),
+                    UpdateExpression="REMOVE " + ", ".join(f"#k.#m{i}" for i in range(len(chunk))),
+                    ConditionExpression="attribute_exists(#k)",
+                    ExpressionAttributeNames=names,
+                )
+            except ClientError as exc:
+                if not _condition_failed(exc):
+                    raise
+
+    # -- the message window ---------------------------------------------------------------------
+
+    def count_message(self, user_id: str, second: int) -> int:
+        """Count one message in the user's current one-second window; the count so far in that window."""
+        values = {":w": {"N": str(second)}, ":one": {"N": "1"}}
+        add = ("ADD msg_count :one", "msg_window = :w")
+        # A new window: reset, unless a concurrent message already did (then ADD again).
+        reset = ("SET msg_window = :w, msg_count = :one", "attribute_not_exists(msg_window) OR msg_window <> :w")
+        for update, condition in (add, reset, add):
+            try:
+                resp = self.client.update_item(
+                    TableName=self.table,
+                    Key=self._key(user_id),
+                    UpdateExpression=update,
+                    ConditionExpression=condition,
+                    ExpressionAttributeValues=values,
+                    ReturnValues="ALL_NEW",
+                )
+            except ClientError as exc:
+                if not _condition_failed(exc):
+                    raise
+                continue
+            return int(resp["Attributes"]["msg_count"]["N"])
+        # Three lost races in a row means many concurrent messages in this very second: count it as over.
+        return 1 << 30
+
+    # -- what is really live --------------------------------------------------------------------
+
+    def _batch_get(
+        self, table: str, keys: list[dict[str, Any]], projection: str, names: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(keys), _BATCH_GET_MAX):
+            pending: dict[str, Any] = {
+                table: {
+                    "Keys": keys[start : start + _BATCH_GET_MAX],
+                    "ConsistentRead": True,
+                    "ProjectionExpression": projection,
+                    "ExpressionAttributeNames": names,
+                }
+            }
+            while pending:
+                resp = self.client.batch_get_item(RequestItems=pending)
+                out.extend(resp.get("Responses", {}).get(table, []))
+                pending = dict(resp.get("UnprocessedKeys") or {})
+        return out
+
+    def live_connections(self, connection_ids: list[str], now: int) -> set[str]:
+        """The ids among ``connection_ids`` whose connection row exists and has not expired."""
+        keys = [{"connection_id": {"S": c}} for c in connection_ids]
+        rows = self._batch_get(self.connections_table, keys, "#c, #e", {"#c": "connection_id", "#e": "expires_at"})
+        return {r["connection_id"]["S"] for r in rows if int(r.get("expires_at", {}).get("N", "0")) > now}
+
+    def existing_requests(self, user_id: str, request_ids: list[str]) -> dict[str, bool]:
+        """request id → True while the request is in flight (PENDING / RUNNING), False once it ended."""
+        keys = [{"user_id": {"S": user_id}, "request_id": {"S": r}} for r in request_ids]
+        # "status" is a DynamoDB reserved word: projected through a name placeholder.
+        rows = self._batch_get(self.requests_table, keys, "#r, #s", {"#r": "request_id", "#s": "status"})
+        ended = {s.value for s in RequestStatus if s.terminal}
+        return {r["request_id"]["S"]: r.get("status", {}).get("S") not in ended for r in rows}

@@ -1,0 +1,164 @@
+"""Per-user quotas: connections, requests in flight, messages per second — one place, across containers.
+
+Contract:
+
+* :meth:`Quotas.admit_connection` — at ``$connect``, before the connection row is stored. Over
+  ``max_connections_per_user`` it raises ``ProtocolError(RATE_LIMITED)`` (the handler answers HTTP 429 and
+  stores nothing).
+* :meth:`Quotas.count_message` — every message, after the connection is known. Over
+  ``max_messages_per_second_per_user`` in the current second: ``RATE_LIMITED`` with
+  ``{"quota": "messages_per_second", "limit": N}``.
+* :meth:`Quotas.reserve_request` — at ``submit``, before the request is stored. Over
+  ``max_requests_in_flight_per_user``: ``RATE_LIMITED`` with ``{"quota": "requests_in_flight", "limit": N}``.
+* :meth:`Quotas.release_request` — optional, eager: frees a slot as soon as a request ends. Not needed for
+  correctness (see below).
+
+Why reservations validated against the tables, and not a counter decremented when a request ends: a counter
+leaks whenever the decrement is missed (a notify task that never ran, a request expired by TTL, a crash
+between the terminal write and the decrement), and a leaked count locks a user out for good. Counting the
+in-flight requests by a query on a sparse index cannot leak but is eventually consistent, so concurrent
+submits overshoot the limit. Here the reservation is one conditional write (``size(map) < limit``: exact
+under concurrency, idempotent per request id) and, only when a user's map is full, each member is checked
+against the truth (the requests / connections tables, consistent reads) and the stale ones dropped — an
+ended request, a request never stored, a connection row deleted or expired. A slot is therefore held at
+most as long as the thing it stands for exists, whatever failed in between.
+
+A member with no row yet is kept for :data:`RESERVATION_GRACE_SECONDS` (its row is written right after the
+reservation: a ``$connect`` integration runs at most 29 s on API Gateway,
+https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html).
+
+Each user has their own item, so one user's excess never slows another's writes. 0 turns a limit off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from streamer.aws.quotas import CONNECTIONS, REQUESTS, QuotaStore
+from streamer.config import Settings
+from streamer.errors import ProtocolError
+from streamer.protocol import ErrorCode
+
+__all__ = ["RESERVATION_GRACE_SECONDS", "QuotaLimits", "Quotas"]
+
+logger = logging.getLogger(__name__)
+
+#: How long a reservation whose row does not exist yet is assumed to be on its way (see the module doc).
+RESERVATION_GRACE_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class QuotaLimits:
+    connections_per_user: int = 10
+    requests_in_flight_per_user: int = 100
+    messages_per_second_per_user: int = 20
+
+    @classmethod
+    def of(cls, settings: Settings) -> QuotaLimits:
+        return cls(
+            connections_per_user=settings.max_connections_per_user,
+            requests_in_flight_per_user=settings.max_requests_in_flight_per_user,
+            messages_per_second_per_user=settings.max_messages_per_second_per_user,
+        )
+
+
+class Quotas:
+    def __init__(self, limits: QuotaLimits, store: QuotaStore, *, clock: Callable[[], float] = time.time) -> None:
+        self.limits = limits
+        self.store = store
+        self.clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Quotas:
+        """The set a Lambda container shares (its DynamoDB client is created lazily)."""
+        store = QuotaStore(
+            settings.quotas_table,
+            connections_table=settings.connections_table,
+            requests_table=settings.requests_table,
+        )
+        return cls(QuotaLimits.of(settings), store)
+
+    def _now(self) -> int:
+        return int(self.clock())
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def admit_connection(self, user_id: str, connection_id: str) -> None:
+        """Reserve a connection slot, or raise RATE_LIMITED (``quota: connections``)."""
+        limit = self.limits.connections_per_user
+        if limit > 0 and not self._reserve(user_id, CONNECTIONS, connection_id, limit, self._stale_connections):
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"more than {limit} connections for this user",
+                {"quota": "connections", "limit": limit},
+            )
+
+    def release_connection(self, user_id: str, connection_id: str) -> None:
+        self.store.release(user_id, CONNECTIONS, [connection_id])
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def reserve_request(self, user_id: str, request_id: str) -> None:
+        """Reserve an in-flight slot for ``request_id`` (idempotent), or raise RATE_LIMITED."""
+        limit = self.limits.requests_in_flight_per_user
+        if limit > 0 and not self._reserve(user_id, REQUESTS, request_id, limit, self._stale_requests):
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"more than {limit} requests in flight for this user",
+                {"quota": "requests_in_flight", "limit": limit},
+            )
+
+    def release_request(self, user_id: str, request_id: str) -> None:
+        """Free the slot of an ended request now (else it is freed when the user's map is next full)."""
+        self.store.release(user_id, REQUESTS, [request_id])
+
+    # -- messages -------------------------------------------------------------------------------
+
+    def count_message(self, user_id: str) -> None:
+        """Count one message of the user in the current second, or raise RATE_LIMITED."""
+        limit = self.limits.messages_per_second_per_user
+        if limit > 0 and self.store.count_message(user_id, self._now()) > limit:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"more than {limit} messages a second for this user",
+                {"quota": "messages_per_second", "limit": limit},
+            )
+
+    # -- the reservation protocol ---------------------------------------------------------------
+
+    def _reserve(
+        self,
+        user_id: str,
+        kind: str,
+        member: str,
+        limit: int,
+        stale: Callable[[str, dict[str, int], int], list[str]],
+    ) -> bool:
+        now = self._now()
+        if self.store.reserve(user_id, kind, member, limit, now):
+            return True
+        members = self.store.members(user_id, kind)
+        if members is None:  # the user's first reservation of this kind
+            self.store.ensure_map(user_id, kind)
+            return self.store.reserve(user_id, kind, member, limit, now)
+        gone = stale(user_id, {m: t for m, t in members.items() if m != member}, now)
+        if not gone:
+            return False
+        logger.info("stale quota reservations released", extra={"kind": kind, "count": len(gone)})
+        self.store.release(user_id, kind, gone)
+        return self.store.reserve(user_id, kind, member, limit, now)
+
+    def _stale_connections(self, user_id: str, members: dict[str, int], now: int) -> list[str]:
+        live = self.store.live_connections(list(members), now)
+        return [c for c, at in members.items() if c not in live and at <= now - RESERVATION_GRACE_SECONDS]
+
+    def _stale_requests(self, user_id: str, members: dict[str, int], now: int) -> list[str]:
+        in_flight = self.store.existing_requests(user_id, list(members))
+        return [
+            r
+            for r, at in members.items()
+            if (r in in_flight and not in_flight[r]) or (r not in in_flight and at <= now - RESERVATION_GRACE_SECONDS)
+        ]
