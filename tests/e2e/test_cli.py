@@ -94,3 +94,16 @@ def test_demo_says_why_the_stack_did_not_start() -> None:
     assert out.returncode == 1
     assert out.stderr.splitlines()[-1] == "error: `streamer local` did not become ready (exit code 1)"
     assert "WebSocket gateway" in out.stderr  # the stack's own one-line reason, passed through
+
+
+def test_submit_gives_up_after_the_timeout_and_prints_refusals_as_json(local_stack: Any) -> None:
+    token = local_stack.token(local_stack.unique_user("cli"))
+    slow = run(
+        "submit", "echo", "--payload", '{"message": "slow", "steps": 5, "delay_ms": 1000}', "--timeout", "0.5",
+        "--json", "--url", local_stack.ws_url, "--token", token,
+    )  # fmt: skip
+    assert slow.returncode == 1 and slow.stderr == "error: no terminal event within 0.5s\n"
+    refused = run("submit", "nope", "--json", "--url", local_stack.ws_url, "--token", token)
+    assert refused.returncode == 1 and refused.stdout == ""
+    frame = json.loads(refused.stderr)
+    assert frame["type"] == "error" and frame["code"] == "UNKNOWN_WORKFLOW"
