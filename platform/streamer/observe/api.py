@@ -350,6 +350,8 @@ def list_executions(
 
 
 def _stored_events(src: Sources, req: Request) -> list[StoredEvent]:
+    """The request's events as its clients received them (``RequestService.events_of``: the events table's
+    progress events and the terminal event, in seq order)."""
     return [
         StoredEvent(
             seq=ev.seq,
@@ -357,7 +359,7 @@ def _stored_events(src: Sources, req: Request) -> list[StoredEvent]:
             created_at=datetime.fromtimestamp(ev.created_at, UTC),
             body=ev.body,
         )
-        for ev in src.service.events.after(req.ref.request_key, 0)
+        for ev in src.service.events_of(req)
     ]
 
 
@@ -396,15 +398,6 @@ def show_execution(src: Sources, id: str, *, user: str | None = None, expand: bo
     req = _request(src, id, user)
     events = _stored_events(src, req)
     terminal = next((e.body for e in events if e.type in _TERMINAL_TYPES), None)
-    if terminal is None and req.status.terminal:
-        # A store that keeps the terminal event on the request item itself (not in the events table).
-        body_of = getattr(req, "terminal_body", None)
-        body = body_of() if callable(body_of) else None
-        if isinstance(body, dict):
-            terminal = body
-            seq = int(body.get("seq") or getattr(req, "last_seq", 0) or len(events) + 1)
-            at = datetime.fromtimestamp(req.updated_at, UTC)
-            events.append(StoredEvent(seq=seq, type=str(body.get("type", "")), created_at=at, body=body))
     detail = ExecutionDetail(
         summary=_summary(src, req.model_dump(mode="json")),
         request=RequestInfo(
