@@ -42,7 +42,6 @@ class Pattern:
             self._compiled = EventPattern.load(json.dumps(pattern))
         except InvalidEventPatternException as exc:
             raise ValueError(f"invalid event pattern {json.dumps(pattern)}: {exc.message}") from exc
-        self.pattern = dict(pattern)
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         # moto types the event as its own TypedDict; any JSON object is an event to EventBridge.
