@@ -10,8 +10,8 @@
 
 A textstats request cannot carry 100 chunks (16 Ki characters each) through a 128 KiB WebSocket message, so
 the second benchmark deploys ``textstats100``: the textstats definition with its ``Split`` task replaced by a
-Pass state that yields 100 short chunks — the same Map, iterator, steps and notify tasks — and stores its
-request with the platform's own ``RequestStore`` (the table's stream starts the execution as for any request).
+Pass state that yields 100 short chunks — the same Map, iterator, steps and notify tasks — and submits its
+request through the platform's own ``RequestService.submit`` (the table's stream starts the execution).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,7 +52,7 @@ def _interleaved() -> Callable[..., tuple[float, float]]:
 
 
 @contextmanager
-def local_stack() -> Iterator[dict[str, str]]:
+def local_stack() -> Iterator[dict[str, Any]]:
     """``streamer local`` on a free port; yields its endpoints (ws, http, moto, sfn)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -73,7 +72,7 @@ def local_stack() -> Iterator[dict[str, str]]:
             if line.startswith("streamer local ready "):
                 parts = line.split()
                 fields = dict(p.split("=", 1) for p in parts[4:] if "=" in p)
-                yield {"ws": parts[3], "http": parts[3].replace("ws://", "http://"), **fields}
+                yield {"ws": parts[3], "http": parts[3].replace("ws://", "http://"), "pid": proc.pid, **fields}
                 break
         else:
             raise RuntimeError("streamer local did not start")
@@ -163,7 +162,7 @@ def _textstats100() -> dict[str, Any]:
     return definition
 
 
-def _deploy_textstats100(ep: dict[str, str]) -> None:
+def _deploy_textstats100(ep: dict[str, Any]) -> None:
     sfn = _client("stepfunctions", ep["sfn"])
     text = json.dumps(_textstats100())
     lambda_arn = "arn:aws:lambda:us-east-1:123456789012:function:"
@@ -175,28 +174,29 @@ def _deploy_textstats100(ep: dict[str, str]) -> None:
     sfn.create_state_machine(name="streamer-textstats100", definition=text, roleArn=echo["roleArn"])
 
 
-def _store_request(ep: dict[str, str], user: str, workflow: str, payload: dict[str, Any]) -> str:
-    from streamer.aws.store import RequestStore
-    from streamer.models import Request, payload_hash
-    from streamer.protocol import RequestStatus
+def _submit_direct(ep: dict[str, Any], user: str, workflow: str, payload: dict[str, Any]) -> str:
+    """Submit through ``RequestService.submit`` (the router's path, past its plugin check) of this stack."""
+    import tempfile
 
-    rid = uuid.uuid4().hex
-    now = int(time.time())
-    store = RequestStore("streamer-requests", _client("dynamodb", ep["moto"]))
-    store.create(
-        Request(
-            user_id=user,
-            request_id=rid,
-            workflow=workflow,
-            payload=payload,
-            payload_hash=payload_hash(workflow, payload),
-            status=RequestStatus.PENDING,
-            created_at=now,
-            updated_at=now,
-            expires_at=now + 86400,
-        )
+    from streamer.observe import Sources
+    from streamer.observe.localstate import LocalState, write_state
+
+    state = LocalState(
+        pid=ep["pid"],
+        ws_url=ep["ws"],
+        http_url=ep["http"],
+        moto_url=ep["moto"],
+        lambda_url=ep["lambda"],
+        sfn_url=ep["sfn"],
+        region="us-east-1",
+        connections_table="streamer-connections",
+        requests_table="streamer-requests",
+        events_table="streamer-events",
+        state_machine_arn_prefix="arn:aws:states:us-east-1:123456789012:stateMachine:streamer-",
     )
-    return rid
+    with tempfile.TemporaryDirectory() as d:
+        src = Sources.local(write_state(state, Path(d) / "local.json"))
+    return str(src.service.submit(user, workflow, payload, None).request.request_id)
 
 
 def bench_console_execution() -> None:
@@ -204,7 +204,7 @@ def bench_console_execution() -> None:
     with local_stack() as ep:
         _deploy_textstats100(ep)
         user = "bench-user"
-        rid = _store_request(ep, user, "textstats100", {"text": "unused: Split is a Pass state here"})
+        rid = _submit_direct(ep, user, "textstats100", {"text": "unused: Split is a Pass state here"})
         detail_url = f"{ep['http']}/console/api/executions/{rid}?user={user}"
 
         def status() -> str:

@@ -360,32 +360,38 @@ ALL_TYPES = {
 }
 
 
-def test_every_state_type_is_drawn_distinctly(local_stack: Any, page: Any) -> None:
-    from streamer.aws.store import RequestStore
-    from streamer.models import Request, payload_hash
-    from streamer.protocol import RequestStatus
+def stack_sources(stack: Any, directory: Path) -> Any:
+    """``streamer.observe.Sources`` of ``stack`` (from a state file naming it, as ``streamer local`` records)."""
+    from streamer.observe import Sources
+    from streamer.observe.localstate import LocalState, write_state
 
+    state = LocalState(
+        pid=stack.proc.pid,
+        ws_url=stack.ws_url,
+        http_url=stack.http_url,
+        moto_url=stack.moto_url,
+        lambda_url=stack.lambda_url,
+        sfn_url=stack.sfn_url,
+        region="us-east-1",
+        connections_table="streamer-connections",
+        requests_table="streamer-requests",
+        events_table="streamer-events",
+        state_machine_arn_prefix="arn:aws:states:us-east-1:123456789012:stateMachine:streamer-",
+    )
+    return Sources.local(write_state(state, directory / "local.json"))
+
+
+def test_every_state_type_is_drawn_distinctly(local_stack: Any, page: Any, tmp_path: Path) -> None:
     sfn = local_stack.client("stepfunctions")
     echo = sfn.describe_state_machine(
         stateMachineArn="arn:aws:states:us-east-1:123456789012:stateMachine:streamer-echo"
     )
     workflow = f"alltypes{int(time.time() * 1000)}"
     sfn.create_state_machine(name=f"streamer-{workflow}", definition=json.dumps(ALL_TYPES), roleArn=echo["roleArn"])
-    # Stored as the router stores a request: the table's stream starts the execution.
-    user, rid, now = local_stack.unique_user("types"), f"types-{int(time.time())}", int(time.time())
-    RequestStore("streamer-requests", local_stack.client("dynamodb")).create(
-        Request(
-            user_id=user,
-            request_id=rid,
-            workflow=workflow,
-            payload={},
-            payload_hash=payload_hash(workflow, {}),
-            status=RequestStatus.PENDING,
-            created_at=now,
-            updated_at=now,
-            expires_at=now + 3600,
-        )
-    )
+    # Submitted through RequestService (the router's own path, past its plugin check): the requests table's
+    # stream starts the execution.
+    user = local_stack.unique_user("types")
+    rid = stack_sources(local_stack, tmp_path).service.submit(user, workflow, {}, None).request.request_id
     open_execution(page, local_stack, rid, user)
     final = wait_statuses(page, {"Done": "succeeded"}, timeout=60)
     assert set(final) == asl_node_ids(ALL_TYPES)
