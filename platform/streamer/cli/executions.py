@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -69,7 +70,9 @@ def _sources(args: argparse.Namespace) -> Sources:
 def _console() -> Console:
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+    # Not a terminal (a pipe, a file, a test): 160 columns unless $COLUMNS says otherwise.
+    wide = sys.stdout.isatty() or bool(os.environ.get("COLUMNS"))
+    return Console(highlight=False, soft_wrap=False, width=None if wide else 160)
 
 
 def _run(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -110,6 +113,13 @@ def _ms(value: int | None) -> str:
     return f"{value // 60_000} m {value % 60_000 / 1000:.0f} s"
 
 
+def _seconds(value: int | None) -> str:
+    """A request's duration from the requests table, which keeps whole seconds."""
+    if value is None:
+        return ""
+    return "<1 s" if value < 1000 else _ms(value)
+
+
 def _styled(status: str) -> str:
     colour = _COLOURS.get(status)
     return f"[{colour}]{status}[/]" if colour else status
@@ -130,6 +140,10 @@ def _short_cause(cause: str | None, width: int = 100) -> str:
             text = (head + ": " if candidate is rest and sep else "") + data["errorMessage"]
             break
     text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _clip(text: str, width: int = 150) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -172,7 +186,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             item.workflow,
             _styled(item.status),
             _when(item.created_at),
-            _ms(item.duration_ms),
+            _seconds(item.duration_ms),
         ]
         table.add_row(*row)
     console.print(table)
@@ -237,9 +251,9 @@ def _print_detail(console: Console, detail: ExecutionDetail) -> None:
     req = detail.request
     console.print(f"[bold]request[/] {req.request_id}   user {req.user_id}   workflow {req.workflow}")
     console.print(f"  status   {_styled(req.status)}   created {_when(req.created_at)}   id {detail.summary.id}")
-    console.print(f"  payload  {json.dumps(req.payload, ensure_ascii=False)[:300]}")
+    console.print(f"  payload  {_clip(json.dumps(req.payload, ensure_ascii=False))}")
     if req.terminal_event is not None:
-        console.print(f"  terminal {json.dumps(req.terminal_event, ensure_ascii=False)[:300]}")
+        console.print(f"  terminal {_clip(json.dumps(req.terminal_event, ensure_ascii=False))}")
     ex = detail.execution
     if ex is None:
         console.print("[bold]execution[/] none (the request has not started an execution)")
@@ -336,13 +350,6 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         task = progress.add_task("waiting", total=100)
         while True:
             detail = observe.show_execution(src, request_id, user=user, expand=True)
-            for key, run in _ended(detail.states):
-                if key not in seen_states:
-                    seen_states.add(key)
-                    extra = f"  {run.error}: {_short_cause(run.cause)}" if run.error else ""
-                    progress.console.print(
-                        f"  state {run.name:<20} {_styled(run.status):<22} {_ms(run.duration_ms):>9}{extra}"
-                    )
             for ev in detail.events:
                 if ev.seq <= last_seq:
                     continue
@@ -357,6 +364,13 @@ def _cmd_watch(args: argparse.Namespace) -> int:
                 else:
                     progress.console.print(
                         f"  seq {ev.seq:>3}  {ev.type}  {json.dumps(body, ensure_ascii=False)[:200]}"
+                    )
+            for key, run in _ended(detail.states):
+                if key not in seen_states:
+                    seen_states.add(key)
+                    extra = f"  {run.error}: {_short_cause(run.cause)}" if run.error else ""
+                    progress.console.print(
+                        f"  state {run.name:<20} {_styled(run.status):<22} {_ms(run.duration_ms):>9}{extra}"
                     )
             current = _current(detail.states)
             status = detail.request.status
