@@ -337,3 +337,40 @@ def test_token_is_required_on_every_request(local_stack: Any, finished: dict[str
         assert page.status == 200 and b"static/app.js" in page.body
     finally:
         stop(proc)
+
+
+def test_stack_mode_reads_the_deployment_from_cloudformation(local_stack: Any, finished: dict[str, str]) -> None:
+    """``streamer console --stack``: moto stands in for AWS (``AWS_ENDPOINT_URL``), a CloudFormation stack's
+    outputs name the tables and the state machine prefix, and every execution gets its AWS console link."""
+    name = f"console-{time.time_ns()}"
+    cfn = local_stack.client("cloudformation")
+    outputs = {
+        "StateMachineArnPrefix": "arn:aws:states:us-east-1:123456789012:stateMachine:streamer-",
+        "RequestsTableName": "streamer-requests",
+        "EventsTableName": "streamer-events",
+        "ConnectionsTableName": "streamer-connections",
+    }
+    template = {
+        "Resources": {"Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+        "Outputs": {k: {"Value": v} for k, v in outputs.items()},
+    }
+    cfn.create_stack(StackName=name, TemplateBody=json.dumps(template))
+    env = {
+        "AWS_ENDPOINT_URL": local_stack.moto_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    proc = console("--stack", name, "--region", "us-east-1", env=env)
+    try:
+        url = ready_url(proc)
+        page = http(f"{url}api/executions?user={finished['user']}").json()
+        (item,) = page["items"]
+        assert item["request_id"] == finished["rid"]
+        assert item["console_url"].startswith("https://us-east-1.console.aws.amazon.com/states/home?region=us-east-1#")
+        assert b"streamer \xc2\xb7 " + name.encode() in http(url).body  # the page names the stack
+    finally:
+        stop(proc)
+    missing = console("--stack", "no-such-stack", "--region", "us-east-1", env=env)
+    _, err = missing.communicate(timeout=60)
+    assert missing.returncode == 1 and "no-such-stack" in err
