@@ -1,8 +1,13 @@
-"""``make bench`` / ``python -m benchmarks [NAME ...]``.
+"""``make bench`` / ``python -m benchmarks [--full] [NAME ...]``.
 
 Machines here are noisy (2 shared cores), so no benchmark prints an absolute verdict: each measures a
-baseline in the same process, interleaved with the subject, and reports the subject/baseline ratio of
-medians. Absolute numbers are printed for context only.
+baseline in the same run, interleaved with the subject where it can, and reports the subject/baseline ratio.
+Absolute numbers are printed for context only.
+
+Without names, the quick mode (under 2 minutes; CI's smoke test) runs ``goals`` (issue 11's goal table, see
+:mod:`benchmarks.suite`) at small sizes plus the in-process micro-benchmarks; ``--full`` runs ``goals`` at the
+issue's sizes and every registered benchmark (the slow ``local_roundtrip`` and the console's too). The goal
+table and every figure go to ``.artifacts/bench/result.json`` (``--json``), the plots next to it.
 """
 
 from __future__ import annotations
@@ -216,26 +221,85 @@ def bench_local_roundtrip() -> None:
         proc.wait(30)
 
 
-BENCHMARKS = {
+#: Every benchmark by name; ``"module:function"`` entries are imported when run (the console's are theirs).
+BENCHMARKS: dict[str, Callable[[], None] | str] = {
     "parse": bench_parse,
     "append": bench_event_append,
     "router_message": bench_router_message,
     "router_memory": bench_router_memory,
     "local_roundtrip": bench_local_roundtrip,
+    "console_list": "benchmarks.console:bench_console_list",
+    "console_execution": "benchmarks.console:bench_console_execution",
 }
+#: What the quick mode runs besides ``goals`` (in-process, seconds each).
+QUICK = ("parse", "append", "router_message", "router_memory")
+DEFAULT_OUT = os.path.join(".artifacts", "bench")
+
+
+def run_benchmark(name: str) -> None:
+    """Run one registered benchmark; one that breaks is reported and recorded, and the run goes on."""
+    entry = BENCHMARKS[name]
+    try:
+        if isinstance(entry, str):
+            import importlib
+
+            module, _, func = entry.partition(":")
+            entry = getattr(importlib.import_module(module), func)
+        assert callable(entry)
+        entry()
+    except Exception as exc:
+        print(f"{name:<38} FAILED: {type(exc).__name__}: {exc}", flush=True)
+        RESULTS.append({"benchmark": name, "failed": f"{type(exc).__name__}: {exc}"})
+
+
+def run_goals(full: bool) -> dict[str, Any]:
+    from benchmarks.suite import FULL, QUICK, Suite, table
+
+    result = Suite(FULL if full else QUICK).run()
+    print("\n" + table(result["goals"]), flush=True)
+    print("\nwhat runs out first:", flush=True)
+    for name, sc in result["scenarios"].items():
+        if sc.get("exhausted_first"):
+            print(f"  {name}: {sc['exhausted_first']}", flush=True)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"one of {sorted(BENCHMARKS)}; default: all")
-    parser.add_argument("--json", help="also write results to this file")
+    names = ["goals", *BENCHMARKS]
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of {names}; default: the mode's set")
+    parser.add_argument("--full", action="store_true", help="the issue's sizes and every benchmark (long)")
+    parser.add_argument("--json", default=os.path.join(DEFAULT_OUT, "result.json"), help="result file")
+    parser.add_argument("--plots", default=DEFAULT_OUT, help="directory for the PNG plots (goals only)")
     args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in names]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; known: {names}")
     sys.path.insert(0, os.getcwd())
-    for name in args.names or list(BENCHMARKS):
-        BENCHMARKS[name]()
-    if args.json:
+    chosen = args.names or (names if args.full else ["goals", *QUICK])
+    mode = "full" if args.full else "quick"
+    out: dict[str, Any] = {"mode": mode, "goals": [], "micro": RESULTS}
+    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+
+    def save() -> None:
         with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(RESULTS, fh, indent=2)
+            json.dump(out, fh, indent=2)
+
+    if "goals" in chosen:
+        out.update(run_goals(args.full))
+        save()  # the goals are kept even if a micro-benchmark below breaks the process
+    for name in chosen:
+        if name != "goals":
+            run_benchmark(name)
+    save()
+    print(f"\nresult: {args.json}", flush=True)
+    if out.get("series"):
+        from pathlib import Path
+
+        from benchmarks.plots import write_plots
+
+        for path in write_plots(out, Path(args.plots)):
+            print(f"plot: {path}", flush=True)
     return 0
 
 

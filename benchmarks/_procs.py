@@ -168,7 +168,7 @@ def bare_engine(workflow: str = "echo") -> Iterator[Engine]:
         import boto3
 
         sfn = boto3.client(
-            "stepfunctions", endpoint_url=url, region_name=REGION, aws_access_key_id="bench", aws_secret_access_key="bench"
+            "stepfunctions", endpoint_url=url, region_name=REGION, aws_access_key_id="b", aws_secret_access_key="b"
         )
         text = (ROOT / "statemachines" / f"{workflow}.asl.json").read_text()
         fn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:"
@@ -305,13 +305,14 @@ class Watch:
         return name, s[name]["cpu_percent_of_one_core"] if s else 0.0
 
 
-def run_load(scenario: str, timeout: float, **args: Any) -> dict[str, Any]:
-    """Run one load scenario in a separate process (``python -m benchmarks.load``) and return its JSON."""
+def run_load(scenario: str, limit: float, **args: Any) -> dict[str, Any]:
+    """Run one load scenario in a separate process (``python -m benchmarks.load``), at most ``limit`` seconds,
+    and return its JSON."""
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.load", scenario, json.dumps(args)],
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=limit,
         env=_env(),
         cwd=ROOT,
     )

@@ -185,7 +185,9 @@ async def _echo(a: dict[str, Any]) -> dict[str, Any]:
         except Exception as exc:
             errors.append(f"connect: {type(exc).__name__}")
             lat.extend([math.inf] * per_conn)
+            ready.append(i)
             return
+        ready.append(i)
         async with client as c:
             await start.wait()
             for n in range(per_conn):
@@ -203,8 +205,10 @@ async def _echo(a: dict[str, Any]) -> dict[str, Any]:
                     lat.append(math.inf)
 
     start = asyncio.Event()
+    ready: list[int] = []
     tasks = [asyncio.create_task(one(i)) for i in range(int(a["conns"]))]
-    await asyncio.sleep(min(5.0, 0.01 * int(a["conns"]) + 0.5))  # connections up before the clock starts
+    while len(ready) < len(tasks):  # every connection up (or failed) before the clock starts
+        await asyncio.sleep(0.05)
     t0 = time.perf_counter()
     start.set()
     await asyncio.gather(*tasks)
