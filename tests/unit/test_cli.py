@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -70,3 +74,45 @@ def test_nothing_listening_is_one_line_with_a_hint(capsys: pytest.CaptureFixture
     assert main(["submit", "echo", "--url", f"ws://127.0.0.1:{port}/", "--token", "t"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot connect to ws://127.0.0.1:{port}/") and "streamer local" in err
+
+
+# Run in a fresh interpreter where the `local` extra's modules cannot be imported (a bare `pip install streamer`).
+_WITHOUT_LOCAL_EXTRA = """
+import importlib.abc, json, sys
+from streamer.cli import _LOCAL_EXTRA
+
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in _LOCAL_EXTRA:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Missing())
+from streamer.cli import build_parser, main
+(commands,) = [a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction"]
+print(json.dumps([c.dest for c in commands._choices_actions]))
+print(json.dumps([main(["plugins", "--json"]) , main(["local", "--port", "0"]), main(["statemachines", "validate"])]))
+"""
+
+
+def test_without_the_local_extra_each_command_works_or_says_what_to_install() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_LOCAL_EXTRA], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert json.loads(lines[0])[0] == "local"
+    assert json.loads(lines[-1]) == [0, 1, 1]  # plugins works; local and validate need the extra
+    local, validate = out.stderr.splitlines()
+    assert re.fullmatch(r"error: `streamer local` needs the `local` extra \(\w+ is not installed\): pip install 'streamer\[local\]'", local)
+    assert validate == (
+        "error: `streamer statemachines` needs the `local` extra (statelint is not installed): "
+        "pip install 'streamer[local]'"
+    )
+
+
+def test_unknown_options_are_still_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["statemachines", "validate", "--bogus"])
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

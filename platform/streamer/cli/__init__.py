@@ -12,6 +12,7 @@ one request and watch it), ``token`` (a development JWT), ``demo`` (what ``make 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from streamer.cli import build, console, demo, executions, plugins, statemachines, submit, token
@@ -23,13 +24,29 @@ __all__ = ["build_parser", "main"]
 _LOCAL_EXTRA = frozenset({"aiohttp", "jsonata", "moto", "rich", "samtranslator", "statelint", "websockets", "yaml"})
 
 
+def _missing_extra(exc: ModuleNotFoundError) -> bool:
+    return (exc.name or "").partition(".")[0] in _LOCAL_EXTRA
+
+
 def _add_local(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     try:
         from streamer.cli import local
     except ModuleNotFoundError as exc:
-        # Without the `local` extra (e.g. a bare `pip install streamer`) the other commands still work.
-        if (exc.name or "").partition(".")[0] not in _LOCAL_EXTRA:
+        if not _missing_extra(exc):
             raise
+        # Without the `local` extra (a bare `pip install streamer`) the command is listed and says what to install.
+        missing = exc
+
+        def unavailable(args: argparse.Namespace) -> int:
+            raise missing
+
+        p = subparsers.add_parser(
+            "local",
+            help="run the whole platform on this machine (needs `pip install 'streamer[local]'`)",
+            description="Needs the `local` extra: pip install 'streamer[local]'. Options: docs/local.md.",
+        )
+        # Whatever options follow are those of the real command: accepted here, so the error is the one above.
+        p.set_defaults(func=unavailable, any_options=True)
         return
     local.add_subcommand(subparsers)
 
@@ -56,6 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``streamer ARGV`` (default: ``sys.argv[1:]``); the exit code."""
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    """Run ``streamer ARGV`` (default: ``sys.argv[1:]``); the exit code.
+
+    A command that needs a module of the ``local`` extra which is not installed exits 1 with one line saying
+    what to install (``pyproject.toml``: the extra holds what ``streamer local`` and the CLI tools need).
+    """
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "any_options", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        return int(args.func(args))
+    except ModuleNotFoundError as exc:
+        if not _missing_extra(exc):
+            raise
+        print(
+            f"error: `streamer {args.command}` needs the `local` extra ({exc.name} is not installed): "
+            "pip install 'streamer[local]'",
+            file=sys.stderr,
+        )
+        return 1
