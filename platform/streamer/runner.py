@@ -22,6 +22,7 @@ Step Functions matches ``Retry``/``Catch`` on (Lambda's ``errorType`` is the exc
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import threading
@@ -32,6 +33,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
+from streamer import metrics
 from streamer.config import Settings
 from streamer.errors import RetryableStepError, StepError, StepFailedError
 from streamer.events import StepEvent
@@ -74,8 +76,9 @@ Scheduler = Callable[[float, Callable[[], None]], Cancellable]
 
 
 def threading_scheduler(delay: float, fn: Callable[[], None]) -> Cancellable:
-    """The default :data:`Scheduler`: a daemon ``threading.Timer``."""
-    timer = threading.Timer(delay, fn)
+    """The default :data:`Scheduler`: a daemon ``threading.Timer``, running ``fn`` in the caller's context
+    (its invocation's metrics buffer; a thread does not inherit context variables by itself)."""
+    timer = threading.Timer(delay, contextvars.copy_context().run, args=(fn,))
     timer.daemon = True
     timer.start()
     return timer
@@ -229,33 +232,40 @@ def run_step(
     throttle = ProgressThrottle(lambda pct, msg: sink.progress(ref, step.name, pct, msg), interval_ms=interval_ms)
     ctx = StepContext(request=ref, step=step.name, attempt=ev.attempt + 1, report=throttle.report)
     started = time.monotonic()
+    metrics.add(metrics.STEP_ATTEMPTS, step=step.name)
     try:
         result = step.func(arg, ctx)
     except RetryableStepError as exc:
+        metrics.add(metrics.STEP_ERRORS, step=step.name, error="RetryableStepError")
         ctx.logger.info("step asked for a retry: %s", exc)
         if type(exc) is RetryableStepError:
             raise
         raise RetryableStepError(str(exc)) from None
     except StepError as exc:  # StepFailedError, its subclasses, or the StepError base: permanent
+        metrics.add(metrics.STEP_ERRORS, step=step.name, error="StepFailedError")
         ctx.logger.info("step failed: %s", exc)
         if type(exc) is StepFailedError:
             raise
         raise StepFailedError(str(exc)) from None
     except Exception:
+        metrics.add(metrics.STEP_ERRORS, step=step.name, error="StepFailedError")
         incident = uuid.uuid4().hex[:12]
         ctx.logger.exception("step raised an unexpected error (incident %s)", incident)
         raise StepFailedError(f"step {step.name!r} failed with an unexpected error (incident {incident})") from None
     finally:
         throttle.close()
+        metrics.add(metrics.STEP_DURATION, (time.monotonic() - started) * 1000, step=step.name)
 
     try:
         output = _to_output(result, step)
     except (ValidationError, TypeError, ValueError) as exc:
         detail = _validation_summary(exc) if isinstance(exc, ValidationError) else str(exc)
+        metrics.add(metrics.STEP_ERRORS, step=step.name, error="StepFailedError")
         ctx.logger.error("step returned an invalid output: %s", detail)
         raise StepFailedError(f"step {step.name!r} returned an invalid output") from None
     size = len(json.dumps(output, ensure_ascii=False, separators=(",", ":")).encode())
     if size > MAX_OUTPUT_BYTES:
+        metrics.add(metrics.STEP_ERRORS, step=step.name, error="StepFailedError")
         ctx.logger.error("step output too large: %d bytes", size)
         raise StepFailedError(f"step {step.name!r} returned {size} bytes; Step Functions allows {MAX_OUTPUT_BYTES}")
     ctx.logger.info(

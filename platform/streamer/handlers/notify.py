@@ -6,7 +6,7 @@ from typing import Any
 
 from streamer.aws.executions import failure_of
 from streamer.events import NotifyEvent
-from streamer.handlers._runtime import get_logger, get_service, lambda_handler
+from streamer.handlers._runtime import correlate, get_logger, get_service, lambda_handler
 from streamer.protocol import RequestStatus
 
 __all__ = ["handler"]
@@ -17,7 +17,7 @@ logger = get_logger()
 @lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     ev = NotifyEvent.model_validate(event)
-    logger.thread_safe_append_keys(request_id=ev.request.request_id, workflow=ev.request.workflow)
+    correlate(request_id=ev.request.request_id, workflow=ev.request.workflow, step=ev.step or None)
     service = get_service()
     if ev.kind == "progress":
         e = service.progress(ev.request, ev.step, ev.percent, ev.message)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from streamer.errors import PluginError, StepFailedError
-from streamer.handlers._runtime import Handler, get_logger, get_service, lambda_handler
+from streamer.handlers._runtime import Handler, correlate, get_logger, get_service, lambda_handler
 from streamer.plugins import Registry, UnknownStepError, get_registry, plugin_errors
 from streamer.runner import ProgressSink, run_step
 
@@ -53,14 +53,15 @@ def handle(
     request = request if isinstance(request, dict) else {}
     step_name = fields.get("step")
     # Identifiers only: neither the input (it may hold secrets) nor the user id is logged.
-    keys = {
-        "request_id": request.get("request_id"),
-        "workflow": request.get("workflow"),
-        "step": step_name,
-        "attempt": fields.get("attempt"),
-    }
-    # Thread-local: the local Lambda endpoint runs concurrent invocations in one process.
-    logger.thread_safe_append_keys(**{k: v for k, v in keys.items() if v is not None})
+    rid, workflow = request.get("request_id"), request.get("workflow")
+    correlate(
+        request_id=rid if isinstance(rid, str) else None,
+        workflow=workflow if isinstance(workflow, str) else None,
+        step=step_name if isinstance(step_name, str) else None,
+    )
+    if fields.get("attempt") is not None:
+        # Thread-local: the local Lambda endpoint runs concurrent invocations in one process.
+        logger.thread_safe_append_keys(attempt=fields.get("attempt"))
     reg = registry if registry is not None else get_registry()
     _log_plugin_errors(reg.pm if registry is not None else None)
     if not isinstance(step_name, str):

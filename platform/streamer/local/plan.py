@@ -25,6 +25,7 @@ from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION
 from streamer.errors import StreamerError
 from streamer.local import StartupError
 from streamer.local.lambda_endpoint import function_arn
+from streamer.metrics import local_metrics_file
 
 if TYPE_CHECKING:
     from streamer.deploy.template import FunctionSpec
@@ -288,6 +289,10 @@ def function_environment(
             "STREAMER_JWT_SECRET": jwt_secret,
             "STREAMER_JWT_SECRET_ARN": "",
             "STREAMER_LOCAL": "1",
+            # No X-Ray daemon here: the tracer stays off (and never looks for one).
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            # The handlers' EMF lines go to a file the console's overview reads (streamer.metrics).
+            "STREAMER_LOCAL_METRICS_FILE": str(local_metrics_file()),
         }
     )
     for name in plan.table_names.values():  # streamer-audit-log → STREAMER_AUDIT_LOG_TABLE
