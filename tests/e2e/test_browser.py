@@ -71,6 +71,8 @@ def page() -> Iterator[Any]:
 
 
 def test_browser_submits_and_receives_live_progress(local_stack: Any, page: Any) -> None:
+    # A page of the stack's own origin (a blank page's origin is "null", which the Origin check refuses).
+    page.goto(local_stack.http_url + "/")
     token = local_stack.token(local_stack.unique_user("browser"))
     out = page.evaluate(SCRIPT, [local_stack.ws_url, token, {"message": "from a browser", "steps": 3, "delay_ms": 150}])
     assert out["protocol"] == "streamer.v1"

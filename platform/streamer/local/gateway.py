@@ -9,6 +9,8 @@ WebSocket side (``ws://HOST:PORT/`` or ``ws://HOST:PORT/{stage}``):
 * each message is routed by the route selection expression (``$request.body.action``) to a named route or
   ``$default``; invocations run concurrently with the socket (reading never waits for a function);
   binary frames reach the function base64-encoded (``isBase64Encoded: true``) as on AWS;
+* a handshake whose ``Origin`` is not in ``allowed_origins`` (when set; ``streamer.origins``: exact matches,
+  no ``Origin`` allowed) is refused with 403 before any function runs, storing nothing;
 * ``$disconnect`` runs after the socket closes, with ``disconnectStatusCode`` and ``disconnectReason``;
 * limits as on AWS: a message over 128 KiB closes the connection with 1009; the idle timeout (600 s) and
   the maximum connection duration (2 h) close it with 1001 "Going away" — both configurable.
@@ -53,6 +55,7 @@ __all__ = [
 from streamer.config import LOCAL_REGION
 from streamer.limits import MAX_CONNECTION_SECONDS, MAX_MESSAGE_BYTES
 from streamer.local.invoke import AsyncInvoker
+from streamer.origins import ORIGIN_REFUSED_STATUS, origin_allowed
 
 log = logging.getLogger("streamer.local.gateway")
 
@@ -76,6 +79,8 @@ class GatewayConfig:
     max_duration: float = DEFAULT_MAX_DURATION
     max_message_bytes: int = MAX_MESSAGE_BYTES
     integration_timeout: float = INTEGRATION_TIMEOUT
+    #: Browser origins allowed to connect (exact matches); None: no check here (``$connect`` still checks).
+    allowed_origins: tuple[str, ...] | None = None
 
 
 def new_connection_id() -> str:
@@ -241,6 +246,10 @@ class Gateway:
             return web.json_response({"message": "Upgrade Required"}, status=426)
         if self._closing:
             return web.json_response({"message": "Service Unavailable"}, status=503)
+        allowed = self.config.allowed_origins
+        if allowed is not None and not origin_allowed(request.headers, allowed):
+            log.info("handshake refused: origin %r not allowed", request.headers.get("Origin"))
+            return web.json_response({"message": "Forbidden"}, status=ORIGIN_REFUSED_STATUS)
         conn_id = new_connection_id()
         stage = self._stage_of(request)
         source_ip = request.remote or "127.0.0.1"

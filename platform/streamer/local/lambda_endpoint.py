@@ -10,7 +10,12 @@ thread of this process and answers like AWS Lambda:
 * the handler ran past its ``Timeout`` → ``200``, ``Unhandled``, ``errorType`` ``Sandbox.Timedout``;
 * unknown function → ``404`` with ``x-amzn-ErrorType: ResourceNotFoundException``;
 * ``X-Amz-Invocation-Type: Event`` → ``202`` at once, the handler runs in the background;
-  ``DryRun`` → ``204``.
+  ``DryRun`` → ``204``;
+* a declared ``Content-Length`` over the 6 MB payload limit → ``413 RequestTooLargeException`` *before* any
+  of the body is read (the connection is then closed, unread); a missing, malformed or negative one → ``400``.
+
+Test-only: ``STREAMER_TEST_FAULTS`` (``streamer.faults.LambdaFaults``) kills this process or crashes a
+handler on the n-th invocation of a function, mid-request.
 
 ``{name}`` may be a function name, a full ARN (``arn:aws:lambda:region:acct:function:NAME[:qualifier]``) or a
 partial ARN (``acct:function:NAME``), percent-encoded or not.
@@ -147,6 +152,9 @@ class LambdaEndpoint(ThreadingHTTPServer):
         self.region = region
         self.account = account
         self.enforce_timeouts = enforce_timeouts
+        from streamer.faults import LambdaFaults  # test-only fault injection (docs/reliability.md)
+
+        self.faults = LambdaFaults.from_env()
         self._resolved: dict[str, HandlerFn] = {}
         self._resolve_lock = threading.Lock()
         if sock is None:
@@ -190,6 +198,8 @@ class LambdaEndpoint(ThreadingHTTPServer):
             log.exception("cannot import handler of %s", name)
             return False, _error_body(exc, error_type="Runtime.ImportModuleError")
         try:
+            if self.faults is not None:
+                self.faults.before_invoke(name)
             if self.enforce_timeouts:
                 finished, result = _call_with_timeout(fn, event, context, spec.timeout)
             else:
@@ -254,6 +264,8 @@ class _InvokeHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
@@ -265,9 +277,19 @@ class _InvokeHandler(BaseHTTPRequestHandler):
         self._send(status, body, {"x-amzn-ErrorType": error_type})
 
     def _read_body(self) -> bytes | None:
-        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.headers.get("Content-Length")
+        try:
+            length = int(raw) if raw is not None else 0
+        except ValueError:
+            length = -1
+        if length < 0 or (raw is None and self.headers.get("Transfer-Encoding")):
+            self.close_connection = True  # the body's end is unknown: never read it
+            self._error(HTTPStatus.BAD_REQUEST, "InvalidRequestContentException", "invalid Content-Length")
+            return None
         if length > MAX_PAYLOAD_BYTES:
-            self.rfile.read(length)
+            # Checked on the declared length, before reading: a huge declared length allocates nothing. The
+            # unread body makes the connection unusable, so it is closed after the answer.
+            self.close_connection = True
             self._error(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 "RequestTooLargeException",

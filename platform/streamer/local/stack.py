@@ -116,9 +116,15 @@ class LocalStack:
         self.plan = plan
         for w in plan.warnings:
             log.warning("%s", w)
+        from streamer.local.exposure import LOOPBACK, exposure_refusal
+
+        refusal = exposure_refusal(opts.host)
+        if refusal:
+            raise StartupError(refusal)
         gw_sock = self._listen(opts.host, opts.port, "WebSocket gateway")
-        moto_sock = self._listen(opts.host, opts.moto_port, "moto server")
-        lambda_sock = self._listen(opts.host, opts.lambda_port, "Lambda endpoint")
+        # No authentication on these two: never beyond this machine, whatever --host says.
+        moto_sock = self._listen(LOOPBACK, opts.moto_port, "moto server")
+        lambda_sock = self._listen(LOOPBACK, opts.lambda_port, "Lambda endpoint")
         self.gateway_http = url_of(gw_sock)
         self.ws_url = url_of(gw_sock, "ws")
         self.moto_url = url_of(moto_sock)
@@ -134,6 +140,12 @@ class LocalStack:
             sfn_url=self.sfn_url,
             jwt_secret=self.jwt_secret,
         )
+        if not os.environ.get("STREAMER_ALLOWED_ORIGINS"):
+            # The stack's own pages (the console on the gateway's port) may connect; other origins may not.
+            from streamer.origins import local_origins
+
+            fn_env["STREAMER_ALLOWED_ORIGINS"] = ",".join(local_origins(opts.host, gw_sock.getsockname()[1]))
+        self.allowed_origins = tuple(o for o in fn_env.get("STREAMER_ALLOWED_ORIGINS", "").split(",") if o)
         for w in plan.warnings[seen:]:
             log.warning("%s", w)
         base = child_base_env()
@@ -182,6 +194,7 @@ class LocalStack:
                 stage=self.plan.stage,
                 idle_timeout=opts.idle_timeout,
                 max_duration=opts.max_connection_duration,
+                allowed_origins=self.allowed_origins,
             ),
             self.invoker,
         )
