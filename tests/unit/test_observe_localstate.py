@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -19,6 +21,7 @@ from streamer.observe.localstate import (
     NoLocalStackError,
     default_state_file,
     pid_alive,
+    publish,
     read_state,
     remove_state,
     write_state,
@@ -128,3 +131,34 @@ def test_parse_duration(text: str, seconds: int) -> None:
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
         parse_duration(text)
+
+
+def _stack() -> SimpleNamespace:
+    """The attributes ``publish`` reads from a started ``streamer.local.stack.LocalStack``."""
+    plan = SimpleNamespace(
+        table_names={"ConnectionsTable": "c", "RequestsTable": "r", "EventsTable": "e"},
+        state_machine_arn_prefix=lambda: "arn:aws:states:us-east-1:123456789012:stateMachine:streamer-",
+        state_machines=[SimpleNamespace(workflow="echo")],
+    )
+    return SimpleNamespace(
+        plan=plan,
+        ws_url="ws://127.0.0.1:1",
+        gateway_http="http://127.0.0.1:1",
+        moto_url="http://127.0.0.1:2",
+        lambda_url="http://127.0.0.1:3",
+        sfn_url="http://127.0.0.1:2",
+    )
+
+
+def test_publish_records_the_stack_and_survives_an_unwritable_place(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = publish(_stack(), tmp_path / "local.json")
+    assert path is not None
+    recorded = read_state(path)
+    assert (recorded.pid, recorded.requests_table, recorded.workflows) == (os.getpid(), "r", ["echo"])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with caplog.at_level(logging.WARNING, logger="streamer.local"):
+        assert publish(_stack(), blocker / "local.json") is None
+    assert "will not find this stack" in caplog.text

@@ -33,6 +33,7 @@ __all__ = [
     "publish",
     "read_state",
     "remove_state",
+    "state_of",
     "write_state",
 ]
 
@@ -132,17 +133,13 @@ def read_state(path: Path | None = None) -> LocalState:
     return state
 
 
-def publish(stack: Any, path: Path | None = None) -> Path | None:
-    """Record a started ``streamer.local.stack.LocalStack``; None (and a warning) when it cannot be written.
-
-    A stack that cannot write its state file still runs: only discovery by ``streamer executions`` fails.
-    """
-    import logging
+def state_of(stack: Any) -> LocalState:
+    """What a started ``streamer.local.stack.LocalStack`` records about itself."""
     import time
 
     plan = stack.plan
     tables = plan.table_names
-    state = LocalState(
+    return LocalState(
         pid=os.getpid(),
         ws_url=stack.ws_url,
         http_url=stack.gateway_http,
@@ -157,8 +154,17 @@ def publish(stack: Any, path: Path | None = None) -> Path | None:
         workflows=[sm.workflow for sm in plan.state_machines],
         started_at=time.time(),
     )
+
+
+def publish(stack: Any, path: Path | None = None) -> Path | None:
+    """Record a started ``streamer.local.stack.LocalStack``; None (and a warning) when it cannot be written.
+
+    A stack that cannot write its state file still runs: only discovery by ``streamer executions`` fails.
+    """
+    import logging
+
     try:
-        return write_state(state, path)
+        return write_state(state_of(stack), path)
     except OSError as exc:
         logging.getLogger("streamer.local").warning(
             "cannot write the state file %s (%s): `streamer executions` will not find this stack",

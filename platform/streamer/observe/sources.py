@@ -70,7 +70,11 @@ class Sources:
     @classmethod
     def local(cls, state_file: Path | None = None) -> Sources:
         """The running ``streamer local`` recorded in ``state_file`` (default: the per-user state file)."""
-        state = read_state(state_file)
+        return cls.from_state(read_state(state_file))
+
+    @classmethod
+    def from_state(cls, state: LocalState) -> Sources:
+        """A ``streamer local`` described by ``state`` (in-process users: ``localstate.state_of(stack)``)."""
         config = Config(retries={"max_attempts": 3, "mode": "standard"})
         # moto accepts any credentials; fixed ones keep a developer's AWS profile out of it.
         session = boto3.session.Session(
