@@ -68,7 +68,7 @@ def test_a_package_imported_from_a_zip_file_needs_a_project_directory(
         zf.writestr("streamer/deploy/bundled/infra/template.yaml", "Resources: {}\n")
     fake = types.SimpleNamespace(files=lambda package: zipfile.Path(archive, "streamer/deploy/"))
     monkeypatch.setattr(resources, "resources", fake)
-    with pytest.raises(ProjectFilesError, match="not on the file system.*--project-dir"):
+    with pytest.raises(ProjectFilesError, match=r"not on the file system.*--project-dir"):
         template_path()
 
 
