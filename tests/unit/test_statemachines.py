@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -564,6 +565,21 @@ def test_cli_says_what_is_missing_in_a_project_directory(
     assert cli(["statemachines", "deploy", "--project-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: no statemachines/ in project directory {tmp_path}") and "--project-dir" in err
+
+
+def test_cli_deploy_to_an_endpoint_that_is_down(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # one try: the point is the message, not botocore's retries
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    args = [str(ECHO), "--endpoint-url", url, "--region", "us-east-1", "--function-arn-prefix", "arn:x:"]
+    assert cli(["statemachines", "deploy", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: EndpointConnectionError: ") and url in err
 
 
 def test_problem_is_a_named_triple() -> None:
