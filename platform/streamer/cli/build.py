@@ -53,7 +53,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = subparsers.add_parser(
         "build",
         help="build the Lambda artifact (streamer + every plugin + dependencies) and check it",
-        description=(__doc__ or "").strip(),
+        description="Build the Lambda artifact (the template's CodeUri) from the streamer source tree with every "
+        "plugin and their dependencies, then check in a fresh interpreter that it imports and finds its plugins "
+        "on its own. Exit code 0 when built (and verified, unless skipped or built for another platform), 1 "
+        "otherwise with the reason on stderr; the check's report (plugins and their steps) is printed as JSON.",
     )
     p.add_argument(
         "--project-dir",

@@ -98,7 +98,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = subparsers.add_parser(
         "demo",
         help="start `streamer local`, send three requests through it, stop it (what `make run` does)",
-        description=(__doc__ or "").split("\n\n")[0],
+        description="Start `streamer local`, send three requests through it with live progress (echo, textstats, "
+        "and an echo that fails on purpose), stop it. Exit code 0 when the first two succeeded and the third "
+        "failed as asked.",
     )
     p.add_argument("--port", type=int, default=0, help="WebSocket port of the stack (default 0: a free one)")
     p.set_defaults(func=_run)

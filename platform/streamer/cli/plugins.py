@@ -41,7 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = subparsers.add_parser(
         "plugins",
         help="list the installed plugins, their steps and workflows",
-        description=(__doc__ or "").strip(),
+        description="List the installed plugins (entry-point group streamer.plugins), their steps and workflows. "
+        "Exit code 1 when a plugin failed to load or the plugin set is inconsistent (each reason on stderr).",
     )
     p.add_argument("--json", action="store_true", help="print the listing as JSON")
     p.set_defaults(func=_run)

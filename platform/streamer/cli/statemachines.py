@@ -132,7 +132,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     sm = subparsers.add_parser(
         "statemachines",
         help="validate the workflows' state machine definitions, or deploy them to Step Functions",
-        description=(__doc__ or "").split("\n\n", 1)[1].strip(),
+        description="`validate` checks definitions against the platform's rules; `deploy` creates or updates the "
+        "workflows' Step Functions state machines, and nothing else of the stack (`sam deploy` deploys the "
+        "stack: docs/deploy.md). Without PATHs both take the project's definitions (--project-dir DIR's "
+        "statemachines/, else $STREAMER_STATEMACHINES_DIR, else the ones bundled with streamer) plus those "
+        "plugins ship.",
     )
     sm_sub = sm.add_subparsers(dest="statemachines_command", required=True, metavar="COMMAND")
 
