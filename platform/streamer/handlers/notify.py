@@ -21,11 +21,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     service = get_service()
     if ev.kind == "progress":
         e = service.progress(ev.request, ev.step, ev.percent, ev.message)
-        return {"seq": e.seq if e else None}
-    if ev.kind == "result":
+    elif ev.kind == "result":
         e = service.finish(ev.request, RequestStatus.SUCCEEDED, output=ev.output or {})
     else:
         status, code, message = failure_of(ev.error)
         logger.info("request failed", extra={"error": ev.error.error if ev.error else None})
         e = service.finish(ev.request, status, code=code, message=message)
+    # None: the request had already ended (a retried notify, a cancel that won), nothing was sent.
+    logger.info("notified", extra={"kind": ev.kind, "seq": e.seq if e else None})
     return {"seq": e.seq if e else None}
