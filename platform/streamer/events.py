@@ -28,6 +28,7 @@ __all__ = [
     "StepEvent",
     "StepFunctionsError",
     "WebSocketEvent",
+    "ended_in_batch",
 ]
 
 
@@ -77,7 +78,8 @@ class WebSocketEvent(BaseModel):
 
 
 class RequestInsert(BaseModel):
-    """The part of a requests-table stream record the stream router acts on: who and which request.
+    """The part of a requests-table stream record the stream router acts on: who, which request (and which
+    incarnation of it), and its payload.
 
     Built with :meth:`from_record`, which returns ``None`` for anything but ``INSERT`` (MODIFY and REMOVE
     records are ignored by design) and raises ``ValueError`` for an INSERT without a new image (the stream's
@@ -88,6 +90,9 @@ class RequestInsert(BaseModel):
     user_id: str
     request_id: str
     workflow: str
+    #: The request as stored, so the stream router starts it without reading it again.
+    incarnation: str = ""
+    payload: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RequestInsert | None:
@@ -97,6 +102,34 @@ class RequestInsert(BaseModel):
         if not image:
             raise ValueError("INSERT record without NewImage (stream view type must include new images)")
         return cls.model_validate(from_ddb(image))
+
+    @property
+    def incarnation_key(self) -> tuple[str, str, str]:
+        return (self.user_id, self.request_id, self.incarnation)
+
+
+_TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"})
+
+
+def ended_in_batch(records: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(user_id, request_id, incarnation) of the requests a batch of requests-table stream records shows
+    ended (a MODIFY whose new image has a terminal status): their INSERT in the same batch need not start an
+    execution — records of one item arrive in order, so the request was cancelled (or rejected) before the
+    stream router reached it."""
+    out: set[tuple[str, str, str]] = set()
+    for record in records:
+        if not isinstance(record, dict) or not isinstance(record.get("dynamodb"), dict):
+            continue
+        image = record["dynamodb"].get("NewImage")
+        if record.get("eventName") != "MODIFY" or not isinstance(image, dict):
+            continue
+        try:
+            item = from_ddb(image)
+        except (TypeError, ValueError, KeyError):
+            continue
+        if item.get("status") in _TERMINAL_STATUSES:
+            out.add((str(item.get("user_id")), str(item.get("request_id")), str(item.get("incarnation") or "")))
+    return out
 
 
 # -- Step Functions tasks ------------------------------------------------------------------------------------

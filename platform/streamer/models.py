@@ -1,21 +1,55 @@
-"""Stored items: connections, requests and request events (pydantic, snake_case, DynamoDB-agnostic)."""
+"""Stored items: connections, requests and request events (pydantic, snake_case, DynamoDB-agnostic).
+
+A request has an *incarnation*: a random id chosen when it is stored. The request key (which names its
+event log) and its execution name derive from (user, request id, incarnation), so a request id reused after
+the first request expired is a new request in every respect: its own execution (Step Functions keeps
+names 90 days, DynamoDB's TTL removes the request after 7) and an event log its predecessor never wrote.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamer.protocol import RequestStatus
 
-__all__ = ["Connection", "Request", "RequestEvent", "RequestRef", "payload_hash", "request_key"]
+__all__ = [
+    "OPEN_SHARDS",
+    "Connection",
+    "Request",
+    "RequestEvent",
+    "RequestRef",
+    "new_incarnation",
+    "open_shard",
+    "payload_hash",
+    "request_key",
+]
+
+#: Requests that have not ended carry ``open_shard`` (one of this many values), the hash key of the sparse
+#: GSI ``by_open`` the reconciler queries; spreading them over shards keeps that index off one partition.
+OPEN_SHARDS = 8
 
 
-def request_key(user_id: str, request_id: str) -> str:
-    """Stable, opaque key of a request: the user is part of it, so two users' ids never collide."""
-    return hashlib.sha256(f"{user_id}\x00{request_id}".encode()).hexdigest()[:32]
+def new_incarnation() -> str:
+    """A fresh incarnation id (64 random bits, hex)."""
+    return secrets.token_hex(8)
+
+
+def request_key(user_id: str, request_id: str, incarnation: str = "") -> str:
+    """Stable, opaque key of a request incarnation: the user is part of it, so two users' ids never collide,
+    and so is the incarnation, so a reused id never reads its predecessor's events. (An empty incarnation is
+    the key of requests stored before incarnations existed.)"""
+    text = f"{user_id}\x00{request_id}" + (f"\x00{incarnation}" if incarnation else "")
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def open_shard(key: str) -> str:
+    """The ``by_open`` shard of a request key."""
+    return str(int(key[:8], 16) % OPEN_SHARDS)
 
 
 def payload_hash(workflow: str, payload: dict[str, Any]) -> str:
@@ -43,14 +77,16 @@ class RequestRef(BaseModel):
     request_id: str
     workflow: str
     request_key: str
+    incarnation: str = ""
 
     @classmethod
-    def of(cls, user_id: str, request_id: str, workflow: str) -> RequestRef:
+    def of(cls, user_id: str, request_id: str, workflow: str, incarnation: str = "") -> RequestRef:
         return cls(
             user_id=user_id,
             request_id=request_id,
             workflow=workflow,
-            request_key=request_key(user_id, request_id),
+            request_key=request_key(user_id, request_id, incarnation),
+            incarnation=incarnation,
         )
 
 
@@ -68,10 +104,31 @@ class Request(BaseModel):
     output: dict[str, Any] | None = None
     error_code: str | None = None
     error_message: str | None = None
+    incarnation: str = ""
+    #: The seq of the last event stored for this incarnation; once it ended, the seq of its terminal event
+    #: (the terminal event itself is this item: status, output or error).
+    last_seq: int = 0
+    #: Present while the request has not ended: its ``by_open`` shard (sparse index of the reconciler).
+    open_shard: str | None = None
 
     @property
     def ref(self) -> RequestRef:
-        return RequestRef.of(self.user_id, self.request_id, self.workflow)
+        return RequestRef.of(self.user_id, self.request_id, self.workflow, self.incarnation)
+
+    def terminal_body(self) -> dict[str, Any] | None:
+        """The terminal event of an ended request, as pushed and replayed (None while it has not ended)."""
+        if not self.status.terminal:
+            return None
+        if self.status is RequestStatus.SUCCEEDED:
+            body: dict[str, Any] = {"type": "result", "status": self.status.value, "output": self.output or {}}
+        else:
+            body = {
+                "type": "error",
+                "status": self.status.value,
+                "code": self.error_code or "",
+                "message": self.error_message or "",
+            }
+        return {**body, "request_id": self.request_id, "seq": self.last_seq}
 
 
 class RequestEvent(BaseModel):

@@ -6,6 +6,13 @@ without its notify task (EventBridge), and events (store, then push to every con
 
 Plain logic over its injected collaborators — the three DynamoDB stores, the ConnectionManager (Management
 API) and the Step Functions adapter — none of which reaches into another; nothing outside reaches through it.
+
+Ordering (docs/reliability.md): every change of a request is a conditional write on its item — submit
+creates it PENDING, the stream router's ``mark_running`` needs PENDING, each event claims its seq only while
+the request has not ended, the terminal write needs it not ended. Whoever loses a race learns it from the
+condition and acts: ``start`` stops the execution it started for a request that no longer wants it, a
+``cancel`` that ends a RUNNING request stops the execution the request names, and nothing is stored after
+the terminal event.
 """
 
 from __future__ import annotations
@@ -20,10 +27,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from streamer import metrics
 from streamer.aws.connections import ConnectionManager, SendReport
 from streamer.aws.executions import (
     CANCEL_CAUSE,
     ENDING_STATUSES,
+    ExecutionNameTakenError,
     Executions,
     WorkflowNotDeployedError,
     execution_input,
@@ -35,8 +44,8 @@ from streamer.config import Settings
 from streamer.errors import ProtocolError, StreamerError, TerminalAlreadyError, WebSocketDisconnectedError
 from streamer.events import ExecutionStatusDetail, RequestInsert
 from streamer.limits import clamp_percent
-from streamer.models import Connection, Request, RequestEvent, RequestRef, payload_hash
-from streamer.protocol import MAX_MESSAGE_BYTES, TERMINAL_EVENT_TYPES, ErrorCode, RequestStatus
+from streamer.models import Connection, Request, RequestEvent, RequestRef, new_incarnation, payload_hash
+from streamer.protocol import MAX_MESSAGE_BYTES, ErrorCode, RequestStatus
 
 __all__ = ["RequestService", "SubmitResult"]
 
@@ -74,6 +83,7 @@ class RequestService:
         manager: ConnectionManager,
         executions: Executions,
         clock: Callable[[], float] = time.time,
+        incarnations: Callable[[], str] = new_incarnation,
     ) -> None:
         self.settings = settings
         self.connections = connections
@@ -82,6 +92,7 @@ class RequestService:
         self.manager = manager
         self.executions = executions
         self.clock = clock
+        self.incarnations = incarnations
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, *, endpoint_url: str | None = None) -> RequestService:
@@ -128,6 +139,7 @@ class RequestService:
                 except ProtocolError as exc:  # e.g. a reply over the frame limit
                     self.manager.send(connection_id, exc.to_wire())
             except WebSocketDisconnectedError:
+                metrics.add(metrics.PUSHES_TO_GONE_CONNECTIONS)
                 self._forget([connection_id])
                 break
             except StreamerError:
@@ -160,12 +172,16 @@ class RequestService:
             created_at=now,
             updated_at=now,
             expires_at=now + self.settings.request_ttl_seconds,
+            incarnation=self.incarnations(),
         )
         if self.requests.create(req):
+            metrics.add(metrics.REQUESTS_SUBMITTED, workflow=workflow)
             return SubmitResult(req, created=True)
         existing = self.requests.get(user_id, rid)
-        if existing is None:  # expired by TTL between the two calls: try once more
+        if existing is None:  # expired by TTL between the two calls: try once more (a new incarnation)
+            req = req.model_copy(update={"incarnation": self.incarnations()})
             if self.requests.create(req):
+                metrics.add(metrics.REQUESTS_SUBMITTED, workflow=workflow)
                 return SubmitResult(req, created=True)
             existing = self.requests.get(user_id, rid)
         if existing is None or existing.payload_hash != req.payload_hash:
@@ -188,7 +204,7 @@ class RequestService:
             "request_id": req.request_id,
             "workflow": req.workflow,
             "status": req.status.value,
-            "last_seq": self.events.last_seq(req.ref.request_key),
+            "last_seq": req.last_seq,
             "created_at": req.created_at,
             "updated_at": req.updated_at,
         }
@@ -200,64 +216,89 @@ class RequestService:
         return body
 
     def replay(self, user_id: str, request_id: str, after_seq: int) -> list[RequestEvent]:
-        """Stored events after ``after_seq``, through the terminal one.
+        """The request's events after ``after_seq``, through the terminal one (always the last seq).
 
-        A progress write racing the terminal write can land one seq after it (its status check and its put
-        are not one transaction); the replay ends at the terminal event, so it is always the last one seen.
+        Progress events come from the events table under this incarnation's key (a predecessor with the
+        same id wrote under another key); the terminal event is the request item itself.
         """
         req = self.get_owned(user_id, request_id)
-        out: list[RequestEvent] = []
-        for event in self.events.after(req.ref.request_key, after_seq):
-            out.append(event)
-            if event.body.get("type") in TERMINAL_EVENT_TYPES:
-                break
+        return self.events_of(req, after_seq)
+
+    def events_of(self, req: Request, after_seq: int = 0) -> list[RequestEvent]:
+        """Every event of ``req`` after ``after_seq``, ascending, the terminal one last (for replay and for
+        tools that show a request's events)."""
+        terminal = req.terminal_body()
+        upto = req.last_seq - 1 if terminal is not None else None
+        out = list(self.events.after(req.ref.request_key, after_seq, upto=upto)) if upto != after_seq else []
+        if terminal is not None and req.last_seq > after_seq:
+            key = req.ref.request_key
+            out.append(RequestEvent(request_key=key, seq=req.last_seq, body=terminal, created_at=req.updated_at))
         return out
 
     def cancel(self, user_id: str, request_id: str) -> bool:
-        """Stop the request. True when this call ended it; False when it had already ended."""
+        """End the request CANCELLED and stop its execution. True when this call ended it; False when it had
+        already ended.
+
+        The terminal write comes first and is conditional; the execution to stop is the one the request
+        names *in that write's result*, so a ``start`` that marked it RUNNING after we read it is seen. A
+        ``start`` that has not marked it yet loses its own conditional write and stops what it started.
+        """
         req = self.get_owned(user_id, request_id)
         if req.status.terminal:
             return False
-        if req.execution_arn:
-            # Already finished: the terminal event below (conditional) settles who wins.
-            self.executions.stop(req.execution_arn)
-        return (
-            self.finish(req.ref, RequestStatus.CANCELLED, code=ErrorCode.CANCELLED, message=CANCEL_CAUSE)
-            is not None
-        )
+        ended = self._end(req.ref, RequestStatus.CANCELLED, code=ErrorCode.CANCELLED, message=CANCEL_CAUSE)
+        if ended is None:
+            return False
+        if ended.execution_arn:
+            self.executions.stop(ended.execution_arn)
+        body = ended.terminal_body()
+        assert body is not None
+        self.push(user_id, body)
+        return True
 
     # -- executions -----------------------------------------------------------------------------
 
     def start(self, insert: RequestInsert) -> str:
-        """Start the execution of a newly stored request (the stream router). Returns what was done.
+        """Start the execution of a newly stored request (the stream router; the reconciler's re-drive).
 
-        ``started``; ``skipped`` (already started, cancelled, ended or expired — a redelivered record);
-        ``rejected`` (the input is too large for StartExecution, or the workflow is not deployed: the request
-        ends FAILED); ``cancelled`` (cancelled while it was being started: its execution is stopped).
-        Raises on failures worth retrying (the record then appears in ``batchItemFailures``).
+        No read first: the stream record's new image carries the request. StartExecution names the
+        incarnation's execution (a redelivered record names the same one, never a second), then
+        ``mark_running`` (conditional on PENDING, this incarnation) records it. When that write loses — the
+        request was cancelled or ended meanwhile, or a redelivery finds it already RUNNING — the item read
+        in the same call says whether the execution is the request's own; if not, it is stopped, so a
+        cancelled request's execution never keeps running.
+
+        Returns ``started``; ``skipped`` (already started: a redelivered record); ``cancelled`` (the request
+        ended or went away while it was being started: its execution is stopped); ``rejected`` (the input
+        is too large for StartExecution, the workflow is not deployed, or the name is held by another
+        request's execution: the request ends FAILED). Raises on failures worth retrying.
         """
-        req = self.requests.get(insert.user_id, insert.request_id)
-        if req is None or req.status is not RequestStatus.PENDING:
-            return "skipped"
-        ref = req.ref
-        body = execution_input(ref, req.payload)
+        ref = RequestRef.of(insert.user_id, insert.request_id, insert.workflow, insert.incarnation)
+        body = execution_input(ref, insert.payload)
         limit = self.settings.max_execution_input_bytes
         size = len(body.encode())
         if size > limit:
             message = f"the execution input would be {size} bytes; Step Functions accepts {limit}"
             self.reject(ref, ErrorCode.PAYLOAD_TOO_LARGE, message)
             return "rejected"
+        name = execution_name(ref.user_id, ref.request_id, ref.incarnation)
         try:
-            arn = self.executions.start(req.workflow, execution_name(req.user_id, req.request_id), body)
+            arn = self.executions.start(ref.workflow, name, body)
         except WorkflowNotDeployedError:
-            self.reject(ref, ErrorCode.UNKNOWN_WORKFLOW, f"workflow {req.workflow!r} is not deployed")
+            self.reject(ref, ErrorCode.UNKNOWN_WORKFLOW, f"workflow {ref.workflow!r} is not deployed")
             return "rejected"
-        if not self.requests.mark_running(req.user_id, req.request_id, arn, self.now()):
-            current = self.requests.get(req.user_id, req.request_id)
-            if current is not None and current.status is RequestStatus.CANCELLED:
-                self.executions.stop(arn)  # cancelled while we were starting it
-                return "cancelled"
-        return "started"
+        except ExecutionNameTakenError:
+            logger.error("execution name held by another request", extra={"request_id": ref.request_id})
+            self.reject(ref, ErrorCode.INTERNAL_ERROR, "the request could not be started")
+            return "rejected"
+        won, current = self.requests.mark_running(ref, arn, self.now())
+        if won:
+            metrics.add(metrics.REQUESTS_STARTED, workflow=ref.workflow)
+            return "started"
+        if current is not None and current.incarnation == ref.incarnation and current.execution_arn == arn:
+            return "skipped"  # the request names this execution: a redelivery (or the reconciler) found it
+        self.executions.stop(arn)  # cancelled, ended or gone while we were starting it
+        return "cancelled"
 
     def end_for_status_change(self, detail: ExecutionStatusDetail) -> str:
         """End the request of an execution that ended FAILED / TIMED_OUT / ABORTED. Returns what was done.
@@ -280,7 +321,7 @@ class RequestService:
             )
             return outcome
         req = self.requests.get(ref.user_id, ref.request_id)
-        if req is None:
+        if req is None or req.incarnation != ref.incarnation:
             logger.warning("execution of an unknown request ended", extra={"request_id": ref.request_id})
             return "unknown"
         if req.status.terminal:
@@ -310,26 +351,26 @@ class RequestService:
         # Only the request's own execution ends it: the ARN of its workflow's state machine (another stack
         # whose name shares our prefix has others) and the deterministic name (not a copy started by hand).
         if (
-            ref != RequestRef.of(ref.user_id, ref.request_id, ref.workflow)
+            ref != RequestRef.of(ref.user_id, ref.request_id, ref.workflow, ref.incarnation)
             or detail.state_machine_arn != self.executions.state_machine_arn(ref.workflow)
-            or detail.name != execution_name(ref.user_id, ref.request_id)
+            or detail.name != execution_name(ref.user_id, ref.request_id, ref.incarnation)
         ):
             return None, "foreign"
         return ref, ""
 
     # -- events ---------------------------------------------------------------------------------
 
-    def emit(self, ref: RequestRef, body: dict[str, Any], *, also: list[dict[str, Any]] | None = None) -> RequestEvent:
-        """Store an event (assigning its seq), then push it to every connection of the user.
+    def emit(self, ref: RequestRef, body: dict[str, Any]) -> RequestEvent:
+        """Store a (non-terminal) event at the next seq, then push it to every connection of the user.
 
-        ``also`` joins other writes to the event's put in one transaction (see ``EventStore.append``).
+        Two writes: the seq claim on the request item (conditional: not ended, this incarnation) and the
+        event's put. Raises :class:`TerminalAlreadyError` when the request has ended: nothing is stored.
         """
-        event = self.events.append(
-            ref.request_key,
-            lambda seq: {**body, "request_id": ref.request_id, "seq": seq},
-            self.now(),
-            also=also,
-        )
+        now = self.now()
+        seq = self.requests.claim_seq(ref, now)
+        if seq is None:
+            raise TerminalAlreadyError(f"request {ref.request_key} already ended")
+        event = self.events.put(ref.request_key, seq, {**body, "request_id": ref.request_id, "seq": seq}, now)
         self.push(ref.user_id, event.body)
         return event
 
@@ -343,16 +384,23 @@ class RequestService:
         except Exception:
             logger.exception("push failed", extra={"request_id": body.get("request_id")})
             return SendReport()
+        if report.gone:
+            metrics.add(metrics.PUSHES_TO_GONE_CONNECTIONS, len(report.gone))
+        if report.failed:
+            metrics.add(metrics.PUSHES_FAILED, len(report.failed))
         self._forget(report.gone)
         return report
 
     def progress(self, ref: RequestRef, step: str, percent: int, message: str) -> RequestEvent | None:
-        """A progress event; dropped (None) once the request has ended."""
-        req = self.requests.get(ref.user_id, ref.request_id)
-        if req is not None and req.status.terminal:
-            return None
+        """A progress event; dropped (None) once the request has ended — decided by the seq claim's condition,
+        in the same write, so no progress is ever stored after the terminal event."""
         pct = clamp_percent(percent)
-        return self.emit(ref, {"type": "progress", "step": step, "percent": pct, "message": message})
+        try:
+            event = self.emit(ref, {"type": "progress", "step": step, "percent": pct, "message": message})
+        except TerminalAlreadyError:
+            return None
+        metrics.add(metrics.PROGRESS_EVENTS_PUSHED, workflow=ref.workflow)
+        return event
 
     def finish(
         self,
@@ -363,11 +411,30 @@ class RequestService:
         code: ErrorCode | None = None,
         message: str | None = None,
     ) -> RequestEvent | None:
-        """Move the request to a terminal status with its terminal event, exactly once.
+        """Move the request to a terminal status with its terminal event, exactly once; push it.
 
-        The status change and the terminal event are one transaction, so a request never has two
-        terminal events; a second call (a retried notify, a cancel racing the result) returns None.
+        One conditional write ends the request and takes the terminal event's seq, so a request never has
+        two terminal events and nothing follows it; a second call (a retried notify, a cancel racing the
+        result) returns None.
         """
+        req = self._end(ref, status, output=output, code=code, message=message)
+        if req is None:
+            return None
+        body = req.terminal_body()
+        assert body is not None
+        self.push(ref.user_id, body)
+        return RequestEvent(request_key=ref.request_key, seq=req.last_seq, body=body, created_at=req.updated_at)
+
+    def _end(
+        self,
+        ref: RequestRef,
+        status: RequestStatus,
+        *,
+        output: dict[str, Any] | None = None,
+        code: ErrorCode | None = None,
+        message: str | None = None,
+    ) -> Request | None:
+        """The terminal write (not pushed): the request as ended, or None when it had already ended."""
         if not status.terminal:
             raise ValueError(f"{status} is not terminal")
         now = self.now()
@@ -375,17 +442,19 @@ class RequestService:
             # A result that cannot be delivered in one frame is a typed failure, not a silent loss.
             status, code = RequestStatus.FAILED, ErrorCode.PAYLOAD_TOO_LARGE
             message = f"the result is larger than the {MAX_MESSAGE_BYTES}-byte message limit"
-        if status is RequestStatus.SUCCEEDED:
-            body: dict[str, Any] = {"type": "result", "status": status.value, "output": output or {}}
-            update = self.requests.terminal_update(ref, status, now, output=output or {})
-        else:
-            code = code or _TERMINAL_CODES[status]
-            body = {"type": "error", "status": status.value, "code": code.value, "message": message or ""}
-            update = self.requests.terminal_update(ref, status, now, error_code=code.value, error_message=message or "")
         try:
-            return self.emit(ref, body, also=[update])
+            if status is RequestStatus.SUCCEEDED:
+                ended = self.requests.end(ref, status, now, output=output or {})
+            else:
+                code = code or _TERMINAL_CODES[status]
+                ended = self.requests.end(ref, status, now, error_code=code.value, error_message=message or "")
         except TerminalAlreadyError:
             return None
+        # Counted at the one terminal write: exactly once per request, whoever ended it.
+        metrics.add(metrics.terminal_metric(ended.status.value), workflow=ref.workflow)
+        duration_ms = max(0, ended.updated_at - ended.created_at) * 1000
+        metrics.add(metrics.REQUEST_DURATION, duration_ms, workflow=ref.workflow)
+        return ended
 
     def reject(self, ref: RequestRef, code: ErrorCode, message: str) -> RequestEvent | None:
         """End a request that never started (e.g. its input is too large for StartExecution)."""

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from streamer.errors import ProtocolError
-from streamer.models import Connection, RequestRef
+from streamer.errors import ProtocolError, TerminalAlreadyError
+from streamer.models import Connection
 from streamer.protocol import ErrorCode, RequestStatus
 
 
@@ -96,8 +96,7 @@ def test_terminal_event_is_written_exactly_once(service: Any, mgmt_api: Any) -> 
 
 
 def test_concurrent_writers_never_share_or_skip_a_seq(service: Any) -> None:
-    ref = RequestRef.of("alice", "busy", "echo")
-    service.submit("alice", "echo", {}, "busy")
+    ref = service.submit("alice", "echo", {}, "busy").request.ref
     errors: list[BaseException] = []
 
     def writer(n: int) -> None:
@@ -194,8 +193,9 @@ def test_replay_ends_at_the_terminal_event(service: Any) -> None:
     ref = service.submit("alice", "echo", {}, "r").request.ref
     service.progress(ref, "echo", 10, "")
     service.finish(ref, RequestStatus.SUCCEEDED, output={})
-    # A progress write that raced the terminal one (it checked the status before the terminal commit).
-    service.emit(ref, {"type": "progress", "step": "echo", "percent": 99, "message": "late"})
+    # A progress write that raced the terminal one is refused by its seq claim's condition: nothing stored.
+    with pytest.raises(TerminalAlreadyError):
+        service.emit(ref, {"type": "progress", "step": "echo", "percent": 99, "message": "late"})
     assert [e.body["type"] for e in service.replay("alice", "r", 0)] == ["progress", "result"]
 
 

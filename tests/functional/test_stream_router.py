@@ -11,8 +11,8 @@ import boto3
 import pytest
 
 from streamer.aws.executions import execution_name
-from streamer.limits import MAX_EXECUTION_NAME
 from streamer.handlers import _runtime, stream_router
+from streamer.limits import MAX_EXECUTION_NAME
 from streamer.protocol import RequestStatus
 
 PASS_MACHINE = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}})
@@ -99,7 +99,7 @@ def test_thousand_requests_delivered_three_times_start_exactly_thousand(service:
     assert len({e["name"] for e in started}) == 1000
     req = service.requests.get("user-3", "req-5")
     assert req.status is RequestStatus.RUNNING
-    assert req.execution_arn.endswith(":" + execution_name("user-3", "req-5"))
+    assert req.execution_arn.endswith(":" + execution_name("user-3", "req-5", req.incarnation))
     # A replay after everything started changes nothing (status no longer PENDING).
     assert deliver(records) == []
     assert len(executions(sfn)) == 1000
@@ -114,7 +114,7 @@ def test_execution_already_exists_counts_as_success(service: Any, ddb: Any, sfn:
     req = service.requests.get("alice", "crashy")
     sfn.start_execution(
         stateMachineArn="arn:aws:states:us-east-1:123456789012:stateMachine:streamer-echo",
-        name=execution_name("alice", "crashy"),
+        name=execution_name("alice", "crashy", req.incarnation),
         input=execution_input(req.ref, req.payload),
     )
     assert deliver([record]) == []

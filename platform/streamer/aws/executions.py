@@ -1,10 +1,14 @@
 """Step Functions, the only module that talks to it: start, stop, describe, history, list; execution naming;
 and the mapping of Step Functions errors to a request's terminal status.
 
-Exactly one execution per request: the execution name is derived from the request's key, so a replayed,
-duplicated or reordered stream record can only ever name the same execution, and
-``ExecutionAlreadyExists`` for that name is success. (Step Functions keeps Standard execution names unique
-per state machine for 90 days: https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html)
+Exactly one execution per request incarnation: the execution name is derived from the request's key, which
+includes its incarnation, so a replayed, duplicated or reordered stream record can only ever name the same
+execution, while a request id reused after its predecessor expired names a new one. Step Functions keeps
+Standard execution names unique per state machine for 90 days and answers a StartExecution of a name it
+knows with the same execution when the input is the same and the execution still runs, else with
+``ExecutionAlreadyExists`` (https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html).
+That error is success only when the existing execution ran for this very incarnation (its input names the
+same request); otherwise :class:`ExecutionNameTakenError`.
 
 AWS errors are translated here: a missing state machine is :class:`WorkflowNotDeployedError`, stopping an
 execution that no longer runs is a no-op, describing one that does not exist returns ``None``.
@@ -33,6 +37,7 @@ __all__ = [
     "CANCEL_CAUSE",
     "CANCEL_ERROR",
     "ENDING_STATUSES",
+    "ExecutionNameTakenError",
     "Executions",
     "WorkflowNotDeployedError",
     "execution_arn",
@@ -61,10 +66,19 @@ class WorkflowNotDeployedError(StreamerError):
         self.state_machine_arn = state_machine_arn
 
 
-def execution_name(user_id: str, request_id: str) -> str:
-    """``<request_id prefix>-<32 hex of the request key>``: readable, unique per (user, request), ≤ 80."""
+class ExecutionNameTakenError(StreamerError):
+    """StartExecution: the name is taken by an execution that did not run for this request incarnation."""
+
+    def __init__(self, execution_arn: str) -> None:
+        super().__init__(f"execution {execution_arn} exists and ran for another request")
+        self.execution_arn = execution_arn
+
+
+def execution_name(user_id: str, request_id: str, incarnation: str = "") -> str:
+    """``<request_id prefix>-<32 hex of the request key>``: readable, unique per (user, request, incarnation);
+    at most 40 + 1 + 32 = 73 characters of [A-Za-z0-9_-] (the limit is 80)."""
     readable = re.sub(r"[^A-Za-z0-9_-]", "_", request_id)[:40]
-    name = f"{readable}-{request_key(user_id, request_id)}"
+    name = f"{readable}-{request_key(user_id, request_id, incarnation)}"
     assert _NAME_RE.match(name), name
     return name
 
@@ -75,6 +89,15 @@ def execution_arn(state_machine_arn: str, name: str) -> str:
 
 def execution_input(ref: RequestRef, payload: dict[str, Any]) -> str:
     return json.dumps({"request": ref.model_dump(), "payload": payload}, separators=(",", ":"))
+
+
+def _request_of_input(text: Any) -> Any:
+    """The ``request`` member of an execution input (None when the input is not ours)."""
+    try:
+        body = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return body.get("request") if isinstance(body, dict) else None
 
 
 def _code(exc: ClientError) -> str:
@@ -101,7 +124,10 @@ class Executions:
     def start(self, workflow: str, name: str, input: str) -> str:
         """Start (or find already started) the execution ``name`` of ``workflow``; its ARN.
 
-        Raises :class:`WorkflowNotDeployedError`; other errors raise as botocore's (worth a retry).
+        An existing execution of that name is ours only when its input names the same request (the
+        ``request`` member, which carries the incarnation): one DescribeExecution, on this rare path only.
+        Raises :class:`WorkflowNotDeployedError`, :class:`ExecutionNameTakenError`; other errors raise as
+        botocore's (worth a retry).
         """
         sm_arn = self.state_machine_arn(workflow)
         try:
@@ -109,7 +135,11 @@ class Executions:
         except ClientError as exc:
             code = _code(exc)
             if code == "ExecutionAlreadyExists":
-                return execution_arn(sm_arn, name)
+                arn = execution_arn(sm_arn, name)
+                described = self.describe(arn)
+                if described is None or _request_of_input(described.get("input")) != _request_of_input(input):
+                    raise ExecutionNameTakenError(arn) from exc
+                return arn
             if code == "StateMachineDoesNotExist":
                 raise WorkflowNotDeployedError(sm_arn) from exc
             raise

@@ -2,22 +2,30 @@
 
 Each store takes an injected boto3 DynamoDB client (``client=None`` → created lazily), so tests pass a
 client bound to moto and Lambda handlers share one per container.
+
+The request item orders everything that happens to a request, one conditional ``UpdateItem`` at a time
+(https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Expressions.ConditionExpressions.html):
+it holds the status, the execution ARN and ``last_seq``, the counter of its event log. Storing an event
+first claims its seq by incrementing ``last_seq`` on condition that the request has not ended (and is the
+same incarnation); the terminal write is the same increment that also sets the terminal status, so nothing
+can claim a seq after it and the terminal event is always the last. The terminal event is the request item
+itself (status + output or error at ``last_seq``); progress events are items of the events table, written
+with a plain ``PutItem`` at their claimed seq. No transaction on the hot path.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.exceptions import ClientError
 
 from streamer.aws.codec import from_ddb, to_attr, to_ddb
-from streamer.errors import StoreError, TerminalAlreadyError
-from streamer.models import Connection, Request, RequestEvent, RequestRef
+from streamer.errors import TerminalAlreadyError
+from streamer.models import Connection, Request, RequestEvent, RequestRef, open_shard
 from streamer.protocol import RequestStatus
 
 if TYPE_CHECKING:
@@ -120,7 +128,10 @@ class ConnectionStore(_Lazy):
 
 
 class RequestStore(_Lazy):
-    """``requests`` table, keyed by (user_id, request_id); its stream starts executions."""
+    """``requests`` table, keyed by (user_id, request_id); its stream starts executions; sparse GSI
+    ``by_open`` (``open_shard``, ``created_at``) lists the requests that have not ended."""
+
+    OPEN_INDEX = "by_open"
 
     def __init__(self, table: str, client: DynamoDBClient | None = None) -> None:
         super().__init__(client)
@@ -130,12 +141,32 @@ class RequestStore(_Lazy):
     def _key(user_id: str, request_id: str) -> dict[str, Any]:
         return {"user_id": {"S": user_id}, "request_id": {"S": request_id}}
 
+    @staticmethod
+    def _same_incarnation(ref: RequestRef, values: dict[str, Any]) -> str:
+        """The condition that the item is ``ref``'s incarnation (a legacy item has no incarnation)."""
+        if not ref.incarnation:
+            return "attribute_not_exists(incarnation)"
+        values[":inc"] = {"S": ref.incarnation}
+        return "incarnation = :inc"
+
+    @classmethod
+    def _not_ended(cls, ref: RequestRef, values: dict[str, Any]) -> str:
+        """The condition that the item is ``ref``'s incarnation and has not ended (``#s`` names status)."""
+        values[":pending"] = {"S": RequestStatus.PENDING.value}
+        values[":running"] = {"S": RequestStatus.RUNNING.value}
+        return f"#s IN (:pending, :running) AND {cls._same_incarnation(ref, values)}"
+
     def create(self, req: Request) -> bool:
         """Insert a new request. False when (user_id, request_id) already exists: nothing is written."""
+        item = req.model_dump(mode="json")
+        if not req.incarnation:
+            del item["incarnation"]  # a legacy request has none (see _same_incarnation)
+        if not req.status.terminal:
+            item["open_shard"] = open_shard(req.ref.request_key)
         try:
             self.client.put_item(
                 TableName=self.table,
-                Item=to_ddb(req.model_dump(mode="json")),
+                Item=to_ddb(item),
                 ConditionExpression="attribute_not_exists(request_id)",
             )
         except ClientError as exc:
@@ -149,41 +180,74 @@ class RequestStore(_Lazy):
         item = resp.get("Item")
         return Request.model_validate(from_ddb(item)) if item else None
 
-    def mark_running(self, user_id: str, request_id: str, execution_arn: str, now: int) -> bool:
-        """PENDING → RUNNING with the execution ARN. False when the request is no longer PENDING."""
+    def mark_running(self, ref: RequestRef, execution_arn: str, now: int) -> tuple[bool, Request | None]:
+        """PENDING → RUNNING with the execution ARN, for this incarnation only.
+
+        ``(True, None)`` when this call did it; else ``(False, current)`` with the item as it is (``None``
+        when there is none), read in the same call (``ReturnValuesOnConditionCheckFailure``).
+        """
+        values: dict[str, Any] = {
+            ":running": {"S": RequestStatus.RUNNING.value},
+            ":pending": {"S": RequestStatus.PENDING.value},
+            ":arn": {"S": execution_arn},
+            ":now": {"N": str(now)},
+        }
+        same = self._same_incarnation(ref, values)
         try:
             self.client.update_item(
                 TableName=self.table,
-                Key=self._key(user_id, request_id),
+                Key=self._key(ref.user_id, ref.request_id),
                 UpdateExpression="SET #s = :running, execution_arn = :arn, updated_at = :now",
-                ConditionExpression="#s = :pending",
+                ConditionExpression=f"#s = :pending AND {same}",
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":running": {"S": RequestStatus.RUNNING.value},
-                    ":pending": {"S": RequestStatus.PENDING.value},
-                    ":arn": {"S": execution_arn},
-                    ":now": {"N": str(now)},
-                },
+                ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if _is_condition_failure(exc):
-                return False
+                item: Any = exc.response.get("Item")
+                return False, Request.model_validate(from_ddb(item)) if item else None
             raise
-        return True
+        return True, None
 
-    def terminal_update(
+    def claim_seq(self, ref: RequestRef, now: int) -> int | None:
+        """The next seq of the request's event log, or None when the request has ended (or is gone, or is
+        another incarnation): one ``UpdateItem`` that increments ``last_seq`` only while not terminal."""
+        values: dict[str, Any] = {":one": {"N": "1"}, ":now": {"N": str(now)}}
+        try:
+            resp = self.client.update_item(
+                TableName=self.table,
+                Key=self._key(ref.user_id, ref.request_id),
+                UpdateExpression="ADD last_seq :one SET updated_at = :now",
+                ConditionExpression=self._not_ended(ref, values),
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=values,
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return None
+            raise
+        return int(resp["Attributes"]["last_seq"]["N"])
+
+    def end(
         self,
-        req: RequestRef,
+        ref: RequestRef,
         status: RequestStatus,
         now: int,
         *,
         output: dict[str, Any] | None = None,
         error_code: str | None = None,
         error_message: str | None = None,
-    ) -> dict[str, Any]:
-        """The ``Update`` of a transaction that ends a request (condition: not yet terminal)."""
+    ) -> Request:
+        """Move the request to a terminal status: its terminal event, at the next seq, exactly once.
+
+        One ``UpdateItem`` conditioned on the request not having ended (and being ``ref``'s incarnation); it
+        takes the next seq, removes ``open_shard`` (the request leaves the reconciler's index) and returns the
+        whole item as written. Raises :class:`TerminalAlreadyError` when the condition fails.
+        """
         names = {"#s": "status"}
-        values: dict[str, Any] = {":s": {"S": status.value}, ":now": {"N": str(now)}}
+        values: dict[str, Any] = {":s": {"S": status.value}, ":now": {"N": str(now)}, ":one": {"N": "1"}}
         sets = ["#s = :s", "updated_at = :now"]
         if output is not None:
             sets.append("#o = :o")
@@ -195,22 +259,47 @@ class RequestStore(_Lazy):
         if error_message is not None:
             sets.append("error_message = :em")
             values[":em"] = {"S": error_message}
-        values[":pending"] = {"S": RequestStatus.PENDING.value}
-        values[":running"] = {"S": RequestStatus.RUNNING.value}
-        return {
-            "Update": {
-                "TableName": self.table,
-                "Key": self._key(req.user_id, req.request_id),
-                "UpdateExpression": "SET " + ", ".join(sets),
-                "ConditionExpression": "attribute_exists(request_id) AND #s IN (:pending, :running)",
-                "ExpressionAttributeNames": names,
-                "ExpressionAttributeValues": values,
-            }
+        try:
+            resp = self.client.update_item(
+                TableName=self.table,
+                Key=self._key(ref.user_id, ref.request_id),
+                UpdateExpression="SET " + ", ".join(sets) + " ADD last_seq :one REMOVE open_shard",
+                ConditionExpression=self._not_ended(ref, values),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                raise TerminalAlreadyError(f"request {ref.request_key} already ended") from exc
+            raise
+        return Request.model_validate(from_ddb(resp["Attributes"]))
+
+    def open_before(self, shard: str, created_before: int) -> Iterator[tuple[str, str]]:
+        """(user_id, request_id) of the requests of ``shard`` that have not ended and were created before
+        ``created_before``, oldest first (a Query of the sparse ``by_open`` index: only open requests are in
+        it, so this reads no ended request)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": self.OPEN_INDEX,
+            "KeyConditionExpression": "open_shard = :sh AND created_at < :t",
+            "ExpressionAttributeValues": {":sh": {"S": shard}, ":t": {"N": str(created_before)}},
         }
+        while True:
+            resp = self.client.query(**kwargs)
+            for item in resp.get("Items", []):
+                yield item["user_id"]["S"], item["request_id"]["S"]
+            if "LastEvaluatedKey" not in resp:
+                return
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
 class EventStore(_Lazy):
-    """``events`` table: the per-request event log with gap-free ``seq``."""
+    """``events`` table: the per-request event log (progress events; the terminal event is the request item).
+
+    Seqs are claimed on the request item (:meth:`RequestStore.claim_seq`); an event is then one plain
+    ``PutItem`` at its seq. A retried put writes the same item again, so it is idempotent.
+    """
 
     def __init__(
         self,
@@ -218,87 +307,39 @@ class EventStore(_Lazy):
         client: DynamoDBClient | None = None,
         *,
         ttl_seconds: int = 7 * 24 * 3600,
-        max_attempts: int = 50,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(client)
         self.table = table
         self.ttl_seconds = ttl_seconds
-        self.max_attempts = max_attempts
-        self._sleep = sleep
 
-    def last_seq(self, request_key: str) -> int:
-        """The highest stored seq of the request (0 when it has no event yet)."""
-        resp = self.client.query(
+    def put(self, request_key: str, seq: int, body: dict[str, Any], now: int) -> RequestEvent:
+        """Store the event ``body`` at its (claimed) ``seq``."""
+        self.client.put_item(
             TableName=self.table,
-            KeyConditionExpression="request_key = :k",
-            ExpressionAttributeValues={":k": {"S": request_key}},
-            ProjectionExpression="seq",
-            ScanIndexForward=False,
-            Limit=1,
-            ConsistentRead=True,
+            Item=to_ddb(
+                {
+                    "request_key": request_key,
+                    "seq": seq,
+                    "body": json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+                    "created_at": now,
+                    "expires_at": now + self.ttl_seconds,
+                }
+            ),
         )
-        items = resp.get("Items", [])
-        return int(items[0]["seq"]["N"]) if items else 0
+        return RequestEvent(request_key=request_key, seq=seq, body=body, created_at=now)
 
-    def append(
-        self,
-        request_key: str,
-        make_body: Callable[[int], dict[str, Any]],
-        now: int,
-        *,
-        also: list[dict[str, Any]] | None = None,
-    ) -> RequestEvent:
-        """Append one event at the next free seq; ``make_body(seq)`` builds it once its seq is known.
-
-        The event item *is* the claim on its seq: a put conditioned on the slot being free, so seqs are
-        gap-free and a seq always carries one event, with no counter to fall out of step. Contention
-        (another writer took the slot) re-reads the tail and retries with jittered backoff.
-        ``also`` makes the put one transaction with other writes (a request's terminal update); when
-        one of those fails its condition, :class:`TerminalAlreadyError` and nothing is written.
-        """
-        extra = also or []
-        for attempt in range(self.max_attempts):
-            seq = self.last_seq(request_key) + 1
-            body = make_body(seq)
-            put: dict[str, Any] = {
-                "TableName": self.table,
-                "Item": to_ddb(
-                    {
-                        "request_key": request_key,
-                        "seq": seq,
-                        "body": json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-                        "created_at": now,
-                        "expires_at": now + self.ttl_seconds,
-                    }
-                ),
-                "ConditionExpression": "attribute_not_exists(seq)",
-            }
-            try:
-                if extra:
-                    items: Any = [{"Put": put}, *extra]
-                    self.client.transact_write_items(TransactItems=items)
-                else:
-                    self.client.put_item(**put)
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code")
-                if code == "TransactionCanceledException":
-                    reasons = exc.response.get("CancellationReasons") or []
-                    if any(r.get("Code") == "ConditionalCheckFailed" for r in reasons[1:]):
-                        raise TerminalAlreadyError(f"request {request_key} already ended") from exc
-                elif code != "ConditionalCheckFailedException":
-                    raise
-                self._sleep(min(0.2, 0.005 * (2 ** min(attempt, 6))) * random.random())
-                continue
-            return RequestEvent(request_key=request_key, seq=seq, body=body, created_at=now)
-        raise StoreError(f"could not append to {request_key}: too much contention")
-
-    def after(self, request_key: str, after_seq: int) -> Iterator[RequestEvent]:
-        """Stored events with ``seq > after_seq``, ascending."""
+    def after(self, request_key: str, after_seq: int, *, upto: int | None = None) -> Iterator[RequestEvent]:
+        """Stored events with ``after_seq < seq`` (and ``seq <= upto`` when given), ascending."""
+        cond = "request_key = :k AND seq > :s"
+        values: dict[str, Any] = {":k": {"S": request_key}, ":s": {"N": str(max(after_seq, 0))}}
+        if upto is not None:
+            cond = "request_key = :k AND seq BETWEEN :s AND :u"
+            values[":s"] = {"N": str(max(after_seq, 0) + 1)}
+            values[":u"] = {"N": str(upto)}
         kwargs: dict[str, Any] = {
             "TableName": self.table,
-            "KeyConditionExpression": "request_key = :k AND seq > :s",
-            "ExpressionAttributeValues": {":k": {"S": request_key}, ":s": {"N": str(max(after_seq, 0))}},
+            "KeyConditionExpression": cond,
+            "ExpressionAttributeValues": values,
             "ConsistentRead": True,
         }
         while True:

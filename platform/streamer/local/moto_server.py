@@ -141,6 +141,9 @@ def make_app(lambda_endpoint: str | None) -> WSGIApp:
     """moto's dispatcher app, Step Functions execution on, Lambda invocations forwarded when asked."""
     enable_sfn_execution()
     enable_jsonata()
+    from streamer.local.moto_atomic import serialize_dynamodb
+
+    serialize_dynamodb()  # single-item writes atomic, as DynamoDB's are (streamer.aws.store relies on it)
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     app: WSGIApp = DomainDispatcherApplication(create_backend_app)
