@@ -98,7 +98,8 @@ def bench_parse() -> None:
 
 
 def bench_event_append() -> None:
-    """Gap-free seq costs a transaction: EventStore.append vs a plain put_item (moto, in-process)."""
+    """A progress event's store cost: RequestService.progress's writes (seq claim UpdateItem + event PutItem; no
+    connection, so nothing is pushed) vs a plain put_item (moto, in-process)."""
     from moto import mock_aws
 
     with mock_aws():
@@ -111,11 +112,14 @@ def bench_event_append() -> None:
                 Item={"request_key": {"S": "plain"}, "seq": {"N": str(next(n) + 1)}, "body": {"S": "{}"}},
             )
 
+        ref = svc.submit("bench", "echo", {}, "seqd").request.ref
+        svc.connections.for_user = lambda user_id, now=None: []  # store cost only: no push
+
         def append() -> None:
-            svc.events.append("seqd", lambda seq: {"type": "progress", "seq": seq}, 0)
+            svc.progress(ref, "step", 50, "")
 
         base, subj = interleaved(plain, append, rounds=10, inner=50)
-        report("EventStore.append (tail query+put)", "put_item", base, subj)
+        report("progress event (seq claim+put)", "put_item", base, subj)
 
 
 def bench_router_message() -> None:
