@@ -251,6 +251,27 @@ def test_state_colours_change_live_while_it_runs(local_stack: Any, page: Any, cl
     rows = page.locator("#events tbody tr")
     assert rows.count() == 9
     assert rows.nth(0).inner_text().split()[0] == "1" and "result" in rows.nth(8).inner_text()
+    # The event history tab: Step Functions' own events, first to last.
+    page.click(".tabs button[data-tab='history']")
+    page.wait_for_selector("#history tbody tr")
+    history = page.locator("#history tbody tr")
+    assert "ExecutionStarted" in history.nth(0).inner_text()
+    assert "ExecutionSucceeded" in history.nth(history.count() - 1).inner_text()
+
+
+def test_retried_attempts_show_their_errors_and_delays(local_stack: Any, page: Any, client: Client) -> None:
+    rid = client.submit("echo", {"message": "third time", "fail_times": 2, "steps": 1})
+    assert client.wait(rid)[-1]["type"] == "result"
+    open_execution(page, local_stack, rid, client.user)
+    wait_statuses(page, {"Succeeded": "succeeded"})
+    click_state(page, "Echo")
+    retries = page.locator("#inspector table.retries tbody tr")
+    assert retries.count() == 2
+    first, second = retries.nth(0).inner_text(), retries.nth(1).inner_text()
+    assert "RetryableStepError" in first and "RetryableStepError" in second
+    # Retry: IntervalSeconds 1, BackoffRate 2 — about 1 s, then about 2 s (statemachines/echo.asl.json).
+    assert " s" in first and " s" in second
+    assert "3" in page.inner_text("#inspector dl")  # attempts
 
 
 def test_a_failing_echo_shows_error_and_cause_on_the_failed_state(local_stack: Any, page: Any, client: Client) -> None:
