@@ -511,3 +511,52 @@ xray_recorder.end_subsegment()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "[('request_id', 'r-1'), ('step', 'echo'), ('workflow', 'echo')]" in proc.stdout
+
+
+# ------------------------------------------------------------------------------------- template and docs
+
+
+def test_every_metric_and_reason_is_documented() -> None:
+    doc = (ROOT / "docs" / "observability.md").read_text()
+    for m in metrics.METRICS:
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{m.name}` |")), None)
+        assert row is not None, f"{m.name} is not in docs/observability.md"
+        assert str(m.unit.value) in row and all(f"`{d}`" in row for d in m.dimensions), row
+        assert ("rollup" in row) == m.rollup, row
+    for reason in metrics.CONNECT_REFUSAL_REASONS:
+        assert f"`{reason}`" in doc
+
+
+def test_the_template_wires_namespace_alarms_and_tracing() -> None:
+    from streamer.deploy.template import load_template
+
+    tpl = load_template(ROOT / "infra" / "template.yaml")
+    assert tpl["Parameters"]["MetricsNamespace"]["Default"] == metrics.DEFAULT_NAMESPACE
+    fn = tpl["Globals"]["Function"]
+    assert fn["Tracing"] == "Active"
+    env = fn["Environment"]["Variables"]
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}
+    assert env["POWERTOOLS_SERVICE_NAME"] == "streamer"
+    resources = tpl["Resources"]
+    for sm in (r for r in resources.values() if r["Type"] == "AWS::Serverless::StateMachine"):
+        assert sm["Properties"]["Tracing"] == {"Enabled": True}
+    alarms = {k: r["Properties"] for k, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert all(a.get("AlarmDescription") for a in alarms.values())
+    failed = alarms["RequestsFailedAlarm"]
+    assert failed["Namespace"] == {"Ref": "MetricsNamespace"}
+    assert failed["MetricName"] == metrics.REQUESTS_FAILED.name and metrics.REQUESTS_FAILED.rollup
+    # The [service] dimension set the rollup publishes: the alarm's dimensions must be exactly it.
+    assert failed["Dimensions"] == [{"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]}]
+    assert alarms["StreamDeadLetterAlarm"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+
+
+def test_the_local_functions_run_without_tracer_and_write_the_metrics_file(tmp_path: Path) -> None:
+    from streamer.local.plan import function_environment, plan_from_template
+
+    plan = plan_from_template(ROOT / "infra" / "template.yaml")
+    env = function_environment(
+        plan, gateway_http="http://g", moto_url="http://m", lambda_url="http://l", sfn_url="http://s", jwt_secret="x" * 40
+    )
+    assert env["POWERTOOLS_TRACE_DISABLED"] == "true"
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == "streamer"
+    assert env[metrics.LOCAL_FILE_ENV] == str(metrics.local_metrics_file())
