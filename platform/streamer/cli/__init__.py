@@ -15,7 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from streamer.cli import build, console, demo, executions, plugins, statemachines, submit, token
+from streamer.cli import build, console, cost, demo, executions, plugins, statemachines, submit, token
 
 __all__ = ["build_parser", "main"]
 
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_parser(sub)
     statemachines.add_parser(sub)
     build.add_parser(sub)
+    cost.add_parser(sub)
     return parser
 
 
