@@ -19,7 +19,8 @@ Two tools:
   endpoint reads ``STREAMER_TEST_FAULTS`` (test-only; ``docs/reliability.md``) at start:
   ``exit:<Function>:<n>`` ends the whole endpoint process (``os._exit(137)``, as the OOM killer would) on
   the n-th invocation of that function, after it was received and before it answers; ``raise:<Function>:<n>``
-  makes that invocation raise ``InjectedFault`` inside the handler. Several rules are separated by commas.
+  makes that invocation raise ``InjectedFault`` inside the handler; ``*`` for n means every invocation.
+  Several rules are separated by commas.
   ``streamer local`` restarts a dead endpoint (its supervisor), so a test sees what a crashed Lambda
   container does to the platform.
 """
@@ -168,9 +169,10 @@ class LambdaFaults:
         for part in spec.split(","):
             action, _, rest = part.strip().partition(":")
             function, _, nth = rest.rpartition(":")
-            if action not in ("exit", "raise") or not function or not nth.isdigit() or int(nth) < 1:
+            every = nth == "*"
+            if action not in ("exit", "raise") or not function or not (every or (nth.isdigit() and int(nth) >= 1)):
                 raise ValueError(f"{ENV_VAR}: {part!r} is not exit:<Function>:<n> or raise:<Function>:<n>")
-            rules.append((action, function, int(nth)))
+            rules.append((action, function, 0 if every else int(nth)))
         return cls(rules)
 
     @classmethod
@@ -182,7 +184,7 @@ class LambdaFaults:
         with self._lock:
             n = self.counts[function] = self.counts.get(function, 0) + 1
         for action, name, nth in self.rules:
-            if name == function and nth == n:
+            if name == function and nth in (0, n):  # 0: every invocation
                 if action == "exit":
                     self.exit(137)
                 raise InjectedFault(f"injected crash of {function} (invocation {n})")

@@ -86,10 +86,21 @@ class Quotas:
 
     # -- connections ----------------------------------------------------------------------------
 
-    def admit_connection(self, user_id: str, connection_id: str) -> None:
-        """Reserve a connection slot, or raise RATE_LIMITED (``quota: connections``)."""
+    def admit_connection(
+        self, user_id: str, connection_id: str, alive: Callable[[str], bool] | None = None
+    ) -> None:
+        """Reserve a connection slot, or raise RATE_LIMITED (``quota: connections``).
+
+        ``alive(connection_id)`` asks API Gateway about a connection whose row looks live (``GetConnection``):
+        a client dropped without ``$disconnect`` keeps its row until a push meets its 410 or its TTL, and
+        without this question it would hold its user's slot until then.
+        """
         limit = self.limits.connections_per_user
-        if limit > 0 and not self._reserve(user_id, CONNECTIONS, connection_id, limit, self._stale_connections):
+
+        def stale(user: str, members: dict[str, int], now: int) -> list[str]:
+            return self._stale_connections(user, members, now, alive)
+
+        if limit > 0 and not self._reserve(user_id, CONNECTIONS, connection_id, limit, stale):
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED,
                 f"more than {limit} connections for this user",
@@ -151,9 +162,19 @@ class Quotas:
         self.store.release(user_id, kind, gone)
         return self.store.reserve(user_id, kind, member, limit, now)
 
-    def _stale_connections(self, user_id: str, members: dict[str, int], now: int) -> list[str]:
+    def _stale_connections(
+        self, user_id: str, members: dict[str, int], now: int, alive: Callable[[str], bool] | None
+    ) -> list[str]:
         live = self.store.live_connections(list(members), now)
-        return [c for c, at in members.items() if c not in live and at <= now - RESERVATION_GRACE_SECONDS]
+        gone = [c for c, at in members.items() if c not in live and at <= now - RESERVATION_GRACE_SECONDS]
+        if alive is not None:
+            for c in live:
+                try:
+                    if not alive(c):
+                        gone.append(c)
+                except Exception:  # API Gateway cannot tell now: count the connection as live
+                    logger.warning("connection liveness unknown", extra={"connection_id": c})
+        return gone
 
     def _stale_requests(self, user_id: str, members: dict[str, int], now: int) -> list[str]:
         in_flight = self.store.existing_requests(user_id, list(members))

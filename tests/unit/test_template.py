@@ -292,6 +292,7 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:GetItem", QUOTAS),  # the connection quota (streamer.quotas)
         ("dynamodb:UpdateItem", QUOTAS),
         ("dynamodb:BatchGetItem", CONN),  # stale reservations are checked against the rows
+        ("execute-api:ManageConnections", EXECUTE_API.replace("/POST/", "/GET/")),  # … and API Gateway
     },
     "DisconnectFunction": {("dynamodb:DeleteItem", CONN)},
     "RouterFunction": {

@@ -125,6 +125,22 @@ class ConnectionManager:
             raise SendError(connection_id, type(exc).__name__) from exc
         return True
 
+    def alive(self, connection_id: str) -> bool:
+        """Whether API Gateway still holds the connection (``GET @connections/{id}``: 410 → False).
+
+        Raises SendError when API Gateway cannot tell (throttled or failing after botocore's retries)."""
+        try:
+            self.client.get_connection(ConnectionId=connection_id)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("GoneException", "ForbiddenException") or status in (403, 410):
+                return False
+            raise SendError(connection_id, code or str(status)) from exc
+        except BotoCoreError as exc:
+            raise SendError(connection_id, type(exc).__name__) from exc
+        return True
+
     def send_many(self, connection_ids: Iterable[str], message: Mapping[str, Any]) -> SendReport:
         """Send one message to many connections, concurrently with a bound; never raises for one of them."""
         data = encode_message(message)

@@ -1,17 +1,27 @@
 """``streamer submit``: send one request over the WebSocket, show its progress, print its result.
 
-:func:`run_submit` is the whole command as a plain function (``streamer demo`` calls it too); the round trip
-itself is :func:`streamer.client.submit_and_watch`. Exit codes: 0 the request succeeded, 1 it failed, was
-refused or timed out, or the server could not be reached; 2 a bad ``--payload``.
+:func:`run_submit` is the whole command as a plain function (``streamer demo`` calls it too), over
+:class:`streamer.client.StreamerClient` (which reconnects and resumes on its own). Exit codes: 0 the request
+succeeded, 1 it failed, was refused or timed out, or the server could not be reached; 2 a bad ``--payload``;
+130 interrupted.
+
+Ctrl-C (SIGINT) cancels the request: the command says so on stderr, sends ``cancel`` and waits for the
+request's terminal event (``CANCELLED``, or the result if it had already ended). A second Ctrl-C stops waiting
+and leaves the request running (the command prints its id, to ``resume`` or ``cancel`` later). The request id
+is chosen here when ``--request-id`` is not given, so a Ctrl-C before the server's ``ack`` can still cancel it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
+import uuid
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
@@ -96,6 +106,90 @@ class _ProgressBar:
             self.console.print(f"[red]{final.get('status')} {final.get('code')}[/]: {final.get('message')}")
 
 
+def _notice(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def _submit_interruptibly(
+    url: str,
+    token: str,
+    workflow: str,
+    body: dict[str, Any],
+    request_id: str,
+    timeout: float,
+    view: _JsonLines | _ProgressBar,
+) -> tuple[dict[str, Any], bool]:
+    """The round trip with SIGINT handled: ``(terminal event or {}, interrupted)``."""
+    from streamer.client import StreamerClient
+
+    loop = asyncio.get_running_loop()
+    interrupts: asyncio.Queue[None] = asyncio.Queue()
+    # No signal handlers outside the main thread or on Windows: Ctrl-C then interrupts as Python does.
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, interrupts.put_nowait, None)
+    count = 0
+    # A cancel sent before the ack could overtake the submit (the gateway routes messages concurrently) and
+    # be answered NOT_FOUND: it is sent once the ack is in.
+    state = {"acked": False, "cancel": False}
+    try:
+        client = await StreamerClient.connect(url, token)
+        async with client:
+            steps: AsyncIterator[Any] = _steps(client, workflow, body, request_id, timeout, view, state)
+            nxt: asyncio.Future[Any] = asyncio.ensure_future(anext(steps))
+            intr: asyncio.Future[None] = asyncio.ensure_future(interrupts.get())
+            final: dict[str, Any] = {}
+            try:
+                while True:
+                    await asyncio.wait({nxt, intr}, return_when=asyncio.FIRST_COMPLETED)
+                    if intr.done():
+                        count += 1
+                        if count == 1:
+                            _notice(f"cancelling request {request_id} (press Ctrl-C again to leave it running) …")
+                            state["cancel"] = True
+                            if state["acked"]:
+                                await client.send({"action": "cancel", "request_id": request_id})
+                            intr = asyncio.ensure_future(interrupts.get())
+                            continue
+                        _notice(f"left running: request {request_id} (its events stay stored: resume or cancel it)")
+                        return final, True
+                    try:
+                        final = nxt.result()
+                    except StopAsyncIteration:
+                        if count:
+                            outcome = final.get("code") or final.get("status") or final.get("type")
+                            _notice(f"request {request_id} ended: {outcome}")
+                        return final, count > 0
+                    nxt = asyncio.ensure_future(anext(steps))
+            finally:
+                for fut in (nxt, intr):
+                    fut.cancel()
+                with contextlib.suppress(BaseException):
+                    await steps.aclose()  # type: ignore[attr-defined]
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _steps(
+    client: Any,
+    workflow: str,
+    body: dict[str, Any],
+    request_id: str,
+    timeout: float,
+    view: _JsonLines | _ProgressBar,
+    state: dict[str, bool],
+) -> AsyncIterator[dict[str, Any]]:
+    """Submit, then yield each event (shown on ``view``) through the terminal one."""
+    rid = await client.submit(workflow, body, request_id)
+    state["acked"] = True
+    if state["cancel"]:  # interrupted before the ack
+        await client.send({"action": "cancel", "request_id": rid})
+    view.accepted(rid)
+    async for event in client.events(rid, timeout=timeout):
+        view.event(event)
+        yield event
+
+
 def run_submit(
     url: str,
     token: str,
@@ -111,7 +205,7 @@ def run_submit(
     Every failure is one line on stderr: bad JSON, a refused connection or handshake, an error frame (the
     frame itself with ``json_lines``), no terminal event within ``timeout``.
     """
-    from streamer.client import StreamerClientError, submit_and_watch
+    from streamer.client import StreamerClientError
 
     try:
         body = json.loads(payload)
@@ -122,20 +216,10 @@ def run_submit(
         print("error: --payload must be a JSON object", file=sys.stderr)
         return 2
     view = _JsonLines() if json_lines else _ProgressBar(workflow)
+    rid = request_id or uuid.uuid4().hex
     try:
         with view:
-            final = asyncio.run(
-                submit_and_watch(
-                    url,
-                    token,
-                    workflow,
-                    body,
-                    request_id=request_id,
-                    timeout=timeout,
-                    on_accepted=view.accepted,
-                    on_event=view.event,
-                )
-            )
+            final, interrupted = asyncio.run(_submit_interruptibly(url, token, workflow, body, rid, timeout, view))
     except StreamerClientError as exc:
         print(json.dumps(exc.frame) if json_lines else f"error: {exc}", file=sys.stderr)
         return 1
@@ -148,6 +232,8 @@ def run_submit(
     except Exception as exc:  # websockets' InvalidStatus (401/403 …), InvalidHandshake, ConnectionClosed
         print(f"error: connection refused by {url}: {exc}", file=sys.stderr)
         return 1
+    if interrupted:
+        return 130
     view.finish(final)
     return 0 if final.get("type") == "result" else 1
 

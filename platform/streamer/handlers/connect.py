@@ -17,7 +17,7 @@ from typing import Any
 from streamer.auth import AuthConfig, Authenticator, AuthError, extract_token
 from streamer.errors import ProtocolError
 from streamer.events import WebSocketEvent
-from streamer.handlers._edges import get_quotas
+from streamer.handlers._edges import get_closer, get_quotas
 from streamer.handlers._runtime import get_logger, get_service, lambda_handler
 from streamer.limits import MAX_CONNECTION_SECONDS
 from streamer.models import Connection
@@ -76,7 +76,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"statusCode": AuthError.status}
     quotas = get_quotas(service)
     try:
-        quotas.admit_connection(principal.user_id, cid)
+        quotas.admit_connection(principal.user_id, cid, alive=get_closer(service, ev).alive)
     except ProtocolError as exc:
         logger.info("connect refused", extra={"reason": exc.message, "status": TOO_MANY_CONNECTIONS_STATUS})
         return {"statusCode": TOO_MANY_CONNECTIONS_STATUS}

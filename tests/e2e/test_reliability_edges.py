@@ -1,0 +1,303 @@
+"""The edges against a real ``streamer local`` (real sockets, real subprocesses): Origin allow-list, the
+connection quota at the handshake, expired tokens closed, the client's reconnect-and-resume, ``streamer
+submit``'s Ctrl-C, the Lambda endpoint's Content-Length check and fault injection, ``--host`` exposure."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from tests.e2e.conftest import ROOT, LocalStack, free_port
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve as serve_ws
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin, Subprotocol
+
+from streamer.client import StreamerClient
+
+BAD_ORIGINS = ["https://evil.example", "https://app.example.com.evil.example", "null"]
+
+
+def _protocols(token: str) -> list[Subprotocol]:
+    return [Subprotocol("streamer.v1"), Subprotocol(f"bearer.{token}")]
+
+
+async def _handshake(url: str, token: str, origin: str | None = None) -> int:
+    try:
+        ws = await connect(url, subprotocols=_protocols(token), origin=Origin(origin) if origin else None)
+    except InvalidStatus as exc:
+        return exc.response.status_code
+    await ws.close()
+    return 101
+
+
+def test_bad_origins_are_refused_by_the_gateway(local_stack: LocalStack) -> None:
+    token = local_stack.token(local_stack.unique_user("origin"))
+
+    async def run() -> tuple[list[int], int, int]:
+        bad = [await _handshake(local_stack.ws_url, token, BAD_ORIGINS[i % 3]) for i in range(50)]
+        own = await _handshake(local_stack.ws_url, token, local_stack.http_url)  # the console's origin
+        none = await _handshake(local_stack.ws_url, token)  # not a browser
+        return bad, own, none
+
+    bad, own, none = asyncio.run(run())
+    print(f"\nbad origins through the gateway: 50 handshakes, {bad.count(101)} accepted")
+    assert bad == [403] * 50
+    assert own == 101 and none == 101
+
+
+def test_the_connection_quota_refuses_the_eleventh_with_429(local_stack: LocalStack) -> None:
+    user = local_stack.unique_user("quota")
+    token = local_stack.token(user)
+
+    async def run() -> tuple[int, list[int]]:
+        open_ = [await connect(local_stack.ws_url, subprotocols=_protocols(token)) for _ in range(10)]
+        try:
+            over = await _handshake(local_stack.ws_url, token)
+        finally:
+            for ws in open_:
+                await ws.close()
+        return over, []
+
+    over, _ = asyncio.run(run())
+    assert over == 429
+    assert len(local_stack.connection_ids(user, timeout=1)) <= 10
+
+
+def test_a_connection_whose_token_expires_is_told_and_closed(local_stack: LocalStack) -> None:
+    user = local_stack.unique_user("expiry")
+    token = local_stack.token(user, ttl_seconds=3)
+
+    async def run() -> tuple[dict[str, Any], int | None]:
+        ws = await connect(local_stack.ws_url, subprotocols=_protocols(token))
+        await asyncio.sleep(4.2)
+        await ws.send(json.dumps({"action": "ping"}))
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        await asyncio.wait_for(ws.wait_closed(), 10)
+        return frame, ws.close_code
+
+    frame, code = asyncio.run(run())
+    assert frame["code"] == "FORBIDDEN" and frame["details"] == {"reason": "token_expired"}
+    assert code == 1000
+
+
+def test_the_client_reconnects_and_resumes_after_a_drop(local_stack: LocalStack) -> None:
+    token = local_stack.token(local_stack.unique_user("reconnect"))
+
+    async def run() -> tuple[list[dict[str, Any]], int]:
+        client = await StreamerClient.connect(local_stack.ws_url, token, backoff=0.05)
+        async with client:
+            rid = await client.submit("echo", {"message": "drop me", "steps": 6, "delay_ms": 400})
+            seen: list[dict[str, Any]] = []
+            async for event in client.events(rid, timeout=60, resume_after=2):
+                seen.append(event)
+                if len(seen) == 2:
+                    # Dropped without a close frame, as a lost network would.
+                    transport = client.ws.transport
+                    transport.abort()
+            return seen, client.reconnects
+
+    seen, reconnects = asyncio.run(run())
+    assert reconnects >= 1
+    assert [e["seq"] for e in seen] == list(range(1, 8))
+    assert seen[-1]["type"] == "result" and seen[-1]["output"] == {"message": "drop me"}
+
+
+def _submit_proc(stack: LocalStack, user: str, steps: int) -> subprocess.Popen[str]:
+    payload = json.dumps({"message": "interrupt me", "steps": steps, "delay_ms": 500})
+    env = {**os.environ, "STREAMER_JWT_SECRET": stack.secret, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamer.cli",
+            "submit",
+            "echo",
+            "--json",
+            "--payload",
+            payload,
+            "--url",
+            stack.ws_url,
+            "--sub",
+            user,
+            "--request-id",
+            f"{user}-r",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def _wait_for_first_event(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # the first progress event: the request is running
+    assert json.loads(line)["type"] == "progress", line
+
+
+def _status(stack: LocalStack, user: str, rid: str) -> str:
+    ddb = stack.client("dynamodb")
+    try:
+        item = ddb.get_item(
+            TableName="streamer-requests", Key={"user_id": {"S": user}, "request_id": {"S": rid}}, ConsistentRead=True
+        )["Item"]
+    finally:
+        ddb.close()
+    return str(item["status"]["S"])
+
+
+def test_ctrl_c_cancels_the_request(local_stack: LocalStack) -> None:
+    user = local_stack.unique_user("sigint")
+    proc = _submit_proc(local_stack, user, steps=30)
+    _wait_for_first_event(proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert f"cancelling request {user}-r" in err and "Traceback" not in err
+    assert f"request {user}-r ended: CANCELLED" in err
+    assert json.loads(out.strip().splitlines()[-1])["code"] == "CANCELLED"
+    assert _status(local_stack, user, f"{user}-r") == "CANCELLED"
+
+
+def test_a_second_ctrl_c_leaves_the_request_running(tmp_path: Path) -> None:
+    """Against a server that acknowledges the cancel but never ends the request (a slow stop), so the second
+    Ctrl-C surely comes while the command waits: it stops waiting and says the request is left running."""
+    received: list[dict[str, Any]] = []
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def handler(ws: Any) -> None:
+        async for raw in ws:
+            msg = json.loads(raw)
+            received.append(msg)
+            if msg["action"] == "submit":
+                rid = msg["request_id"]
+                await ws.send(json.dumps({"type": "ack", "request_id": rid, "workflow": "echo", "status": "PENDING"}))
+                progress = {"type": "progress", "request_id": rid, "seq": 1, "step": "s", "percent": 1, "message": ""}
+                await ws.send(json.dumps(progress))
+
+    def serve() -> None:
+        async def main() -> None:
+            async with serve_ws(handler, "127.0.0.1", 0, subprotocols=[Subprotocol("streamer.v1")]) as server:
+                box["port"] = server.sockets[0].getsockname()[1]
+                box["stop"] = asyncio.get_running_loop().create_future()
+                box["loop"] = asyncio.get_running_loop()
+                ready.set()
+                await box["stop"]
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        url = f"ws://127.0.0.1:{box['port']}/"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamer.cli", "submit", "echo", "--json", "--url", url, "--request-id", "r-slow"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        _wait_for_first_event(proc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.stderr is not None
+        assert "cancelling request r-slow" in proc.stderr.readline()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        box["loop"].call_soon_threadsafe(box["stop"].set_result, None)
+        thread.join(10)
+    assert proc.returncode == 130, err
+    assert "left running: request r-slow" in err and "Traceback" not in err
+    assert [m["action"] for m in received] == ["submit", "cancel"]
+
+
+def test_the_lambda_endpoint_checks_content_length_before_reading(local_stack: LocalStack) -> None:
+    parts = urlsplit(local_stack.lambda_url)
+    assert parts.hostname == "127.0.0.1"
+    with socket.create_connection((parts.hostname, parts.port or 80), timeout=10) as sock:
+        sock.sendall(
+            b"POST /2015-03-31/functions/RouterFunction/invocations HTTP/1.1\r\n"
+            b"Host: x\r\nContent-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n{"
+        )
+        started = time.monotonic()
+        head = sock.recv(4096).decode(errors="replace")
+    assert head.startswith("HTTP/1.1 413"), head
+    assert "RequestTooLargeException" in head and "Connection: close" in head
+    assert time.monotonic() - started < 5
+
+
+def test_streamer_local_refuses_a_public_host_with_the_dev_secret(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "STREAMER_JWT_SECRET"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", "local", "--host", "0.0.0.0", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "PUBLIC development secret" in proc.stderr and "STREAMER_JWT_SECRET" in proc.stderr
+
+
+def test_a_public_host_exposes_only_the_gateway(start_local: Any) -> None:
+    stack = start_local("--host", "0.0.0.0", "--port", str(free_port()))
+    assert urlsplit(stack.moto_url).hostname == "127.0.0.1"
+    assert urlsplit(stack.lambda_url).hostname == "127.0.0.1"
+    assert urlsplit(stack.http_url).hostname == "0.0.0.0"
+
+
+def test_stale_connections_are_removed_and_no_step_fails(start_local: Any) -> None:
+    """100 clients dropped without a close frame whose $disconnect never runs (injected: every $disconnect
+    raises). Their rows stay, holding every connection slot of their users; the next handshake asks API
+    Gateway about them (GetConnection → 410) and frees the slots, the pushes of the next request delete the
+    rows (410), and every request of those users succeeds."""
+    stack = start_local("--port", str(free_port()), env={"STREAMER_TEST_FAULTS": "raise:DisconnectFunction:*"})
+    users = [stack.unique_user(f"stale{i}") for i in range(10)]
+
+    async def run() -> list[dict[str, Any]]:
+        dropped = []
+        for user in users:  # 10 users x 10 connections (the per-user limit)
+            for _ in range(10):
+                dropped.append(await connect(stack.ws_url, subprotocols=_protocols(stack.token(user))))
+        for ws in dropped:
+            ws.transport.abort()
+        await asyncio.sleep(1.0)
+        finals = []
+        for user in users:
+            client = await StreamerClient.connect(stack.ws_url, stack.token(user))
+            async with client:
+                rid = await client.submit("echo", {"message": "still fine", "steps": 2, "delay_ms": 10})
+                finals.append([e async for e in client.events(rid, timeout=60)][-1])
+        return finals
+
+    finals = asyncio.run(run())
+    ddb = stack.client("dynamodb")
+    try:
+        rows = ddb.scan(TableName="streamer-connections")["Items"]
+    finally:
+        ddb.close()
+    left = sorted(r["user_id"]["S"] for r in rows if r["user_id"]["S"] in users)
+    print(
+        f"\nstale connections: 100 dropped, {len(left) - 10} of their rows left; requests: {[f['type'] for f in finals]}"
+    )
+    assert [f["type"] for f in finals] == ["result"] * 10  # 0 steps failed because of them
+    # Left: only each user's last client (closed after its request ended: its $disconnect failed too, and no
+    # push has met it yet). Every one of the 100 dropped rows is gone.
+    assert left == sorted(users)
