@@ -382,24 +382,12 @@ ALL_TYPES = {
 
 
 def stack_sources(stack: Any, directory: Path) -> Any:
-    """``streamer.observe.Sources`` of ``stack`` (from a state file naming it, as ``streamer local`` records)."""
-    from streamer.observe import Sources
-    from streamer.observe.localstate import LocalState, write_state
+    """``streamer.observe.Sources`` of ``stack``."""
+    from tests.e2e.test_console_http import write_stack_state
 
-    state = LocalState(
-        pid=stack.proc.pid,
-        ws_url=stack.ws_url,
-        http_url=stack.http_url,
-        moto_url=stack.moto_url,
-        lambda_url=stack.lambda_url,
-        sfn_url=stack.sfn_url,
-        region="us-east-1",
-        connections_table="streamer-connections",
-        requests_table="streamer-requests",
-        events_table="streamer-events",
-        state_machine_arn_prefix="arn:aws:states:us-east-1:123456789012:stateMachine:streamer-",
-    )
-    return Sources.local(write_state(state, directory / "local.json"))
+    from streamer.observe import Sources
+
+    return Sources.local(write_stack_state(stack, directory))
 
 
 def test_every_state_type_is_drawn_distinctly(local_stack: Any, page: Any, tmp_path: Path) -> None:

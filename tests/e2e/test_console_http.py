@@ -75,25 +75,30 @@ def finished(local_stack: Any) -> dict[str, str]:
     return {"user": user, "rid": rid}
 
 
-@pytest.fixture(scope="module")
-def state_file(local_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A state file naming ``local_stack`` (what ``streamer local`` records), for ``streamer console``."""
+def write_stack_state(stack: Any, directory: Path) -> Path:
+    """A state file naming ``stack`` (what ``streamer local`` records), for ``streamer console --state-file``
+    and ``Sources.local``: the per-user default names whichever stack started last."""
     from streamer.observe.localstate import LocalState, write_state
 
     state = LocalState(
-        pid=local_stack.proc.pid,
-        ws_url=local_stack.ws_url,
-        http_url=local_stack.http_url,
-        moto_url=local_stack.moto_url,
-        lambda_url=local_stack.lambda_url,
-        sfn_url=local_stack.sfn_url,
+        pid=stack.proc.pid,
+        ws_url=stack.ws_url,
+        http_url=stack.http_url,
+        moto_url=stack.moto_url,
+        lambda_url=stack.lambda_url,
+        sfn_url=stack.sfn_url,
         region="us-east-1",
         connections_table="streamer-connections",
         requests_table="streamer-requests",
         events_table="streamer-events",
         state_machine_arn_prefix="arn:aws:states:us-east-1:123456789012:stateMachine:streamer-",
     )
-    return write_state(state, tmp_path_factory.mktemp("console-state") / "local.json")
+    return write_state(state, directory / "local.json")
+
+
+@pytest.fixture(scope="module")
+def state_file(local_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_stack_state(local_stack, tmp_path_factory.mktemp("console-state"))
 
 
 # -- pages and static files --------------------------------------------------------------------------------

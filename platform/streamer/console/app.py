@@ -298,8 +298,8 @@ class Console:
                     await resp.write(b": keep-alive\n\n")
                     last_write = time.monotonic()
                 await asyncio.sleep(self.config.poll_interval)
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass  # the page went away
+        except ConnectionResetError:
+            pass  # the page went away (a write to a closed stream); a cancellation (shutdown) propagates
         return resp
 
     async def live_executions(self, request: web.Request) -> web.StreamResponse:
