@@ -379,3 +379,86 @@ def test_stack_mode_reads_the_deployment_from_cloudformation(local_stack: Any, f
     missing = console("--stack", "no-such-stack", "--region", "us-east-1", env=env)
     _, err = missing.communicate(timeout=60)
     assert missing.returncode == 1 and "no-such-stack" in err
+
+
+def test_a_bad_cursor_is_400(local_stack: Any) -> None:
+    answer = http(f"{base(local_stack)}api/executions?cursor=not-a-cursor")
+    assert answer.status == 400 and answer.json()["error"] == "bad_parameter"
+
+
+def test_unreachable_sources_are_502_and_a_live_problem(tmp_path: Path) -> None:
+    """A state file naming a live pid (this test's) whose endpoints are closed ports: the console starts, and
+    every read says the sources failed — the API with 502, a live stream with a ``problem`` event."""
+    import os
+
+    from streamer.observe.localstate import LocalState, write_state
+
+    closed = "http://127.0.0.1:9"
+    state = LocalState(
+        pid=os.getpid(),
+        ws_url="ws://127.0.0.1:9",
+        http_url=closed,
+        moto_url=closed,
+        lambda_url=closed,
+        sfn_url=closed,
+        region="us-east-1",
+        connections_table="streamer-connections",
+        requests_table="streamer-requests",
+        events_table="streamer-events",
+        state_machine_arn_prefix="arn:aws:states:us-east-1:123456789012:stateMachine:streamer-",
+    )
+    proc = console("--state-file", str(write_state(state, tmp_path / "local.json")))
+    try:
+        url = ready_url(proc)
+        for path in ("api/executions", "api/executions/some-id", "api/connections", "api/overview"):
+            answer = http(url + path)
+            assert answer.status == 502 and answer.json()["error"] == "sources_failed", path
+        with urllib.request.urlopen(url + "api/live/executions", timeout=60) as resp:
+            lines = [resp.readline().decode().strip() for _ in range(2)]
+        assert lines[0] == "event: problem" and "sources_failed" in lines[1]
+    finally:
+        stop(proc)
+
+
+def test_a_taken_port_is_a_one_line_error(state_file: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamer.cli", "console", "--port", str(port), "--state-file", str(state_file)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in err
+
+
+@pytest.mark.parametrize(
+    ("host", "needs_token"),
+    [("127.0.0.1", False), ("localhost", False), ("::1", False), ("[::1]", False), ("0.0.0.0", True),
+     ("192.168.1.5", True), ("example.com", True)],
+)  # fmt: skip
+def test_which_hosts_need_a_token(host: str, needs_token: bool) -> None:
+    from streamer.console.app import token_required
+
+    assert token_required(host) is needs_token
+
+
+def test_streamer_local_on_another_interface(start_local: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``streamer local --host 0.0.0.0``: the console is served only with a token; without one it is off."""
+    from tests.e2e.conftest import free_port
+
+    from streamer.console.local import mount_local
+
+    monkeypatch.delenv("STREAMER_CONSOLE_TOKEN", raising=False)
+    assert mount_local(object(), "0.0.0.0") is None  # refused before it touches the stack
+    stack = start_local("--host", "0.0.0.0", "--port", str(free_port()), env={"STREAMER_CONSOLE_TOKEN": "tok-123"})
+    url = stack.ws_url.replace("ws://", "http://").replace("0.0.0.0", "127.0.0.1") + "/console/"
+    assert http(url).status == 401
+    assert http(url + "api/connections", headers={"Authorization": "Bearer tok-123"}).status == 200
+    assert "web console      http://0.0.0.0:" in stack.stderr()
