@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
-from streamer import plugins
+from streamer import metrics, plugins
 from streamer.errors import StreamerError
 from streamer.events import WebSocketEvent
 from streamer.handlers._edges import get_closer, get_quotas
-from streamer.handlers._runtime import get_logger, get_service, lambda_handler
+from streamer.handlers._runtime import correlate, get_logger, get_service, lambda_handler
+from streamer.protocol import ErrorCode
 from streamer.router import Router, closes_connection
 from streamer.service import RequestService
 
 logger = get_logger()
+
+
+def _request_id_of(raw: str | bytes) -> str | None:
+    """The ``request_id`` a status/resume/cancel (or a submit naming one) is about, for the log lines of
+    this invocation; None when the message does not name one (the router answers what is wrong with it)."""
+    try:
+        body = json.loads(raw)
+    except ValueError:  # also UnicodeDecodeError
+        return None
+    rid = body.get("request_id") if isinstance(body, dict) else None
+    return rid if isinstance(rid, str) and 0 < len(rid) <= 128 else None
 
 
 def get_router(service: RequestService) -> Router:
@@ -41,8 +54,15 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             raw = base64.b64decode(raw)
         except ValueError:
             raw = b"\xff"  # not JSON: the router answers VALIDATION_ERROR
+    correlate(request_id=_request_id_of(raw))
     replies = get_router(service).handle_message(cid, raw)
+    for frame in replies:
+        if frame.get("type") == "ack":  # a submit: now the request id is known (the server may have made it)
+            correlate(request_id=frame.get("request_id"), workflow=frame.get("workflow"))
+        elif frame.get("code") == ErrorCode.RATE_LIMITED.value:
+            metrics.add(metrics.MESSAGES_RATE_LIMITED)
     service.reply(cid, replies)
+    logger.info("message handled", extra={"replies": len(replies)})
     if closes_connection(replies):
         # The token expired: the reason went out as the FORBIDDEN frame; now close (docs/protocol.md).
         try:
@@ -50,5 +70,4 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             logger.info("closed: token expired")
         except StreamerError:
             logger.warning("expired connection not closed; API Gateway's idle timeout will")
-    logger.info("message handled", extra={"replies": len(replies)})
     return {"statusCode": 200}
