@@ -46,6 +46,11 @@ class Settings:
     #: ``Origin`` header (a non-browser client) is allowed unless ``allow_missing_origin`` is False.
     allowed_origins: tuple[str, ...] = ()
     allow_missing_origin: bool = True
+    #: The reconciler (``streamer.reconciler``): a request PENDING this long is re-driven, one RUNNING with no
+    #: activity this long is compared with its execution, one PENDING or RUNNING this long is ended.
+    reconcile_pending_after_seconds: int = 300
+    reconcile_running_after_seconds: int = 900
+    reconcile_give_up_after_seconds: int = 24 * 3600
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -71,6 +76,15 @@ class Settings:
             allowed_origins=tuple(o.strip() for o in env.get("STREAMER_ALLOWED_ORIGINS", "").split(",") if o.strip()),
             allow_missing_origin=env.get("STREAMER_ALLOW_MISSING_ORIGIN", "true").strip().lower()
             not in ("0", "false", "no"),
+            reconcile_pending_after_seconds=int(
+                env.get("STREAMER_RECONCILE_PENDING_AFTER_SECONDS", d.reconcile_pending_after_seconds)
+            ),
+            reconcile_running_after_seconds=int(
+                env.get("STREAMER_RECONCILE_RUNNING_AFTER_SECONDS", d.reconcile_running_after_seconds)
+            ),
+            reconcile_give_up_after_seconds=int(
+                env.get("STREAMER_RECONCILE_GIVE_UP_AFTER_SECONDS", d.reconcile_give_up_after_seconds)
+            ),
         )
 
     def state_machine_arn(self, workflow: str) -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "WorkflowsAction",
     "error_frame",
     "parse_action",
+    "unstorable",
     "validation_details",
 ]
 
@@ -133,11 +134,76 @@ def parse_action(raw: str | bytes) -> Action:
             {"actions": list(ACTIONS)},
         )
     try:
-        return _ACTION_ADAPTER.validate_python(data)
+        parsed = _ACTION_ADAPTER.validate_python(data)
     except ValidationError as exc:
         raise ProtocolError(ErrorCode.VALIDATION_ERROR, f"invalid '{action}' message", validation_details(exc)) from exc
     except RecursionError as exc:  # pathological nesting inside payload
         raise ProtocolError(ErrorCode.VALIDATION_ERROR, "message is nested too deeply") from exc
+    if isinstance(parsed, SubmitAction):
+        problems = unstorable(parsed.payload, ("payload",))
+        if problems:
+            raise ProtocolError(
+                ErrorCode.VALIDATION_ERROR, "the payload holds values that cannot be stored", problems[:20]
+            )
+    return parsed
+
+
+#: DynamoDB numbers: at most 38 significant digits, magnitude from 1E-130 to below 1E+126; documents nest at
+#: most 32 levels (the payload is one of them); strings are UTF-8
+#: (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/HowItWorks.NamingRulesDataTypes.html,
+#: https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html).
+_MAX_INT = 10**38
+_MAX_NUMBER = 1e126
+_MIN_NUMBER = 1e-130
+MAX_PAYLOAD_DEPTH = 31
+
+
+def _bad_string(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate such as "\ud800"
+        return True
+    return False
+
+
+def unstorable(value: Any, prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Where ``value`` (parsed JSON) holds something DynamoDB cannot store: NaN or Infinity, an integer of
+    more than 38 digits, a number out of DynamoDB's range, a string (or key) that is not valid UTF-8 (a lone
+    surrogate), nesting deeper than :data:`MAX_PAYLOAD_DEPTH`. Details as :func:`validation_details`, never
+    the value itself. Iterative: no recursion limit to hit."""
+    problems: list[dict[str, Any]] = []
+    stack: list[tuple[Any, tuple[str, ...], int]] = [(value, prefix, 0)]
+    while stack and len(problems) < 20:
+        item, loc, depth = stack.pop()
+
+        def bad(msg: str, kind: str, where: tuple[str, ...] = loc) -> None:
+            problems.append({"loc": list(where), "msg": msg, "type": kind})
+
+        if isinstance(item, bool) or item is None:
+            continue
+        if isinstance(item, int):
+            if abs(item) >= _MAX_INT:
+                bad("integer has more than 38 digits", "number_too_precise")
+        elif isinstance(item, float):
+            if item != item or item in (float("inf"), float("-inf")):
+                bad("NaN and Infinity cannot be stored", "number_not_finite")
+            elif abs(item) >= _MAX_NUMBER or (item != 0 and abs(item) < _MIN_NUMBER):
+                bad("number out of range (1E-130 to 1E+126)", "number_out_of_range")
+        elif isinstance(item, str):
+            if _bad_string(item):
+                bad("string is not valid UTF-8 (lone surrogate)", "string_unicode")
+        elif isinstance(item, dict | list):
+            if depth >= MAX_PAYLOAD_DEPTH:
+                bad(f"nested more than {MAX_PAYLOAD_DEPTH} levels", "too_deep")
+                continue
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for k, v in pairs:
+                key = str(k)
+                if isinstance(k, str) and _bad_string(k):
+                    bad("key is not valid UTF-8 (lone surrogate)", "string_unicode", loc)
+                    key = "?"
+                stack.append((v, (*loc, key), depth + 1))
+    return sorted(problems, key=lambda p: [str(x) for x in p["loc"]])
 
 
 def error_frame(code: ErrorCode, message: str, details: Any = None) -> dict[str, Any]:

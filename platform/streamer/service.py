@@ -35,6 +35,7 @@ from streamer.aws.executions import (
     ExecutionNameTakenError,
     Executions,
     WorkflowNotDeployedError,
+    execution_arn,
     execution_input,
     execution_name,
     terminal_of,
@@ -333,6 +334,92 @@ class RequestService:
             extra={"request_id": ref.request_id, "status": status.value, "error": detail.error, "ended": bool(ended)},
         )
         return "ended" if ended is not None else "unchanged"
+
+    # -- reconciling (streamer.reconciler) -------------------------------------------------------
+
+    def execution_of(self, ref: RequestRef) -> str:
+        """The ARN the execution of ``ref``'s incarnation has (or would have): it is derived, never guessed."""
+        name = execution_name(ref.user_id, ref.request_id, ref.incarnation)
+        return execution_arn(self.executions.state_machine_arn(ref.workflow), name)
+
+    def redrive(self, req: Request, *, give_up: bool) -> str:
+        """Start a request still PENDING long after it was stored (its stream record was given up on, or the
+        stream router died between StartExecution and ``mark_running``), through :meth:`start` — the same
+        path, so it names the same execution and cannot start a second one. When starting fails and
+        ``give_up`` is set, the request ends ``INTERNAL_ERROR`` instead. Returns what was done."""
+        insert = RequestInsert(
+            user_id=req.user_id,
+            request_id=req.request_id,
+            workflow=req.workflow,
+            incarnation=req.incarnation,
+            payload=req.payload,
+        )
+        try:
+            outcome = self.start(insert)
+        except Exception:
+            if not give_up:
+                raise
+            logger.exception("request could not be started; given up", extra={"request_id": req.request_id})
+            ended = self.finish(
+                req.ref, RequestStatus.FAILED, code=ErrorCode.INTERNAL_ERROR, message="the request could not be started"
+            )
+            return "ended" if ended is not None else "unchanged"
+        if outcome in ("started", "skipped"):
+            # It may have been started long ago and have ended since (nobody recorded it): settle it now.
+            current = self.requests.get(req.user_id, req.request_id)
+            if current is not None and current.status is RequestStatus.RUNNING:
+                settled = self.settle(current, hard_timeout=False)
+                return f"redriven:{settled}"
+        return f"redriven:{outcome}"
+
+    def settle(self, req: Request, *, hard_timeout: bool) -> str:
+        """Compare a RUNNING request with its execution and end it when the execution has ended (or never
+        existed): exactly one terminal event, through the conditional terminal write.
+
+        ``running``: the execution still runs (when ``hard_timeout`` is set — the request is older than the
+        reconciler's hard bound — it is stopped and the request ends ``TIMED_OUT``/``TIMEOUT``).
+        ``ended``: this call ended the request. ``unchanged``: something else ended it first.
+        """
+        arn = req.execution_arn or self.execution_of(req.ref)
+        described = self.executions.describe(arn)
+        if described is None:
+            status, code, message = RequestStatus.FAILED, ErrorCode.INTERNAL_ERROR, "the request's execution was lost"
+        elif described.get("status") in ("RUNNING", "PENDING_REDRIVE"):
+            if not hard_timeout:
+                return "running"
+            ended = self._end(
+                req.ref, RequestStatus.TIMED_OUT, code=ErrorCode.TIMEOUT, message="the request ran too long"
+            )
+            self.executions.stop(arn, error="Streamer.Timeout", cause="the request ran too long")
+            if ended is None:
+                return "unchanged"
+            body = ended.terminal_body()
+            assert body is not None
+            self.push(req.user_id, body)
+            return "ended"
+        elif described.get("status") == "SUCCEEDED":
+            # The workflow's own notification ends a request before its execution can succeed; a success
+            # that ended nothing lost its result on the way: say so rather than guess the result's shape.
+            status, code = RequestStatus.FAILED, ErrorCode.INTERNAL_ERROR
+            message = "the request's result was lost"
+        else:
+            detail = ExecutionStatusDetail.model_validate(
+                {
+                    "executionArn": arn,
+                    "stateMachineArn": str(described.get("stateMachineArn", "")),
+                    "name": str(described.get("name", "")),
+                    "status": described["status"],
+                    "error": described.get("error"),
+                    "cause": described.get("cause"),
+                }
+            )
+            status, code, message = terminal_of(detail)
+        ended_event = self.finish(req.ref, status, code=code, message=message)
+        logger.info(
+            "request settled by the reconciler",
+            extra={"request_id": req.request_id, "status": status.value, "ended": ended_event is not None},
+        )
+        return "ended" if ended_event is not None else "unchanged"
 
     def _request_of(self, detail: ExecutionStatusDetail) -> tuple[RequestRef | None, str]:
         """The request an execution ran for, or ``(None, outcome)`` when the event is not about one of ours."""

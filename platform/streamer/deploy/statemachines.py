@@ -28,6 +28,9 @@ payload from ``Parameters`` or ``Arguments`` according to the state's query lang
   ``step.$`` nor a JSONata ``{% … %}`` expression) that an installed plugin declares, passes the request
   (``request.$`` in JSONPath, ``request`` in JSONata), and retries ``RetryableStepError``;
 * ``QueryLanguage`` is ``JSONPath`` or ``JSONata``;
+* the machine has an execution-level ``TimeoutSeconds`` (a Standard execution may otherwise run for a
+  year: https://docs.aws.amazon.com/step-functions/latest/dg/statemachine-structure.html), so a request
+  whose execution hangs still ends ``TIMED_OUT`` (docs/reliability.md);
 * the file's workflow is declared by an installed plugin.
 """
 
@@ -291,6 +294,9 @@ def _check_definition(file: str, definition: Any, registry: Registry, workflow: 
     text = json.dumps(definition)
     rendered = json.loads(_substitute(text, {n: _placeholder_arn(n) for n in placeholders(text)}))
     problems.extend(Problem(file, state, reason) for state, reason in _statelint(rendered))
+    timeout = definition.get("TimeoutSeconds")
+    if not (isinstance(timeout, int) and not isinstance(timeout, bool) and timeout > 0):
+        problems.append(Problem(file, "-", "the state machine has no execution-level TimeoutSeconds"))
     language = definition.get("QueryLanguage", "JSONPath")
     if language not in QUERY_LANGUAGES:
         problems.append(Problem(file, "-", f"QueryLanguage {language!r} is neither JSONPath nor JSONata"))
