@@ -186,7 +186,8 @@ class LambdaFaults:
         for action, name, nth in self.rules:
             if name == function and nth in (0, n):  # 0: every invocation
                 if action == "exit":
-                    self.exit(137)
+                    self.exit(137)  # never returns (os._exit) unless a test replaced it
+                    return
                 raise InjectedFault(f"injected crash of {function} (invocation {n})")
 
     def functions(self) -> Iterable[str]:
