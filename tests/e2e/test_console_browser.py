@@ -421,3 +421,48 @@ def test_every_state_type_is_drawn_distinctly(local_stack: Any, page: Any, tmp_p
     label = page.evaluate("() => window.streamerConsole.cy.getElementById('Fan/branch2/Each').data('label')")
     assert "/3 done" in label  # the Map inside the Parallel branch counts its three iterations
     screenshot(page, "console-all-types.png")
+
+
+def test_list_filters_and_pages_in_the_browser(local_stack: Any, page: Any, client: Client) -> None:
+    rids = [client.submit("echo", {"message": f"page {i}", "steps": 1}) for i in range(3)]
+    failed = client.submit("echo", {"message": "no", "fail": True})
+    for rid in [*rids, failed]:
+        client.wait(rid)
+    page.goto(f"{console_url(local_stack)}#/executions?limit=3")
+    page.fill("#filters input[name='user']", client.user)
+    page.click("#filters button[type='submit']")
+    rows = "#list tbody tr[data-request-id]"
+    shown = "(trs) => trs.map((t) => t.dataset.requestId)"
+    page.wait_for_function(
+        "(user) => [...document.querySelectorAll('#list tbody tr[data-request-id]')].length === 3 &&"
+        " location.hash.includes(user)",
+        arg=client.user,
+    )
+    first = page.eval_on_selector_all(rows, shown)
+    # Newest first; the requests table keeps seconds, so requests of the same second come in either order.
+    page.click("#next")
+    page.wait_for_function(
+        "() => location.hash.includes('cursors=') &&"
+        " [...document.querySelectorAll('#list tbody tr[data-request-id]')].length === 1"
+    )
+    second = page.eval_on_selector_all(rows, shown)
+    assert sorted(first + second) == sorted([*rids, failed])
+    assert page.is_disabled("#next")
+    page.click("#prev")
+    page.wait_for_function(
+        "() => !location.hash.includes('cursors=') &&"
+        " [...document.querySelectorAll('#list tbody tr[data-request-id]')].length === 3"
+    )
+    assert page.eval_on_selector_all(rows, shown) == first
+    # The status filter: only the failed one.
+    page.select_option("#filters select[name='status']", "FAILED")
+    page.click("#filters button[type='submit']")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#list tbody tr[data-request-id]')].length === 1", timeout=30_000
+    )
+    assert page.eval_on_selector_all(rows, shown) == [failed]
+    assert page.locator(f"#list tr[data-request-id='{failed}'] .status.FAILED").count() == 1
+    # A time range that ends before these requests: nothing.
+    page.fill("#filters input[name='to']", "2001-01-01T00:00")
+    page.click("#filters button[type='submit']")
+    page.wait_for_selector("#list .empty")

@@ -156,6 +156,7 @@ function executionsView(params) {
         <label>since<select name="since">${[["", "any time"], ["15m", "15 min"], ["1h", "1 hour"], ["24h", "24 hours"], ["7d", "7 days"]].map(([v, l]) => `<option value="${v}" ${f.since === v ? "selected" : ""}>${l}</option>`).join("")}<option value="custom" ${f.from ? "selected" : ""}>custom…</option></select></label>
         <label>from<input type="datetime-local" name="from" value="${esc(f.from)}"></label>
         <label>to<input type="datetime-local" name="to" value="${esc(f.to)}"></label>
+        ${f.limit ? `<input type="hidden" name="limit" value="${esc(f.limit)}">` : ""}
         <button class="primary" type="submit">Apply</button>
         <button type="button" id="clear">Clear</button>
       </form>
@@ -173,7 +174,7 @@ function executionsView(params) {
   });
   document.getElementById("clear").onclick = () => (location.hash = "#/executions");
   const apiParams = {
-    q: f.q, workflow: f.workflow, status: f.status, user: f.user, limit: PAGE_SIZE,
+    q: f.q, workflow: f.workflow, status: f.status, user: f.user, limit: Number(f.limit) || PAGE_SIZE,
     since: f.from ? new Date(f.from).toISOString() : f.since, until: f.to ? new Date(f.to).toISOString() : "",
   };
   const here = cursors.length ? cursors[cursors.length - 1] : "";
