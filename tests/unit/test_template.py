@@ -32,6 +32,7 @@ HANDLERS = {
     "StepRunnerFunction": "streamer.handlers.step_runner.handler",
     "NotifyFunction": "streamer.handlers.notify.handler",
     "ExecutionEventsFunction": "streamer.handlers.execution_events.handler",
+    "ReconcilerFunction": "streamer.handlers.reconciler.handler",
 }
 
 # Actions AWS authorizes only on Resource "*" (no resource-level permissions), and so the only ones a
@@ -272,11 +273,9 @@ STATE_MACHINES = {"Ref:EchoStateMachine", "Ref:TextstatsStateMachine"}
 QUOTAS = "QuotasTable.Arn"
 BY_USER = "${ConnectionsTable.Arn}/index/by_user"
 CONN, REQ, EVT = "ConnectionsTable.Arn", "RequestsTable.Arn", "EventsTable.Arn"
-# An event is appended with TransactWriteItems: authorized per item action (there is no IAM action
-# dynamodb:TransactWriteItems).
-EVENT_WRITER = {
-    (a, EVT) for a in ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query")
-}
+# A progress event: its seq claimed on the request item (UpdateItem), then put at that seq (PutItem). The
+# terminal event is the request item itself (one conditional UpdateItem). No transaction.
+EVENT_WRITER = {("dynamodb:UpdateItem", REQ), ("dynamodb:PutItem", EVT)}
 PUSHER = {
     ("dynamodb:Query", BY_USER),
     ("dynamodb:DeleteItem", CONN),  # gone (410) connections are removed while pushing
@@ -310,22 +309,21 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:BatchGetItem", REQ),
     }
     | {("states:StopExecution", e) for e in EXECUTIONS}
-    | EVENT_WRITER,
+    | {("dynamodb:Query", EVT)},  # resume reads the log
     "StreamRouterFunction": {
         ("dynamodb:DescribeStream", "RequestsTable.StreamArn"),
         ("dynamodb:GetRecords", "RequestsTable.StreamArn"),
         ("dynamodb:GetShardIterator", "RequestsTable.StreamArn"),
         ("dynamodb:ListStreams", "*"),
-        ("dynamodb:GetItem", REQ),
-        ("dynamodb:UpdateItem", REQ),
+        ("dynamodb:UpdateItem", REQ),  # mark_running; the terminal write of a request that cannot start
         ("sqs:SendMessage", "StreamDeadLetterQueue.Arn"),
     }
     | {("states:StartExecution", sm) for sm in STATE_MACHINES}
     | {("states:StopExecution", e) for e in EXECUTIONS}
-    | EVENT_WRITER
+    | {("states:DescribeExecution", e) for e in EXECUTIONS}  # ExecutionAlreadyExists: is it this request's?
     | PUSHER,
-    "StepRunnerFunction": {("dynamodb:GetItem", REQ)} | EVENT_WRITER | PUSHER,
-    "NotifyFunction": {("dynamodb:GetItem", REQ), ("dynamodb:UpdateItem", REQ)} | EVENT_WRITER | PUSHER,
+    "StepRunnerFunction": EVENT_WRITER | PUSHER,
+    "NotifyFunction": EVENT_WRITER | PUSHER,
     "ExecutionEventsFunction": {
         ("dynamodb:GetItem", REQ),
         ("dynamodb:UpdateItem", REQ),
@@ -334,7 +332,15 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
     }
     # An execution input over 248 KiB is left out of the EventBridge event: read it from the execution.
     | {("states:DescribeExecution", e) for e in EXECUTIONS}
-    | EVENT_WRITER
+    | PUSHER,
+    "ReconcilerFunction": {
+        ("dynamodb:GetItem", REQ),
+        ("dynamodb:UpdateItem", REQ),
+        ("dynamodb:Query", "${RequestsTable.Arn}/index/by_open"),
+    }
+    | {("states:StartExecution", sm) for sm in STATE_MACHINES}
+    | {("states:DescribeExecution", e) for e in EXECUTIONS}
+    | {("states:StopExecution", e) for e in EXECUTIONS}
     | PUSHER,
 }
 
@@ -496,7 +502,10 @@ def test_stream_mapping(tpl: dict[str, Any], resources: dict[str, Any]) -> None:
             bisect_batch_on_function_error=True,
             function_response_types=("ReportBatchItemFailures",),
             maximum_record_age_seconds=3600,
-            filters=({"eventName": ["INSERT"]},),
+            filters=(
+                {"eventName": ["INSERT"]},
+                {"eventName": ["MODIFY"], "dynamodb": {"NewImage": {"status": {"S": ["CANCELLED"]}}}},
+            ),
         )
     ]
     (esm,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
