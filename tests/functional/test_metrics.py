@@ -457,10 +457,9 @@ def test_the_tracer_is_off_locally_without_warnings_or_a_daemon(tmp_path: Path) 
 import json, warnings
 warnings.simplefilter("error")
 from streamer.handlers import _runtime, connect, disconnect, execution_events, notify, router, step_runner, stream_router
-t = _runtime.get_tracer()
-assert t.disabled, "tracer on"
-from aws_xray_sdk.core import patcher
-assert not patcher._PATCHED_MODULES, patcher._PATCHED_MODULES
+import sys
+assert _runtime.get_tracer() is None, "tracer on"
+assert "aws_xray_sdk.core" not in sys.modules  # not even imported: no cold-start cost, no patching
 print(json.dumps(connect.handler({"requestContext": {}}, None)))
 print(json.dumps(execution_events.handler({"not": "an event"}, None)))
 """
@@ -493,7 +492,7 @@ warnings.simplefilter("error")
 from aws_xray_sdk.core import xray_recorder, patcher
 from streamer.handlers import _runtime
 t = _runtime.get_tracer()
-assert not t.disabled
+assert t is not None and not t.disabled
 assert "botocore" in patcher._PATCHED_MODULES, patcher._PATCHED_MODULES  # boto3 goes through botocore
 sub = xray_recorder.begin_subsegment("## handler")  # in Lambda's facade segment (from _X_AMZN_TRACE_ID)
 _runtime.correlate(request_id="r-1", workflow="echo", step="echo")

@@ -21,17 +21,20 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 
 from streamer import metrics
 from streamer.config import Settings
 from streamer.events import WebSocketEvent
 from streamer.redact import RedactTokensFilter
 from streamer.service import RequestService
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
 
 __all__ = [
     "correlate",
@@ -42,6 +45,8 @@ __all__ = [
     "request_scope",
     "reset",
     "set_service",
+    "traced",
+    "tracing_enabled",
 ]
 
 #: The keys ``correlate`` sets: on log lines, and as X-Ray annotations (indexed, searchable in X-Ray).
@@ -57,12 +62,36 @@ def get_logger() -> Logger:
     return logger
 
 
+def tracing_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """Powertools' own rule (``Tracer._is_tracer_disabled``): off when ``POWERTOOLS_TRACE_DISABLED`` is true,
+    outside Lambda (no ``LAMBDA_TASK_ROOT``) and under SAM CLI or Chalice local."""
+    env = os.environ if environ is None else environ
+    if env.get("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() in ("1", "true", "yes", "on", "y"):
+        return False
+    return bool(env.get("LAMBDA_TASK_ROOT")) and not env.get("AWS_SAM_LOCAL") and not env.get("AWS_CHALICE_CLI_MODE")
+
+
 @functools.cache
-def get_tracer() -> Tracer:
-    # auto_patch: boto3 and botocore, so every DynamoDB, Step Functions and Management API call is traced.
-    # Powertools disables the tracer by itself outside Lambda (no LAMBDA_TASK_ROOT) and on
-    # POWERTOOLS_TRACE_DISABLED; disabled, it patches nothing and sends nothing.
+def get_tracer() -> Tracer | None:
+    """The Powertools Tracer, or None when tracing is off: then not even built, since building one imports
+    the X-Ray SDK (about half a second of cold start on a small function) only to switch it off."""
+    if not tracing_enabled():
+        return None
+    from aws_lambda_powertools import Tracer
+
+    # boto3 and botocore patched: every DynamoDB, Step Functions and Management API call is a subsegment.
     return Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "streamer"), patch_modules=("boto3", "botocore"))
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def traced(fn: F) -> F:
+    """``tracer.capture_method`` (a subsegment per call, response not recorded) when tracing is on."""
+    tracer = get_tracer()
+    if tracer is None:
+        return fn
+    return tracer.capture_method(capture_response=False)(fn)
 
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -97,7 +126,7 @@ def lambda_handler(fn: Handler) -> Handler:
     logger = get_logger()
     tracer = get_tracer()
     # Responses may hold step outputs (user data): not recorded in the trace.
-    traced = tracer.capture_lambda_handler(fn, capture_response=False)
+    run = fn if tracer is None else tracer.capture_lambda_handler(fn, capture_response=False)
 
     @functools.wraps(fn)
     def wrapper(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -109,7 +138,7 @@ def lambda_handler(fn: Handler) -> Handler:
             with metrics.invocation():
                 if cold and isinstance(name, str):
                     metrics.add(metrics.COLD_START, function_name=name)
-                result: dict[str, Any] = traced(event, context)
+                result: dict[str, Any] = run(event, context)
                 return result
         finally:
             logger.thread_safe_clear_keys()
@@ -124,7 +153,7 @@ def correlate(*, request_id: str | None = None, workflow: str | None = None, ste
         return
     get_logger().thread_safe_append_keys(**keys)
     tracer = get_tracer()
-    if not tracer.disabled:
+    if tracer is not None:
         for k, v in keys.items():
             tracer.put_annotation(key=k, value=v)
 

@@ -16,13 +16,13 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 
 from streamer import metrics
 from streamer.events import RequestInsert, ended_in_batch
-from streamer.handlers._runtime import get_logger, get_service, get_tracer, lambda_handler, request_scope
+from streamer.handlers._runtime import get_logger, get_service, lambda_handler, request_scope, traced
 
 logger = get_logger()
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 
 
-@get_tracer().capture_method(capture_response=False)  # one subsegment a record: its own annotations
+@traced  # one subsegment a record: its own annotations
 def record_handler(record: DynamoDBRecord, ended: frozenset[tuple[str, str, str]] = frozenset()) -> str:
     insert = RequestInsert.from_record(record.raw_event)
     if insert is not None and insert.incarnation_key in ended:
