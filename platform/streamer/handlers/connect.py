@@ -14,6 +14,7 @@ import os
 import time
 from typing import Any
 
+from streamer import metrics
 from streamer.auth import AuthConfig, Authenticator, AuthError, extract_token
 from streamer.errors import ProtocolError
 from streamer.events import WebSocketEvent
@@ -51,6 +52,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         ev = WebSocketEvent.parse(event)
     except ValueError:
         logger.warning("malformed $connect event")
+        metrics.add(metrics.CONNECTS_REFUSED, reason="bad_request")
         return {"statusCode": 400}
     cid = ev.request_context.connection_id
     logger.thread_safe_append_keys(connection_id=cid)
@@ -58,27 +60,32 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = service.settings
     if not origin_allowed(ev.headers, settings.allowed_origins, allow_missing=settings.allow_missing_origin):
         logger.info("connect refused", extra={"reason": "origin not allowed", "status": ORIGIN_REFUSED_STATUS})
+        metrics.add(metrics.CONNECTS_REFUSED, reason="origin")
         return {"statusCode": ORIGIN_REFUSED_STATUS}
     token, subprotocol = extract_token(ev.headers, ev.query_string_parameters)
     if not token:
         logger.info("connect refused", extra={"reason": "no token", "status": 401})
+        metrics.add(metrics.CONNECTS_REFUSED, reason="no_token")
         return {"statusCode": 401}
     try:
         principal = get_authenticator().verify(token)
     except AuthError as exc:
         logger.info("connect refused", extra={"reason": str(exc), "status": exc.status})
+        metrics.add(metrics.CONNECTS_REFUSED, reason=metrics.connect_refusal_reason(exc.reason, exc.status))
         return {"statusCode": exc.status}
     now = int(time.time())
     if principal.expires_at <= now:
         # Accepted within the leeway (clock skew) but already expired: refuse rather than store a connection
         # whose every message would be FORBIDDEN.
         logger.info("connect refused", extra={"reason": "token expired", "status": AuthError.status})
+        metrics.add(metrics.CONNECTS_REFUSED, reason="expired")
         return {"statusCode": AuthError.status}
     quotas = get_quotas(service)
     try:
         quotas.admit_connection(principal.user_id, cid, alive=get_closer(service, ev).alive)
     except ProtocolError as exc:
         logger.info("connect refused", extra={"reason": exc.message, "status": TOO_MANY_CONNECTIONS_STATUS})
+        metrics.add(metrics.CONNECTS_REFUSED, reason="quota")
         return {"statusCode": TOO_MANY_CONNECTIONS_STATUS}
     try:
         service.connect(
