@@ -466,3 +466,15 @@ def test_list_filters_and_pages_in_the_browser(local_stack: Any, page: Any, clie
     page.fill("#filters input[name='to']", "2001-01-01T00:00")
     page.click("#filters button[type='submit']")
     page.wait_for_selector("#list .empty")
+
+
+def test_a_request_without_an_execution_shows_why(local_stack: Any, page: Any, tmp_path: Path) -> None:
+    """A workflow that is not deployed: the stream router rejects the request (no execution, no definition)."""
+    user = local_stack.unique_user("nodef")
+    src = stack_sources(local_stack, tmp_path)
+    rid = src.service.submit(user, "not-deployed", {"x": 1}, None).request.request_id
+    page.goto(f"{console_url(local_stack)}#/executions/{rid}?user={user}")
+    page.wait_for_selector(".exec-head .status.FAILED", timeout=30_000)
+    assert "No state machine definition for workflow not-deployed" in page.inner_text("#graph")
+    assert "not deployed" in page.inner_text("#tab-request")
+    assert page.inner_text("#timeline").strip() == "No state has started yet."

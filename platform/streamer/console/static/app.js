@@ -386,8 +386,14 @@ function executionView(id, params) {
   };
   const draw = (d) => {
     const container = document.getElementById("graph");
+    if (!d.definition || !d.definition.States || !d.definition.States[d.definition.StartAt]) {
+      // No state machine to draw: the request never started an execution (e.g. its workflow is not deployed).
+      container.innerHTML = `<div class="empty graph-empty">No state machine definition for workflow ${esc((d.summary || {}).workflow)}: the request has no execution.</div>`;
+      container.dataset.drawn = "1";
+      return;
+    }
     cy = cytoscape({
-      container, elements: graphElements(d.definition || { States: {} }), style: graphStyle(),
+      container, elements: graphElements(d.definition), style: graphStyle(),
       boxSelectionEnabled: false, autoungrabify: true, maxZoom: 1.3,
     });
     window.streamerConsole = { cy }; // the browser tests and the benchmark read node statuses from here
