@@ -559,3 +559,26 @@ def test_the_local_functions_run_without_tracer_and_write_the_metrics_file(tmp_p
     assert env["POWERTOOLS_TRACE_DISABLED"] == "true"
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "streamer"
     assert env[metrics.LOCAL_FILE_ENV] == str(metrics.local_metrics_file())
+
+
+def test_origin_and_quota_refusals_are_counted(
+    service: Any, mgmt_api: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    settings = dataclasses.replace(
+        service.settings,
+        allowed_origins=("https://app.example",),
+        max_connections_per_user=1,
+        apigw_endpoint=mgmt_api.url,
+    )
+    monkeypatch.setattr(service, "settings", settings)
+    foreign = connect_event(token(), cid="c-foreign")
+    foreign["headers"]["Origin"] = "https://evil.example"
+    assert connect.handler(foreign, ctx("ConnectFunction"))["statusCode"] == 403
+    assert connect.handler(connect_event(token(), cid="c-1"), ctx("ConnectFunction"))["statusCode"] == 200
+    mgmt_api.open("c-1")  # alive: its slot is not given back
+    assert connect.handler(connect_event(token(), cid="c-2"), ctx("ConnectFunction"))["statusCode"] == 429
+    docs = emf(capsys.readouterr().out)
+    assert values(docs, "ConnectsRefused", reason="origin") == [1.0]
+    assert values(docs, "ConnectsRefused", reason="quota") == [1.0]
