@@ -77,6 +77,7 @@ __all__ = [
     "flush",
     "invocation",
     "local_metrics_file",
+    "overview",
     "parse_emf",
     "read_local",
     "set_sink",
@@ -517,3 +518,75 @@ def summarize(
             }
         )
     return rows
+
+
+_STATUS_OF = {
+    REQUESTS_SUCCEEDED.name: "SUCCEEDED",
+    REQUESTS_FAILED.name: "FAILED",
+    REQUESTS_CANCELLED.name: "CANCELLED",
+    REQUESTS_TIMED_OUT.name: "TIMED_OUT",
+}
+
+
+def overview(
+    series: Iterable[Series] | None = None, *, window_seconds: float = 3600.0, now: float | None = None
+) -> dict[str, Any]:
+    """The console's overview figures from the metrics alone (``series`` default: :func:`read_local`).
+
+    ``by_status``: requests that ended in the window per terminal status, plus ``STARTED`` and ``SUBMITTED``;
+    ``by_workflow``: requests submitted per workflow; ``per_minute``: ``[[minute start (epoch s), submitted],
+    …]`` oldest first, empty minutes included; ``durations``: ``{"workflow", "step", "count", "p50_ms",
+    "p99_ms"}`` per workflow (``RequestDuration``, ``step`` None) and per step (``StepDuration``,
+    ``workflow`` None); ``connects_refused`` per reason; ``rate_limited``, ``pushes_to_gone_connections``,
+    ``stream_records_retried`` totals. ``since``/``until`` are epoch seconds.
+    """
+    end = time.time() if now is None else now
+    window = list(read_local(since=end - window_seconds) if series is None else series)
+    rows = summarize(window, window_seconds=window_seconds, bucket_seconds=60.0, now=end)
+
+    def total(name: str) -> float:
+        return float(sum(r["sum"] for r in rows if r["name"] == name))
+
+    by_status: dict[str, int] = {}
+    by_workflow: dict[str, int] = {}
+    n_minutes = max(1, math.ceil(window_seconds / 60.0))
+    per_minute = [[end - (n_minutes - i) * 60.0, 0.0] for i in range(n_minutes)]  # summarize's buckets
+    durations: list[dict[str, Any]] = []
+    refused: dict[str, int] = {}
+    for r in rows:
+        name, dims = r["name"], r["dimensions"]
+        if name in _STATUS_OF:
+            by_status[_STATUS_OF[name]] = by_status.get(_STATUS_OF[name], 0) + int(r["sum"])
+        elif name == REQUESTS_STARTED.name:
+            by_status["STARTED"] = by_status.get("STARTED", 0) + int(r["sum"])
+        elif name == REQUESTS_SUBMITTED.name:
+            by_status["SUBMITTED"] = by_status.get("SUBMITTED", 0) + int(r["sum"])
+            wf = dims.get("workflow", "")
+            by_workflow[wf] = by_workflow.get(wf, 0) + int(r["sum"])
+            for i, (_, v) in enumerate(r["buckets"]):
+                per_minute[i][1] += v
+        elif name in (REQUEST_DURATION.name, STEP_DURATION.name) and r["samples"]:
+            durations.append(
+                {
+                    "workflow": dims.get("workflow"),
+                    "step": dims.get("step"),
+                    "count": r["samples"],
+                    "p50_ms": r["p50"],
+                    "p99_ms": r["p99"],
+                }
+            )
+        elif name == CONNECTS_REFUSED.name:
+            refused[dims.get("reason", "")] = refused.get(dims.get("reason", ""), 0) + int(r["sum"])
+    return {
+        "window_seconds": window_seconds,
+        "since": end - window_seconds,
+        "until": end,
+        "by_status": by_status,
+        "by_workflow": by_workflow,
+        "per_minute": [[m, int(v)] for m, v in per_minute],
+        "durations": durations,
+        "connects_refused": refused,
+        "rate_limited": int(total(MESSAGES_RATE_LIMITED.name)),
+        "pushes_to_gone_connections": int(total(PUSHES_TO_GONE_CONNECTIONS.name)),
+        "stream_records_retried": int(total(STREAM_RECORDS_RETRIED.name)),
+    }

@@ -582,3 +582,37 @@ def test_origin_and_quota_refusals_are_counted(
     docs = emf(capsys.readouterr().out)
     assert values(docs, "ConnectsRefused", reason="origin") == [1.0]
     assert values(docs, "ConnectsRefused", reason="quota") == [1.0]
+
+
+def test_overview_gives_the_consoles_figures_from_the_metrics(tmp_path: Path) -> None:
+    now = 1_800_000_000.0
+    path = tmp_path / "local.metrics.jsonl"
+    file = metrics.JsonLinesFile(path)
+    points = [
+        metrics.Point(metrics.REQUESTS_SUBMITTED, 1, (("workflow", "echo"),)),
+        metrics.Point(metrics.REQUESTS_SUBMITTED, 1, (("workflow", "echo"),)),
+        metrics.Point(metrics.REQUESTS_SUBMITTED, 1, (("workflow", "textstats"),)),
+        metrics.Point(metrics.REQUESTS_STARTED, 1, (("workflow", "echo"),)),
+        metrics.Point(metrics.REQUESTS_SUCCEEDED, 1, (("workflow", "echo"),)),
+        metrics.Point(metrics.REQUESTS_FAILED, 1, (("workflow", "textstats"),)),
+        metrics.Point(metrics.REQUEST_DURATION, 2000, (("workflow", "echo"),)),
+        metrics.Point(metrics.STEP_DURATION, 30, (("step", "split"),)),
+        metrics.Point(metrics.STEP_DURATION, 50, (("step", "split"),)),
+        metrics.Point(metrics.CONNECTS_REFUSED, 1, (("reason", "expired"),)),
+        metrics.Point(metrics.MESSAGES_RATE_LIMITED, 1, ()),
+    ]
+    for doc in metrics.emf_documents(points):
+        doc["_aws"]["Timestamp"] = int((now - 90) * 1000)
+        file.append(json.dumps(doc))
+    view = metrics.overview(metrics.read_local(path), now=now)
+    assert view["by_status"] == {"SUBMITTED": 3, "STARTED": 1, "SUCCEEDED": 1, "FAILED": 1}
+    assert view["by_workflow"] == {"echo": 2, "textstats": 1}
+    assert len(view["per_minute"]) == 60 and sum(c for _, c in view["per_minute"]) == 3
+    assert view["per_minute"][-2][1] == 3  # 90 s ago: the minute before the last
+    assert {(d["workflow"], d["step"]): (d["count"], d["p50_ms"], d["p99_ms"]) for d in view["durations"]} == {
+        ("echo", None): (1, 2000.0, 2000.0),
+        (None, "split"): (2, 30.0, 50.0),
+    }
+    assert view["connects_refused"] == {"expired": 1} and view["rate_limited"] == 1
+    empty = metrics.overview([], now=now, window_seconds=600)
+    assert empty["per_minute"] == [[now - 600 + 60 * i, 0] for i in range(10)] and empty["by_status"] == {}
