@@ -616,3 +616,26 @@ def test_overview_gives_the_consoles_figures_from_the_metrics(tmp_path: Path) ->
     assert view["connects_refused"] == {"expired": 1} and view["rate_limited"] == 1
     empty = metrics.overview([], now=now, window_seconds=600)
     assert empty["per_minute"] == [[now - 600 + 60 * i, 0] for i in range(10)] and empty["by_status"] == {}
+
+
+def test_an_execution_that_ends_outside_notify_is_counted_and_correlated(
+    service: Any,
+    mgmt_api: Any,
+    capsys: pytest.CaptureFixture[str],
+    log_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    """EventBridge's status change of a TIMED_OUT execution: RequestsTimedOut, and its lines carry the id."""
+    from streamer.aws.executions import execution_arn, execution_name
+    from streamer.handlers import execution_events
+    from tests.functional.conftest import EVENTS_DIR
+
+    service.incarnations = lambda: ""  # the recorded event names a request stored without an incarnation
+    event = json.loads((EVENTS_DIR / "sfn_status_change_timed_out.json").read_text())
+    ref = service.submit("alice", "echo", {"message": "x", "steps": 20, "delay_ms": 500}, "r-timed-out").request.ref
+    echo = "arn:aws:states:us-east-1:123456789012:stateMachine:streamer-echo"
+    assert service.requests.mark_running(ref, execution_arn(echo, execution_name("alice", "r-timed-out")), 0)[0]
+    assert execution_events.handler(event, ctx("ExecutionEventsFunction")) == {"outcome": "ended"}
+    docs = emf(capsys.readouterr().out)
+    assert values(docs, "RequestsTimedOut", workflow="echo") == [1.0]
+    lines = [line for line in log_lines() if line.get("function_name") == "ExecutionEventsFunction"]
+    assert lines and all(line.get("request_id") == "r-timed-out" and line["workflow"] == "echo" for line in lines)
