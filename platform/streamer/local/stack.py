@@ -175,6 +175,7 @@ class LocalStack:
         await self._start_gateway(gw_sock)
         self._start_pollers()
         await self._start_event_rules()
+        self._start_reconciler()
 
     def _listen(self, host: str, port: int, what: str) -> socket.socket:
         sock = listen(host, port, what)
@@ -267,6 +268,13 @@ class LocalStack:
                 ", ".join(t.function_name for t in rule.targets),
                 EXECUTION_EVENTS_POLL_INTERVAL,
             )
+
+    def _start_reconciler(self) -> None:
+        """The reconciler's schedule (``streamer.local.reconciler_task``), when the template has the function."""
+        from streamer.local.reconciler_task import FUNCTION, ReconcilerTask
+
+        if FUNCTION in self.plan.functions:
+            self._run_poller(ReconcilerTask(self._invoker_for([FUNCTION])), "reconciler")
 
     # -- supervise --------------------------------------------------------------------------------------
 
