@@ -217,13 +217,15 @@ def test_actions_need_the_console_header(local_stack: Any, finished: dict[str, s
     assert ended.status == 200 and ended.json() == {"cancelled": False}  # it had already succeeded
 
 
-def test_rerun_makes_a_new_request_with_the_same_payload(local_stack: Any, finished: dict[str, str]) -> None:
-    url = f"{base(local_stack)}api/executions/{finished['rid']}/rerun?user={finished['user']}"
+def test_rerun_makes_a_new_request_with_the_same_payload(local_stack: Any) -> None:
+    user = local_stack.unique_user("rerun")
+    rid, _ = submit_and_wait(local_stack, user, "echo", {"message": "again", "steps": 1})
+    url = f"{base(local_stack)}api/executions/{rid}/rerun?user={user}"
     new_rid = http(url, "POST", {"X-Streamer-Console": "1"}).json()["request_id"]
-    assert new_rid != finished["rid"]
-    detail = http(f"{base(local_stack)}api/executions/{new_rid}?user={finished['user']}").json()
-    assert detail["request"]["payload"] == {"message": "listed", "steps": 2}
-    assert detail["request"]["workflow"] == "echo" and detail["request"]["user_id"] == finished["user"]
+    assert new_rid != rid
+    detail = http(f"{base(local_stack)}api/executions/{new_rid}?user={user}").json()
+    assert detail["request"]["payload"] == {"message": "again", "steps": 1}
+    assert detail["request"]["workflow"] == "echo" and detail["request"]["user_id"] == user
 
 
 def test_foreign_host_header_is_refused(local_stack: Any) -> None:
