@@ -639,3 +639,25 @@ def test_an_execution_that_ends_outside_notify_is_counted_and_correlated(
     assert values(docs, "RequestsTimedOut", workflow="echo") == [1.0]
     lines = [line for line in log_lines() if line.get("function_name") == "ExecutionEventsFunction"]
     assert lines and all(line.get("request_id") == "r-timed-out" and line["workflow"] == "echo" for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("env", "on"),
+    [
+        ({"LAMBDA_TASK_ROOT": "/var/task"}, True),
+        ({"LAMBDA_TASK_ROOT": "/var/task", "POWERTOOLS_TRACE_DISABLED": "true"}, False),
+        ({"LAMBDA_TASK_ROOT": "/var/task", "POWERTOOLS_TRACE_DISABLED": "0"}, True),
+        ({"LAMBDA_TASK_ROOT": "/var/task", "AWS_SAM_LOCAL": "true"}, False),
+        ({"LAMBDA_TASK_ROOT": "/var/task", "AWS_CHALICE_CLI_MODE": "true"}, False),
+        ({}, False),  # outside Lambda: streamer local, tests, the CLI
+    ],
+)
+def test_tracing_follows_powertools_rule(env: dict[str, str], on: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aws_lambda_powertools import Tracer
+
+    assert _runtime.tracing_enabled(env) is on
+    for k in ("LAMBDA_TASK_ROOT", "POWERTOOLS_TRACE_DISABLED", "AWS_SAM_LOCAL", "AWS_CHALICE_CLI_MODE"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert bool(Tracer._is_tracer_disabled()) is not on  # the rule it mirrors

@@ -66,7 +66,7 @@ def tracing_enabled(environ: Mapping[str, str] | None = None) -> bool:
     """Powertools' own rule (``Tracer._is_tracer_disabled``): off when ``POWERTOOLS_TRACE_DISABLED`` is true,
     outside Lambda (no ``LAMBDA_TASK_ROOT``) and under SAM CLI or Chalice local."""
     env = os.environ if environ is None else environ
-    if env.get("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() in ("1", "true", "yes", "on", "y"):
+    if env.get("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() in ("1", "y", "yes", "t", "true", "on"):
         return False
     return bool(env.get("LAMBDA_TASK_ROOT")) and not env.get("AWS_SAM_LOCAL") and not env.get("AWS_CHALICE_CLI_MODE")
 
