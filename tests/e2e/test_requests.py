@@ -36,6 +36,13 @@ def executions_of(stack: Any, workflow: str, name: str) -> list[dict[str, Any]]:
     return [e for e in sfn.list_executions(stateMachineArn=arn)["executions"] if e["name"] == name]
 
 
+def execution_name_of(stack: Any, user: str, rid: str) -> str:
+    """The execution name of the user's request: it includes the request's incarnation, chosen at submit."""
+    key = {"user_id": {"S": user}, "request_id": {"S": rid}}
+    item = stack.client("dynamodb").get_item(TableName="streamer-requests", Key=key, ConsistentRead=True)["Item"]
+    return execution_name(user, rid, item.get("incarnation", {}).get("S", ""))
+
+
 def wait_status(stack: Any, workflow: str, name: str, status: str, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -131,7 +138,7 @@ def test_same_request_id_twice_starts_one_execution_and_conflicts_on_other_paylo
             assert events[-1]["type"] == "result"
 
     run(main())
-    assert len(executions_of(local_stack, "echo", execution_name(user, "dup-1"))) == 1
+    assert len(executions_of(local_stack, "echo", execution_name_of(local_stack, user, "dup-1"))) == 1
 
 
 def test_transient_failure_is_retried_and_permanent_failure_is_step_failed(local_stack: Any) -> None:
@@ -195,7 +202,7 @@ def test_cancel_running_request(local_stack: Any) -> None:
 
     rid, rest = run(main())
     assert rest[-1]["type"] == "error" and rest[-1]["status"] == "CANCELLED" and rest[-1]["code"] == "CANCELLED"
-    ex = wait_status(local_stack, "echo", execution_name(user, rid), "ABORTED")
+    ex = wait_status(local_stack, "echo", execution_name_of(local_stack, user, rid), "ABORTED")
     assert ex["status"] == "ABORTED"
 
 
@@ -278,7 +285,7 @@ def test_execution_stopped_outside_the_protocol_still_ends_the_request(local_sta
             async for ev in c.events(rid, timeout=60):
                 if ev["type"] == "progress":
                     break
-            arn = machine.replace(":stateMachine:", ":execution:") + ":" + execution_name(user, rid)
+            arn = machine.replace(":stateMachine:", ":execution:") + ":" + execution_name_of(local_stack, user, rid)
             await asyncio.to_thread(sfn.stop_execution, executionArn=arn, error="Console", cause="stopped by hand")
             rest = await collect(c, rid, after_seq=ev["seq"], timeout=90)
             return rid, rest, await c.call({"action": "status", "request_id": rid})
@@ -288,4 +295,4 @@ def test_execution_stopped_outside_the_protocol_still_ends_the_request(local_sta
     assert (rest[-1]["status"], rest[-1]["code"]) == ("CANCELLED", "CANCELLED")
     assert rest[-1]["message"] == "the execution was stopped"
     assert status["status"] == "CANCELLED" and status["last_seq"] == rest[-1]["seq"]
-    assert wait_status(local_stack, "echo", execution_name(user, rid), "ABORTED")["status"] == "ABORTED"
+    assert wait_status(local_stack, "echo", execution_name_of(local_stack, user, rid), "ABORTED")["status"] == "ABORTED"
