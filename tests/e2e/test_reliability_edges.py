@@ -301,3 +301,82 @@ def test_stale_connections_are_removed_and_no_step_fails(start_local: Any) -> No
     # Left: only each user's last client (closed after its request ended: its $disconnect failed too, and no
     # push has met it yet). Every one of the 100 dropped rows is gone.
     assert left == sorted(users)
+
+
+NOISY_SUBMITS = int(os.environ.get("STREAMER_NOISY_SUBMITS", "200"))
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+
+
+def test_one_user_cannot_take_more_than_the_in_flight_limit(start_local: Any) -> None:
+    """One user with 20 connections submits NOISY_SUBMITS requests at once (CI: 200; the figure in
+    docs/reliability.md: 1,000): at most the in-flight limit (100) are accepted, the rest are RATE_LIMITED
+    with the limit in details; another user's submit-to-ack p99 is measured without and during it."""
+    stack = start_local("--port", str(free_port()), env={"STREAMER_MAX_CONNECTIONS_PER_USER": "20"})
+    noisy, quiet = stack.unique_user("noisy"), stack.unique_user("quiet")
+
+    async def quiet_acks(n: int) -> list[float]:
+        client = await StreamerClient.connect(stack.ws_url, stack.token(quiet), ping_interval=None)
+        out = []
+        async with client:
+            for _ in range(n):
+                started = time.perf_counter()
+                await client.call({"action": "submit", "workflow": "echo", "payload": {"message": "q", "steps": 1}})
+                out.append(time.perf_counter() - started)
+                await asyncio.sleep(0.06)  # a well-behaved client: under 20 messages a second
+        return out
+
+    async def burst() -> list[dict[str, Any]]:
+        token = stack.token(noisy)
+        conns = [await connect(stack.ws_url, subprotocols=_protocols(token), ping_interval=None) for _ in range(20)]
+        payload = {"message": "n", "steps": 3, "delay_ms": 3000}
+
+        async def one(i: int) -> dict[str, Any]:
+            ws = conns[i % 20]
+            await ws.send(
+                json.dumps({"action": "submit", "workflow": "echo", "payload": payload, "request_id": f"n{i}"})
+            )
+            return {}
+
+        await asyncio.gather(*(one(i) for i in range(NOISY_SUBMITS)))
+        replies: list[dict[str, Any]] = []
+
+        async def drain(ws: Any) -> None:  # every submit gets one reply (ack or error) on its own connection
+            while True:
+                frame = json.loads(await ws.recv())
+                if "seq" not in frame:
+                    replies.append(frame)
+
+        drains = [asyncio.create_task(drain(ws)) for ws in conns]
+        deadline = time.monotonic() + 120
+        while len(replies) < NOISY_SUBMITS and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for task in drains:
+            task.cancel()
+        for ws in conns:
+            await ws.close()
+        return replies
+
+    async def during() -> tuple[list[dict[str, Any]], list[float]]:
+        noisy_task = asyncio.create_task(burst())
+        await asyncio.sleep(0.2)
+        acks = await quiet_acks(40)
+        return await noisy_task, acks
+
+    baseline = asyncio.run(quiet_acks(40))
+    replies, loaded = asyncio.run(during())
+    acked = [r for r in replies if r.get("type") == "ack"]
+    limited = [r for r in replies if r.get("code") == "RATE_LIMITED"]
+    ratio = _p99(loaded) / _p99(baseline)
+    print(
+        f"\nnoisy neighbour: {NOISY_SUBMITS} submits over 20 connections: {len(acked)} accepted, {len(limited)} "
+        f"RATE_LIMITED ({sorted({r['details']['quota'] for r in limited})}), other replies "
+        f"{len(replies) - len(acked) - len(limited)}; quiet user's submit-to-ack p99 {_p99(baseline) * 1000:.1f} ms "
+        f"alone, {_p99(loaded) * 1000:.1f} ms during it ({ratio:.2f}x)"
+    )
+    assert len(acked) <= 100
+    assert len(acked) + len(limited) == len(replies) == NOISY_SUBMITS
+    assert all(r["details"]["limit"] in (100, 20) for r in limited)
