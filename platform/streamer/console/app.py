@@ -28,6 +28,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
+import html
 import ipaddress
 import json
 import logging
@@ -193,9 +194,9 @@ class Console:
     # -- pages ------------------------------------------------------------------------------------------
 
     async def index(self, request: web.Request) -> web.StreamResponse:
-        html = (STATIC / "index.html").read_text(encoding="utf-8")
+        page = (STATIC / "index.html").read_text(encoding="utf-8")
         return web.Response(
-            text=html.replace("{{title}}", self.config.title),
+            text=page.replace("{{title}}", html.escape(self.config.title)),
             content_type="text/html",
             headers={"Cache-Control": "no-store"},
         )
@@ -277,6 +278,7 @@ class Console:
         last_write = time.monotonic()
         try:
             while True:
+                started = time.monotonic()
                 try:
                     data, final = await read()
                 except web.HTTPException as exc:
@@ -297,7 +299,8 @@ class Console:
                 if time.monotonic() - last_write > 15:
                     await resp.write(b": keep-alive\n\n")
                     last_write = time.monotonic()
-                await asyncio.sleep(self.config.poll_interval)
+                # A slow read (a long history) is not repeated back to back: wait at least as long as it took.
+                await asyncio.sleep(max(self.config.poll_interval, time.monotonic() - started))
         except ConnectionResetError:
             pass  # the page went away (a write to a closed stream); a cancellation (shutdown) propagates
         return resp

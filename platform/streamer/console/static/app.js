@@ -340,7 +340,8 @@ function graphStyle() {
   for (const [st, c] of Object.entries(STATUS_COLOURS)) {
     s.push({ selector: `node.st-${st}`, style: { "background-color": c.fill, "border-color": c.line, color: c.ink } });
   }
-  s.push({ selector: "node.st-running", style: { "border-width": 4 } });
+  s.push({ selector: "node.st-running", style: { "border-width": 4, "transition-property": "border-opacity", "transition-duration": "0.6s" } });
+  s.push({ selector: "node.st-running.pulse", style: { "border-opacity": 0.35 } });
   s.push({ selector: ":parent.st-running", style: { "border-width": 4 } });
   return s;
 }
@@ -532,6 +533,9 @@ function executionView(id, params) {
     if (tab === "history") loadHistory(false);
   };
   live(`executions/${encodeURIComponent(id)}${q}`, update, () => { if (tab === "history") loadHistory(true); });
+  // Running states breathe, so they stand out from the other blue-less states at a glance.
+  const pulse = setInterval(() => cy && cy.nodes(".st-running").toggleClass("pulse"), 700);
+  teardown.push(() => clearInterval(pulse));
   teardown.push(() => cy && cy.destroy());
 }
 
