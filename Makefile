@@ -29,8 +29,9 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+# make bench: the quick mode (under 2 minutes); make bench BENCH=--full: the issue's sizes (long).
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

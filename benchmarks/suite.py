@@ -64,9 +64,9 @@ class Sizes:
 
 
 QUICK = Sizes(
-    conns_series=(50, 200), exec_series=(10, 20), closed_conns=20, closed_seconds=3, open_rate=100, open_conns=100,
-    open_seconds=3, burst=200, burst_conns=10, connect_n=200, held_n=200, held_rate=50, held_seconds=3,
-    echo_concurrency=20, echo_per_conn=2, coldstart_rounds=5, reply_timeout=5,
+    conns_series=(20, 100), exec_series=(10, 20), closed_conns=20, closed_seconds=3, open_rate=100, open_conns=100,
+    open_seconds=3, burst=200, burst_conns=10, connect_n=100, held_n=100, held_rate=50, held_seconds=3,
+    echo_concurrency=20, echo_per_conn=2, coldstart_rounds=3, reply_timeout=3,
 )
 FULL = Sizes(
     conns_series=(100, 1000, 10000), exec_series=(10, 100, 1000), closed_conns=20, closed_seconds=10,
