@@ -97,8 +97,7 @@ def test_exhausted_first_reads_the_samples() -> None:
     busy = {"moto": {"cpu_percent_of_one_core": 97.0, "peak_threads": 20}, "gw": {"cpu_percent_of_one_core": 30.0,
                                                                                   "peak_threads": 5}}  # fmt: skip
     assert exhausted_first(busy, 2).startswith("CPU of one core in moto")
-    spread = {"a": {"cpu_percent_of_one_core": 80.0, "peak_threads": 1}, "b": {"cpu_percent_of_one_core": 80.0,
-                                                                               "peak_threads": 1}}  # fmt: skip
+    spread = {n: {"cpu_percent_of_one_core": 60.0, "peak_threads": 1} for n in "abc"}
     assert exhausted_first(spread, 2).startswith("the machine's 2 cores")
     idle = {"a": {"cpu_percent_of_one_core": 10.0, "peak_threads": 300}}
     assert "latency-bound" in exhausted_first(idle, 2) and "300" in exhausted_first(idle, 2)
