@@ -450,17 +450,42 @@ class Gateway:
         headers = {"x-amzn-ErrorType": error_type}
         return web.json_response({"message": message}, status=status, headers=headers)
 
-    def _live(self, request: web.Request) -> _Connection | None:
-        conn = self.connections.get(request.match_info["connection_id"])
+    def _live(self, connection_id: str) -> _Connection | None:
+        conn = self.connections.get(connection_id)
         if conn is None or conn.ws.closed or conn.close_code is not None:
             return None
         return conn
 
     async def _post(self, request: web.Request) -> web.Response:
-        data = await request.read()
-        conn = self._live(request)
+        return await self.manage("POST", request.match_info["connection_id"], await request.read())
+
+    async def _get(self, request: web.Request) -> web.Response:
+        return await self.manage("GET", request.match_info["connection_id"])
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        return await self.manage("DELETE", request.match_info["connection_id"])
+
+    async def manage(self, method: str, connection_id: str, data: bytes = b"") -> web.Response:
+        """One Management API call on ``@connections/{connection_id}``: from HTTP, or straight from a function
+        running in this process (``streamer.local.inprocess``) — the same answers either way."""
+        conn = self._live(connection_id)
         if conn is None:
             return self._error(410, "GoneException", None)
+        if method == "GET":
+            return web.json_response(
+                {
+                    # restJson wire names (botocore maps them to ConnectedAt, Identity.SourceIp, …).
+                    "connectedAt": _iso(conn.connected_at),
+                    "identity": {"sourceIp": conn.source_ip, "userAgent": conn.user_agent},
+                    "lastActiveAt": _iso(conn.last_active),
+                }
+            )
+        if method == "DELETE":
+            # Answer at once; the close handshake and $disconnect happen in the background, as on AWS.
+            self._spawn(self._close(conn, WSCloseCode.OK, ""))
+            return web.Response(status=204)
+        if method != "POST":
+            return self._error(405, "MethodNotAllowedException", f"{method} is not allowed on @connections")
         if len(data) > self.config.max_message_bytes:
             return self._error(
                 413,
@@ -481,24 +506,3 @@ class Gateway:
             return self._error(410, "GoneException", None)
         conn.touch()
         return web.Response(status=200, headers={"x-amzn-RequestId": str(uuid.uuid4())})
-
-    async def _get(self, request: web.Request) -> web.Response:
-        conn = self._live(request)
-        if conn is None:
-            return self._error(410, "GoneException", None)
-        return web.json_response(
-            {
-                # restJson wire names (botocore maps them to ConnectedAt, Identity.SourceIp, …).
-                "connectedAt": _iso(conn.connected_at),
-                "identity": {"sourceIp": conn.source_ip, "userAgent": conn.user_agent},
-                "lastActiveAt": _iso(conn.last_active),
-            }
-        )
-
-    async def _delete(self, request: web.Request) -> web.Response:
-        conn = self._live(request)
-        if conn is None:
-            return self._error(410, "GoneException", None)
-        # Answer at once; the close handshake and $disconnect happen in the background, as on AWS.
-        self._spawn(self._close(conn, WSCloseCode.OK, ""))
-        return web.Response(status=204)

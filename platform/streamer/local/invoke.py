@@ -121,8 +121,12 @@ class HttpAsyncInvoker:
         import aiohttp
 
         if self._session is None or self._session.closed:
+            from streamer.local.serving import CLIENT_IDLE_SECONDS
+
+            # Bounded, under the Lambda endpoint's pool, and never reusing a connection it may close for
+            # idling (streamer.local.serving): aiohttp does not retry a POST on a closed connection.
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256),
+                connector=aiohttp.TCPConnector(limit=32, keepalive_timeout=CLIENT_IDLE_SECONDS),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             )
         return self._session

@@ -40,13 +40,15 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import TimeoutError as FutureTimeout
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION
 from streamer.deploy.template import FunctionSpec
+from streamer.local.serving import DaemonPool, PooledMixIn, YieldingHandlerMixIn
 
 __all__ = [
     "FunctionSpec",
@@ -70,6 +72,9 @@ MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 HandlerFn = Callable[[Any, Any], Any]
 #: What a test's plain handler gets as its context's timeout: Lambda's maximum (not enforced).
 _UNENFORCED_TIMEOUT = 900.0
+#: Threads serving connections, and as many running handlers. Local callers (moto's Tasks, the pollers, the
+#: gateway on its HTTP path) never need more at once; boto3 clients here get connection pools this large.
+POOL_SIZE = 64
 
 _INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations/?$")
 _ARN = re.compile(
@@ -112,6 +117,26 @@ def function_specs_from_template(template: dict[str, Any]) -> dict[str, Function
     return functions(template)
 
 
+class HandlerTable:
+    """``table(name)``: function ``name``'s handler, a dotted name imported once, on first use (thread-safe)."""
+
+    def __init__(self, functions: Mapping[str, FunctionSpec]) -> None:
+        self.functions = functions
+        self._resolved: dict[str, HandlerFn] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str) -> HandlerFn:
+        handler = self.functions[name].handler
+        if callable(handler):
+            return handler
+        with self._lock:
+            fn = self._resolved.get(name)
+            if fn is None:
+                fn = resolve_handler(handler)
+                self._resolved[name] = fn
+            return fn
+
+
 class LambdaContext:
     """The subset of the Lambda Python runtime's context object that handlers and Powertools use."""
 
@@ -131,12 +156,17 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-class LambdaEndpoint(ThreadingHTTPServer):
-    """A threaded HTTP server speaking the Lambda Invoke API for a fixed set of functions."""
+class LambdaEndpoint(PooledMixIn, HTTPServer):
+    """An HTTP server speaking the Lambda Invoke API for a fixed set of functions.
+
+    Bounded (``streamer.local.serving``): connections are served by ``pool_size`` threads and handlers run
+    in ``pool_size`` more (a handler thread past its timeout cannot be killed, so it runs apart from the
+    connection that waits for it); a burst queues instead of creating threads.
+    """
 
     request_queue_size = LISTEN_BACKLOG
-    daemon_threads = True
     allow_reuse_address = True
+    pool_size = POOL_SIZE
 
     def __init__(
         self,
@@ -155,8 +185,8 @@ class LambdaEndpoint(ThreadingHTTPServer):
         from streamer.faults import LambdaFaults  # test-only fault injection (docs/reliability.md)
 
         self.faults = LambdaFaults.from_env()
-        self._resolved: dict[str, HandlerFn] = {}
-        self._resolve_lock = threading.Lock()
+        self._handlers = HandlerTable(self.functions)
+        self._runners = DaemonPool(self.pool_size, name="lambda-fn")
         if sock is None:
             super().__init__(address, _InvokeHandler)
         else:
@@ -171,15 +201,7 @@ class LambdaEndpoint(ThreadingHTTPServer):
         return f"http://{host!s}:{port}"
 
     def handler_for(self, name: str) -> HandlerFn:
-        handler = self.functions[name].handler
-        if callable(handler):
-            return handler
-        with self._resolve_lock:
-            fn = self._resolved.get(name)
-            if fn is None:
-                fn = resolve_handler(handler)
-                self._resolved[name] = fn
-            return fn
+        return self._handlers(name)
 
     def preload(self) -> None:
         """Import every handler now, so a broken one fails at start-up rather than on first use."""
@@ -201,7 +223,7 @@ class LambdaEndpoint(ThreadingHTTPServer):
             if self.faults is not None:
                 self.faults.before_invoke(name)
             if self.enforce_timeouts:
-                finished, result = _call_with_timeout(fn, event, context, spec.timeout)
+                finished, result = self._call_with_timeout(fn, event, context, spec.timeout)
             else:
                 finished, result = True, fn(event, context)
         except Exception as exc:
@@ -217,7 +239,21 @@ class LambdaEndpoint(ThreadingHTTPServer):
         return True, result
 
     def invoke_in_background(self, name: str, event: Any) -> None:
-        threading.Thread(target=self.invoke, args=(name, event), name=f"lambda-event-{name}", daemon=True).start()
+        self._runners.submit(self.invoke, name, event)
+
+    def _call_with_timeout(self, fn: HandlerFn, event: Any, context: LambdaContext, timeout: float) -> tuple[bool, Any]:
+        """Run ``fn`` on the handler pool and stop waiting after ``timeout`` (the thread cannot be killed; it
+        keeps its slot until it returns): ``(True, result)``, or ``(False, None)`` when it did not finish in
+        time; its exception is raised."""
+        future = self._runners.submit(fn, event, context)
+        try:
+            return True, future.result(timeout)
+        except FutureTimeout:
+            return False, None
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._runners.shutdown(wait=False, cancel_futures=True)
 
 
 def _error_body(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
@@ -228,30 +264,8 @@ def _error_body(exc: BaseException, error_type: str | None = None) -> dict[str, 
     }
 
 
-def _call_with_timeout(fn: HandlerFn, event: Any, context: LambdaContext, timeout: float) -> tuple[bool, Any]:
-    """Run ``fn`` in a worker thread and stop waiting after ``timeout`` (the thread cannot be killed):
-    ``(True, result)``, or ``(False, None)`` when it did not finish in time; its exception is raised."""
-    box: dict[str, Any] = {}
-    done = threading.Event()
-
-    def run() -> None:
-        try:
-            box["result"] = fn(event, context)
-        except BaseException as exc:
-            box["error"] = exc
-        finally:
-            done.set()
-
-    worker = threading.Thread(target=run, name=f"lambda-{context.function_name}", daemon=True)
-    worker.start()
-    if not done.wait(timeout):
-        return False, None
-    if "error" in box:
-        raise box["error"]
-    return True, box.get("result")
-
-
-class _InvokeHandler(BaseHTTPRequestHandler):
+class _InvokeHandler(YieldingHandlerMixIn, BaseHTTPRequestHandler):
+    # YieldingHandlerMixIn: a kept-alive connection gives its pool thread back (streamer.local.serving).
     server: LambdaEndpoint
     protocol_version = "HTTP/1.1"
     server_version = "streamer-local-lambda"
@@ -383,6 +397,18 @@ def serve_in_thread(
     return server, server.url
 
 
+def size_client_pools(size: int) -> None:
+    """boto3 clients of this process's default session get ``size`` pooled connections (botocore's default
+    of 10 made "connection pool is full" warnings and a new connection per call past it), unless created
+    with their own ``max_pool_connections``."""
+    import boto3
+    from botocore.config import Config
+
+    boto3.setup_default_session()
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION._session.set_default_client_config(Config(max_pool_connections=size))
+
+
 def watch_stdin(on_eof: Callable[[], None]) -> threading.Thread:
     """Call ``on_eof`` when stdin reaches end of file: the supervisor holds the other end of that pipe, so
     this fires when it exits, even by SIGKILL (no orphaned child keeps a port)."""
@@ -424,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The environment (tables, endpoints, secrets) is set by the supervisor, resolved from the template.
     specs = function_specs_from_template(load_template(args.template))
+    size_client_pools(POOL_SIZE)
     sock = socket.socket(fileno=args.fd) if args.fd is not None else None
     server = LambdaEndpoint((args.host, args.port), specs, sock=sock)
     if not args.no_preload:

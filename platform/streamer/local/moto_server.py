@@ -10,7 +10,13 @@
   Lambda endpoint, so a Task state runs the real handler (moto's own Lambda would need Docker);
 * JSONata (``QueryLanguage: JSONata``, ``Assign``/``$var``) evaluated by ``jsonata-python`` instead of moto's
   stub, when that package is installed (a private hook of moto 5.2.5: the version is pinned);
-* a threaded server listening with a large backlog (1024).
+* the engine's per-execution costs cut (:func:`speed_up_sfn`, private hooks of moto 5.2.5 like the JSONata
+  one): a state machine's definition is parsed once per process, not once per execution, and a Task's
+  Lambda client is built once per process and calls our Lambda endpoint directly, over kept-alive
+  connections (moto builds a boto3 client for every Task and sends it back into this server, which
+  forwarded it: two HTTP requests and ~10 ms of CPU per Task);
+* a bounded server (``streamer.local.serving``): connections are served by :data:`POOL_SIZE` threads
+  instead of a new thread each, listening with a large backlog (1024).
 
 What moto's interpreter supports and does not, and what it costs: ``docs/local.md`` ("Step Functions").
 """
@@ -30,7 +36,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["LambdaForwarder", "enable_jsonata", "enable_sfn_execution", "main", "make_app"]
+__all__ = ["LambdaForwarder", "enable_jsonata", "enable_sfn_execution", "main", "make_app", "speed_up_sfn"]
 
 log = logging.getLogger("streamer.local.moto")
 
@@ -39,6 +45,10 @@ _INVOKE_PATH = re.compile(r"^/2015-03-31/functions/[^/]+/invocations/?$")
 #: Step Functions' own Lambda client waits up to this long for a Task (moto's default Task timeout is 60 s,
 #: a Task's ``TimeoutSeconds`` is enforced by the interpreter itself).
 FORWARD_TIMEOUT_SECONDS = 960.0
+#: Threads serving connections (moto's handlers hold the GIL: more would only queue inside Python).
+POOL_SIZE = 64
+#: Connections the engine's Lambda client keeps to our endpoint (under its pool, streamer.local.lambda_endpoint).
+ENGINE_LAMBDA_CONNECTIONS = 32
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -71,6 +81,85 @@ def enable_jsonata() -> bool:
 
     moto_jsonata._eval_jsonata = evaluate
     return True
+
+
+def speed_up_sfn(lambda_endpoint: str | None) -> None:
+    """Parse each definition once per process; one Lambda client per process, straight to ``lambda_endpoint``.
+
+    moto 5.2.5's ``ExecutionWorker._get_evaluation_entrypoint`` parses the definition (ANTLR, ~60 ms the first
+    time, milliseconds after) for every execution; the parsed program keeps no state of its own (an
+    execution's state lives in its ``Environment``), so executions of one definition share it. Its
+    ``boto_client_for`` builds a boto3 client (~5-10 ms) for every Task and points it at moto itself; ours
+    keeps one client per (region, service) with moto's settings (no retries: a Task is invoked once, its
+    ``Retry`` is the state machine's), the Lambda service at ``lambda_endpoint``. Idempotent.
+    """
+    import functools
+
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+    from moto.stepfunctions.parser.asl.utils import boto_client as moto_boto_client
+    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+    if getattr(ExecutionWorker, "_streamer_fast", False):
+        return
+
+    @functools.lru_cache(maxsize=256)
+    def parsed(definition: str) -> Any:
+        return AmazonStateLanguageParser.parse(definition)[0]
+
+    def entrypoint(self: Any) -> Any:
+        return parsed(self._evaluation_details.state_machine_details.definition)
+
+    original = moto_boto_client.boto_client_for
+    lock = threading.Lock()
+    clients: dict[tuple[str, str, str | None], Any] = {}
+
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        from moto.core.models import botocore_stubber
+
+        if botocore_stubber.enabled:  # moto in-process (mock_aws): its stubber answers, nothing to cache
+            return original(region, service, state_credentials)
+        endpoint = lambda_endpoint if service == "lambda" and lambda_endpoint else None
+        key = (region, service, endpoint)
+        with lock:
+            client = clients.get(key)
+            if client is None:
+                client = _engine_client(region, service, endpoint)
+                clients[key] = client
+            return client
+
+    ExecutionWorker._get_evaluation_entrypoint = entrypoint  # type: ignore[method-assign]
+    ExecutionWorker._streamer_fast = True  # type: ignore[attr-defined]
+    moto_boto_client.boto_client_for = boto_client_for
+    # Modules that imported the function by name (every Task kind that calls AWS) get ours too.
+    import moto.stepfunctions.parser.asl.parse.preprocessor  # noqa: F401  (imports every Task module)
+
+    for module in list(sys.modules.values()):
+        name = getattr(module, "__name__", "")
+        if name.startswith("moto.stepfunctions.parser") and getattr(module, "boto_client_for", None) is original:
+            module.boto_client_for = boto_client_for  # type: ignore[attr-defined]
+
+
+def _engine_client(region: str, service: str, endpoint: str | None) -> Any:
+    """A client like moto's ``boto_client_for`` builds, at ``endpoint`` (default: this moto server)."""
+    import boto3
+    from botocore.config import Config
+    from moto.settings import moto_server_port
+    from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import TimeoutSeconds
+
+    return boto3.session.Session().client(
+        service,  # type: ignore[call-overload]
+        aws_access_key_id="ak",
+        aws_secret_access_key="sk",
+        region_name=region,
+        endpoint_url=endpoint or f"http://localhost:{moto_server_port()}",
+        config=Config(
+            parameter_validation=False,
+            retries={"max_attempts": 0, "total_max_attempts": 1},
+            connect_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS,
+            read_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS,
+            max_pool_connections=ENGINE_LAMBDA_CONNECTIONS,
+        ),
+    )
 
 
 class LambdaForwarder:
@@ -141,15 +230,35 @@ def make_app(lambda_endpoint: str | None) -> WSGIApp:
     """moto's dispatcher app, Step Functions execution on, Lambda invocations forwarded when asked."""
     enable_sfn_execution()
     enable_jsonata()
-    from streamer.local.moto_atomic import serialize_dynamodb
+    speed_up_sfn(lambda_endpoint)
+    from streamer.local.moto_atomic import reliable_stop, serialize_dynamodb
 
     serialize_dynamodb()  # single-item writes atomic, as DynamoDB's are (streamer.aws.store relies on it)
+    reliable_stop()  # a StopExecution right after StartExecution stops it (a cancel racing the start)
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     app: WSGIApp = DomainDispatcherApplication(create_backend_app)
     if lambda_endpoint:
         app = LambdaForwarder(app, lambda_endpoint)
     return app
+
+
+def _pooled_server(host: str, port: int, app: WSGIApp, fd: int) -> Any:
+    """werkzeug's server with moto's request handler, connections served by a bounded pool."""
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import BaseWSGIServer
+
+    from streamer.local.serving import PooledMixIn, YieldingHandlerMixIn
+
+    class Handler(YieldingHandlerMixIn, MotoRequestHandler):
+        pass
+
+    class Server(PooledMixIn, BaseWSGIServer):
+        multithread = True  # WSGI's wsgi.multithread; also makes werkzeug speak HTTP/1.1 (keep-alive)
+        pool_size = POOL_SIZE
+        request_queue_size = LISTEN_BACKLOG
+
+    return Server(host, port, app, handler=Handler, fd=fd)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,12 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     # Read by moto's interpreter whenever it builds a client (server mode): must name the port we serve.
     os.environ["MOTO_PORT"] = str(port)
 
-    from moto.moto_server.werkzeug_app import MotoRequestHandler
-    from werkzeug.serving import make_server
-
     app = make_app(args.lambda_endpoint)
-    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler, fd=sock.fileno())
-    server.daemon_threads = True  # type: ignore[attr-defined]  # ThreadingMixIn when threaded=True
+    server = _pooled_server(host, port, app, sock.fileno())
 
     def stop(signum: int, frame: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

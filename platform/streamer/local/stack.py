@@ -146,6 +146,7 @@ class LocalStack:
 
             fn_env["STREAMER_ALLOWED_ORIGINS"] = ",".join(local_origins(opts.host, gw_sock.getsockname()[1]))
         self.allowed_origins = tuple(o for o in fn_env.get("STREAMER_ALLOWED_ORIGINS", "").split(",") if o)
+        self.function_env = fn_env
         for w in plan.warnings[seen:]:
             log.warning("%s", w)
         base = child_base_env()
@@ -184,10 +185,25 @@ class LocalStack:
 
     async def _start_gateway(self, sock: socket.socket) -> None:
         from streamer.local.gateway import INTEGRATION_TIMEOUT, Gateway, GatewayConfig
+        from streamer.local.inprocess import InProcessInvoker, invoke_mode
         from streamer.local.invoke import HttpAsyncInvoker
 
         opts = self.options
-        self.invoker = HttpAsyncInvoker(self.lambda_url, timeout=INTEGRATION_TIMEOUT)
+        try:
+            self.invoke_mode = invoke_mode()
+        except ValueError as exc:
+            raise StartupError(str(exc)) from exc
+        if self.invoke_mode == "http":  # the parity path: every route through the Lambda endpoint
+            self.invoker = HttpAsyncInvoker(self.lambda_url, timeout=INTEGRATION_TIMEOUT)
+        else:  # the route functions in this process, replies straight to the socket (streamer.local.inprocess)
+            routed = {f: self.plan.functions[f] for f in self.plan.routes.values() if f in self.plan.functions}
+            self.invoker = InProcessInvoker(
+                routed, environment=self.function_env, integration_timeout=INTEGRATION_TIMEOUT
+            )
+            try:
+                await asyncio.to_thread(self.invoker.preload)
+            except Exception as exc:
+                raise StartupError(f"cannot import a route handler: {type(exc).__name__}: {exc}") from exc
         self.gateway = Gateway(
             GatewayConfig(
                 routes=self.plan.routes,
@@ -202,7 +218,11 @@ class LocalStack:
         from streamer.console.local import mount_local  # the web console on this port (docs/console.md)
 
         self.console_path = mount_local(self, opts.host)
+        if not isinstance(self.invoker, HttpAsyncInvoker):
+            self.invoker.bind(self.gateway, asyncio.get_running_loop(), self.gateway_http)
         await self.gateway.start(sock=sock)
+        where = "in the Lambda endpoint (HTTP)" if self.invoke_mode == "http" else "in this process"
+        log.info("route functions run %s", where)
 
     def _invoker_for(self, functions: list[str]) -> Any:
         """A synchronous invoker that waits as long as the slowest of ``functions`` may run, plus slack."""

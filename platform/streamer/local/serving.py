@@ -1,0 +1,156 @@
+"""Bounded HTTP serving for ``streamer local``'s children (the Lambda endpoint, moto).
+
+Python's ``ThreadingMixIn`` starts one thread per connection, without limit: a 2,000-message burst once made
+514 threads in the Lambda endpoint and 255 in moto (docs/performance.md, "local stack"). :class:`PooledMixIn`
+hands each accepted connection to a fixed pool of ``pool_size`` threads instead; connections beyond it wait
+in the pool's queue (and, before ``accept``, in the listen backlog), the way a Lambda function at its
+concurrency limit makes callers wait rather than growing without bound.
+
+A kept-alive (HTTP/1.1) connection holds its thread between requests. So that kept-alive connections can
+never starve the ones waiting for a thread, request handlers with :class:`YieldingHandlerMixIn` close their
+connection after a request whenever another connection is waiting, and after :data:`IDLE_SECONDS` without a
+request (``StreamRequestHandler.timeout``); our own clients stop reusing a connection before that
+(:data:`CLIENT_IDLE_SECONDS`), so they never send on a connection the server is about to close for idling.
+A closed kept-alive connection costs the client a new TCP connection on loopback, nothing more.
+
+:class:`DaemonPool` is the bounded executor behind both: like ``ThreadPoolExecutor`` (threads started on
+demand up to ``size``, then work queues), but its threads are daemons, so a handler stuck past its timeout
+never keeps the process from exiting (``ThreadPoolExecutor`` joins its threads at exit).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import Any, ParamSpec, TypeVar
+
+__all__ = ["CLIENT_IDLE_SECONDS", "IDLE_SECONDS", "DaemonPool", "PooledMixIn", "YieldingHandlerMixIn"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+#: A server closes a kept-alive connection idle this long (the handler's socket timeout).
+IDLE_SECONDS = 5.0
+#: Our clients open a new connection rather than reuse one idle this long (well under IDLE_SECONDS).
+CLIENT_IDLE_SECONDS = 2.0
+
+
+class DaemonPool(Executor):
+    """At most ``size`` daemon threads run the submitted calls; the rest wait in order (see the module)."""
+
+    def __init__(self, size: int, name: str = "pool") -> None:
+        if size < 1:
+            raise ValueError("a pool needs at least one thread")
+        self.size = size
+        self.name = name
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None]
+        self._queue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._shutdown = False
+
+    def waiting(self) -> int:
+        """Calls submitted and not started yet (approximately: other threads may be taking them)."""
+        return self._queue.qsize()
+
+    @property
+    def threads(self) -> int:
+        """Threads started so far (never more than ``size``)."""
+        return len(self._threads)
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        future: Future[_T] = Future()
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new calls after shutdown")
+            self._queue.put((future, fn, args, kwargs))
+            if self._idle == 0 and len(self._threads) < self.size:
+                t = threading.Thread(target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True)
+                self._threads.append(t)
+                t.start()
+            else:
+                self._idle = max(0, self._idle - 1)
+        return future
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, fn, args, kwargs = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:
+                    future.set_exception(exc)
+            del item, future, fn, args, kwargs  # drop references before waiting
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shutdown = True
+            threads = list(self._threads)
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+        for _ in threads:
+            self._queue.put(None)
+        if wait:
+            for t in threads:
+                t.join()
+
+
+class PooledMixIn:
+    """``socketserver`` mix-in (before the server class): connections served by a pool of threads."""
+
+    pool_size = 64
+    _pool: DaemonPool | None = None
+    _pool_lock = threading.Lock()
+
+    def _executor(self) -> DaemonPool:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = DaemonPool(self.pool_size, name=f"{type(self).__name__}-conn")
+            return self._pool
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._executor().submit(self._serve_connection, request, client_address)
+
+    def _serve_connection(self, request: Any, client_address: Any) -> None:
+        server: Any = self  # finish_request & co. are the socketserver class's this is mixed into
+        try:
+            server.finish_request(request, client_address)
+        except Exception:
+            server.handle_error(request, client_address)
+        finally:
+            server.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()  # type: ignore[misc]
+        if self._pool is not None:
+            # Connections still queued are dropped; those being served finish on their own (daemon-like).
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class YieldingHandlerMixIn:
+    """``BaseHTTPRequestHandler`` mix-in (before the handler class) for a :class:`PooledMixIn` server: a
+    kept-alive connection is closed after a request when another connection waits for a thread, and when
+    idle for :data:`IDLE_SECONDS`."""
+
+    timeout: float | None = IDLE_SECONDS
+
+    def handle_one_request(self) -> None:
+        handler: Any = self
+        super().handle_one_request()  # type: ignore[misc]
+        pool = getattr(handler.server, "_pool", None)
+        if isinstance(pool, DaemonPool) and pool.waiting():
+            handler.close_connection = True
