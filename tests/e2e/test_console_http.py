@@ -464,3 +464,24 @@ def test_streamer_local_on_another_interface(start_local: Any, monkeypatch: pyte
     assert http(url).status == 401
     assert http(url + "api/connections", headers={"Authorization": "Bearer tok-123"}).status == 200
     assert "web console      http://0.0.0.0:" in stack.stderr()
+
+
+def test_sources_that_cannot_be_built_are_502(tmp_path: Path) -> None:
+    """The console inside ``streamer local`` builds its sources on first use; when that fails (here: no
+    state file), every API answer says so with 502 and the page itself still loads."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from streamer.console.app import ConsoleConfig, create_app
+    from streamer.observe import Sources
+
+    app = create_app(ConsoleConfig(sources=lambda: Sources.local(tmp_path / "missing.json")))
+
+    async def main() -> None:
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            answer = await client.get("/api/executions")
+            assert answer.status == 502
+            body = await answer.json()
+            assert body["error"] == "sources_failed" and "NoLocalStackError" in body["message"]
+            assert (await client.get("/")).status == 200
+
+    asyncio.run(main())

@@ -114,17 +114,24 @@ def _parse_time(value: str | None, name: str) -> dt.datetime | None:
     try:
         when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "bad_parameter", "message": f"{name}: not a time or duration: {value!r}"}),
-            content_type="application/json",
-        ) from exc
+        raise _bad(f"{name}: not a time or duration: {value!r}") from exc
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
+E = TypeVar("E", bound=web.HTTPException)
+
+
+def _http(kind: type[E], code: str, message: str) -> E:
+    """An HTTP error with the console's JSON body (raise it)."""
+    return kind(text=json.dumps({"error": code, "message": message}), content_type="application/json")
+
+
 def _bad(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(
-        text=json.dumps({"error": "bad_parameter", "message": message}), content_type="application/json"
-    )
+    return _http(web.HTTPBadRequest, "bad_parameter", message)
+
+
+def _sources_failed(exc: BaseException) -> web.HTTPBadGateway:
+    return _http(web.HTTPBadGateway, "sources_failed", f"{type(exc).__name__}: {exc}")
 
 
 def _list_params(q: Mapping[str, str]) -> dict[str, Any]:
@@ -170,15 +177,15 @@ class Console:
 
         try:
             src = await self.sources()
+        except Exception as exc:  # the deployment cannot be reached at all (no stack, no outputs)
+            log.warning("console: the sources cannot be reached: %s", exc)
+            raise _sources_failed(exc) from exc
+        try:
             return await asyncio.to_thread(fn, src, *args, **kwargs)
         except observe.NotFoundError as exc:
-            raise web.HTTPNotFound(
-                text=json.dumps({"error": "not_found", "message": str(exc)}), content_type="application/json"
-            ) from exc
+            raise _http(web.HTTPNotFound, "not_found", str(exc)) from exc
         except observe.AmbiguousError as exc:
-            raise web.HTTPConflict(
-                text=json.dumps({"error": "ambiguous", "message": str(exc)}), content_type="application/json"
-            ) from exc
+            raise _http(web.HTTPConflict, "ambiguous", str(exc)) from exc
         except StreamerError as exc:
             raise _bad(str(exc)) from exc
         except (web.HTTPException, asyncio.CancelledError):
@@ -186,10 +193,7 @@ class Console:
         except Exception as exc:
             # The sources failed (an AWS error, `streamer local` gone): say so; the page shows it and retries.
             log.warning("console: %s failed: %s", getattr(fn, "__name__", fn), exc)
-            raise web.HTTPBadGateway(
-                text=json.dumps({"error": "sources_failed", "message": f"{type(exc).__name__}: {exc}"}),
-                content_type="application/json",
-            ) from exc
+            raise _sources_failed(exc) from exc
 
     # -- pages ------------------------------------------------------------------------------------------
 
