@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import sys
 from pathlib import Path
@@ -92,9 +91,12 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "console",
         help="the web console (executions, graphs, connections, overview) against a stack or `streamer local`",
-        description=(__doc__ or "").split("\n\n")[1],
+        description="The web console (executions, each execution's graph and history, connections, overview) "
+        "against a deployed stack (--stack NAME, read from its CloudFormation outputs) or a running `streamer "
+        "local` (which also serves it itself at http://HOST:PORT/console/). Binds 127.0.0.1; another interface "
+        "needs a token. See docs/console.md.",
     )
-    p.add_argument("--stack", default=os.environ.get("STREAMER_STACK") or None, help="deployed stack name")
+    p.add_argument("--stack", default=None, help="deployed stack name (default: a running `streamer local`)")
     p.add_argument("--profile", default=None, help="AWS profile (with --stack)")
     p.add_argument("--region", default=None, help="AWS region (with --stack)")
     p.add_argument("--state-file", default=None, help="the state file of the `streamer local` to watch")
