@@ -311,9 +311,15 @@ class _Stage:
         self.loop.close()
 
 
+_CLIENTS: dict[str, Any] = {}
+
+
 def _manager(event: dict[str, Any]) -> ConnectionManager:
+    """A ConnectionManager as the handlers make it (boto3's default session), one client per stage."""
     endpoint = os.environ["PARITY_GATEWAY"]
-    client = boto3.client(
+    if endpoint in _CLIENTS:
+        return ConnectionManager(client=_CLIENTS[endpoint])
+    client = _CLIENTS[endpoint] = boto3.client(
         "apigatewaymanagementapi",
         endpoint_url=endpoint,
         region_name="us-east-1",
@@ -436,6 +442,9 @@ def test_the_in_process_and_http_paths_give_a_client_the_same_replies(
             results[mode] = asyncio.run(_conversation(stage.url))
         finally:
             stage.close()
+            for client in _CLIENTS.values():
+                client.close()
+            _CLIENTS.clear()
         calls[mode] = len(posts)
     assert results["inprocess"] == results["http"]
     assert results["http"] == [

@@ -45,7 +45,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -80,8 +80,6 @@ INVOKE_MODE_ENV = "STREAMER_LOCAL_INVOKE"
 DEFAULT_WORKERS = 16
 _SERVICE_ID = "apigatewaymanagementapi"
 _CONNECTIONS_PATH = re.compile(r"^(?:/[^/]+)?/@connections/(?P<id>[^/]+)/?$")
-#: How often a queued invocation is looked at to start its function's clock (seconds).
-_START_POLL = 0.05
 #: What a worker waits for the gateway's loop to write a frame; the HTTP path's read timeout is 10 s.
 _MANAGE_TIMEOUT = 10.0
 
@@ -194,9 +192,11 @@ class InProcessInvoker:
 
     # -- invoking ---------------------------------------------------------------------------------------
 
-    def _run(self, name: str, spec: FunctionSpec, event: dict[str, Any], started: list[float]) -> tuple[bool, Any]:
+    def _run(
+        self, name: str, spec: FunctionSpec, event: dict[str, Any], started: Callable[[], None]
+    ) -> tuple[bool, Any]:
         """One invocation in a worker thread: ``(ok, result or Lambda error body)``; never raises."""
-        started.append(time.monotonic())
+        started()
         request_id = str(uuid.uuid4())
         context = LambdaContext(name, spec, request_id, self.region, self.account)
         try:
@@ -221,21 +221,25 @@ class InProcessInvoker:
             arn = function_arn(function_name, self.region, self.account)
             return InvokeResult(ok=False, transport_error=f"HTTP 404: Function not found: {arn}")
         loop = asyncio.get_running_loop()
-        started: list[float] = []
-        future = loop.run_in_executor(self._pool, self._run, function_name, spec, event, started)
         # The integration timeout counts from now, queueing for a worker included (API Gateway's 29 s covers
-        # the whole call); the function's Timeout from its start, as Lambda's does.
+        # the whole call); the function's Timeout from its start, as Lambda's does. The worker tells the loop
+        # when it starts (one call, no polling: a burst queues thousands of invocations).
         integration_end = time.monotonic() + self.integration_timeout
-        function_end = math.inf
-        while not future.done():
-            now = time.monotonic()
-            if started and function_end == math.inf:
-                function_end = started[0] + float(spec.timeout)
-            end = min(integration_end, function_end)
-            if now >= end:
-                break
-            # Until it starts, look again every _START_POLL seconds to learn when its own clock starts.
-            await asyncio.wait({future}, timeout=min(end - now, math.inf if started else _START_POLL))
+        started_at: list[float] = []
+        started = asyncio.Event()
+
+        def on_start() -> None:
+            started_at.append(time.monotonic())
+            loop.call_soon_threadsafe(started.set)
+
+        future = loop.run_in_executor(self._pool, self._run, function_name, spec, event, on_start)
+        starting: asyncio.Future[Any] = asyncio.ensure_future(started.wait())
+        first: set[asyncio.Future[Any]] = {future, starting}
+        await asyncio.wait(first, timeout=self.integration_timeout, return_when=asyncio.FIRST_COMPLETED)
+        starting.cancel()
+        function_end = started_at[0] + float(spec.timeout) if started_at else math.inf
+        if not future.done() and started_at:
+            await asyncio.wait({future}, timeout=max(0.0, min(integration_end, function_end) - time.monotonic()))
         if not future.done():
             # The thread cannot be stopped; its late result is dropped (its exception too).
             future.add_done_callback(lambda f: f.cancelled() or f.exception())
