@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -276,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=os.path.join(DEFAULT_OUT, "result.json"), help="result file")
     parser.add_argument("--plots", default=DEFAULT_OUT, help="directory for the PNG plots (goals only)")
     args = parser.parse_args(argv)
+    # SIGTERM (a CI timeout, kill PID) unwinds like Ctrl-C, so every started stack and server is stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     unknown = [n for n in args.names if n not in names]
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; known: {names}")

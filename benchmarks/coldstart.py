@@ -79,23 +79,31 @@ def measure(rounds: int = 5, pythonpath: str | None = None) -> dict[str, dict[st
     }
 
 
-def importtime_top(handler: str | None, n: int = 10, pythonpath: str | None = None) -> list[tuple[str, float]]:
-    """The ``n`` top-level packages with the most import self-time (ms) under ``python -X importtime``."""
-    err = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", code_for(handler)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=_env(pythonpath),
-        timeout=120,
-    ).stderr
-    per_package: collections.Counter[str] = collections.Counter()
-    for line in err.splitlines():
-        if not line.startswith("import time:") or "self [us]" in line:
-            continue
-        self_us, _cumulative, name = line.split(":", 1)[1].split("|")
-        per_package[name.strip().split(".")[0]] += int(self_us)
-    return [(pkg, us / 1000) for pkg, us in per_package.most_common(n)]
+def importtime_top(
+    handler: str | None, n: int = 10, pythonpath: str | None = None, runs: int = 3
+) -> list[tuple[str, float]]:
+    """The ``n`` top-level packages with the most import self-time (ms) under ``python -X importtime``, each the
+    median of ``runs`` fresh interpreters (one run on a shared machine is too noisy to rank by)."""
+    samples: dict[str, list[float]] = collections.defaultdict(list)
+    for _ in range(runs):
+        err = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", code_for(handler)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=_env(pythonpath),
+            timeout=120,
+        ).stderr
+        per_package: collections.Counter[str] = collections.Counter()
+        for line in err.splitlines():
+            if not line.startswith("import time:") or "self [us]" in line:
+                continue
+            self_us, _cumulative, name = line.split(":", 1)[1].split("|")
+            per_package[name.strip().split(".")[0]] += int(self_us)
+        for pkg, us in per_package.items():
+            samples[pkg].append(us / 1000)
+    medians = {pkg: statistics.median(v + [0.0] * (runs - len(v))) for pkg, v in samples.items()}
+    return sorted(medians.items(), key=lambda kv: -kv[1])[:n]
 
 
 def main(argv: list[str] | None = None) -> int:

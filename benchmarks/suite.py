@@ -149,7 +149,19 @@ class Suite:
                 result = run_load(scenario, limit, **args)
             except Exception as exc:  # a scenario that dies is a finding, not the end of the run
                 result = {"failed": f"{type(exc).__name__}: {str(exc)[-300:]}", "throughput": 0.0, "lost": -1}
-        return self._record(name, result, w)
+        recorded = self._record(name, result, w)
+        self._settle(pid)
+        return recorded
+
+    def _settle(self, pid: int, limit: float = 120.0) -> None:
+        """Wait (at most ``limit`` s) until the tree uses under 20 % of a core: a queue left by one scenario
+        must not be measured by the next."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            with Watch(pid, interval=1.0) as w:
+                time.sleep(1.0)
+            if sum(v["cpu_percent_of_one_core"] for v in w.summary().values()) < 20:
+                return
 
     def _goal(self, *args: Any, **kwargs: Any) -> None:
         g = Goal(*args, **kwargs)
@@ -193,7 +205,6 @@ class Suite:
                                          duration=0.001, **auth)
             ours["closed"] = self._load("ours: ping closed loop", st.pid, "ping", 300, conns=s.closed_conns,
                                         duration=s.closed_seconds, **auth)
-            ours["burst"] = self._load("ours: burst", st.pid, "ping", 600, conns=s.burst_conns, burst=s.burst, **auth)
             for n in s.conns_series:
                 name = f"ours: {n} held, ping open loop"
                 ours[f"held{n}"] = self._load(name, st.pid, "ping", 1800, conns=n, rate=s.held_rate,
@@ -202,9 +213,11 @@ class Suite:
             if s.held_n not in s.conns_series:
                 ours[f"held{s.held_n}"] = self._load(f"ours: {s.held_n} held", st.pid, "ping", 1800, conns=s.held_n,
                                                      rate=s.held_rate, duration=s.held_seconds, **auth)
-            # Last: an open loop faster than the stack leaves a queue behind that would disturb what follows.
+            # Last: an open loop or a burst faster than the stack leaves a queue that would disturb what follows.
             ours["open"] = self._load("ours: ping open loop", st.pid, "ping", 600, conns=s.open_conns,
                                       rate=s.open_rate, duration=s.open_seconds, **auth)
+            self._settle(st.pid)
+            ours["burst"] = self._load("ours: burst", st.pid, "ping", 600, conns=s.burst_conns, burst=s.burst, **auth)
         for n in s.conns_series:
             o, b_ = ours[f"held{n}"], bare[f"held{n}"]
             self.series["connections"].append({
