@@ -1,14 +1,17 @@
 """A short before/after check of ``streamer local``'s fast path (docs/performance.md, "local stack").
 
-``.venv/bin/python scripts/local_fast_bench.py [--duration S] [--conns N] [--echo N]``
+``.venv/bin/python scripts/local_fast_bench.py [--duration S] [--conns N] [--echo N] [--before DIR]``
 
-In one run, on the same machine: a bare ``websockets`` echo server, then ``streamer local`` with the route
-functions over HTTP (``STREAMER_LOCAL_INVOKE=http``, the path before the fast path) and in process (the
-default). Each gets a closed-loop ping over ``--conns`` authenticated connections for ``--duration`` seconds
-and, for the stacks, a 2,000-ping burst over 10 connections (lost replies, error frames, the most threads any
-process of the stack had) and ``--echo`` echo requests from 20 connections. Prints one JSON line per
-measurement and a table. It asserts nothing: speed depends on the machine and what else runs on it.
-The load runs in its own process (``benchmarks.load``); the stacks are started by ``benchmarks._procs``.
+In one run, on the same machine: a bare ``websockets`` echo server and the bare engine (moto's Step Functions
+running ``echo`` with no-op Lambdas), then ``streamer local`` with the route functions over HTTP
+(``STREAMER_LOCAL_INVOKE=http``) and in process (the default) — and, with ``--before DIR``, the ``platform``
+directory of another checkout (e.g. ``git worktree add /tmp/before <commit>``) run the same way, first.
+Per-user message quotas are off (one benchmark user sends far more than 20 messages a second). Each gets a
+closed-loop ping over ``--conns`` authenticated connections for ``--duration`` seconds and, for the stacks, a
+2,000-ping burst over 10 connections (lost replies, error frames, the most threads any process of the stack had)
+and ``--echo`` echo requests from 20 connections. Prints one JSON line per measurement and a table. It asserts
+nothing: speed depends on the machine and what else runs on it. The load runs in its own process
+(``benchmarks.load``); the stacks are started by ``benchmarks._procs``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._procs import SECRET, bare_echo_server, run_load, streamer_local, tree
+from benchmarks._procs import SECRET, bare_echo_server, bare_engine, run_load, streamer_local, tree
 
 
 def _threads(pid: int) -> int:
@@ -61,14 +64,24 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--conns", type=int, default=20)
     parser.add_argument("--echo", type=int, default=40, help="echo requests per stack (0: none)")
+    parser.add_argument("--before", default=None, help="a checkout whose platform/ is measured as 'before'")
     args = parser.parse_args()
     rows: list[tuple[str, dict[str, Any]]] = []
     ping = {"conns": args.conns, "duration": args.duration, "secret": SECRET, "reply_timeout": 15}
 
     with bare_echo_server() as bare:
         rows.append(("bare echo server: ping", run_load("ping", 120, url=bare.ws, **ping)))
-    for mode in ("http", "inprocess"):
-        with streamer_local(STREAMER_LOCAL_INVOKE=mode) as stack:
+    if args.echo:
+        with bare_engine() as e:
+            engine = {"sfn": e.sfn, "statemachine_arn": e.statemachine_arn, "lambda_port": e.lambda_port}
+            rows.append(("bare engine: echo", run_load("engine", 300, concurrency=20, total=args.echo, **engine)))
+    runs: list[tuple[str, dict[str, str]]] = [("http", {}), ("inprocess", {})]
+    if args.before:
+        before = str(Path(args.before).resolve() / "platform")
+        runs.insert(0, ("before", {"PYTHONPATH": before}))
+    for mode, extra in runs:
+        env = {"STREAMER_LOCAL_INVOKE": mode, "STREAMER_MAX_MESSAGES_PER_SECOND_PER_USER": "0", **extra}
+        with streamer_local(**env) as stack:
             rows.append((f"{mode}: ping", run_load("ping", 120, url=stack.ws, auth=True, **ping)))
             with _PeakThreads(stack.pid) as peak:
                 burst = run_load(

@@ -20,8 +20,10 @@ connection (200; 410 ``GoneException`` when it is gone; 413 ``PayloadTooLargeExc
 ``GET`` describes it, ``DELETE`` closes it (204). Errors use the restJson shape botocore's
 ``apigatewaymanagementapi`` client parses: status code, ``x-amzn-ErrorType`` header, ``{"message": …}``.
 
-Functions are invoked through the Lambda Invoke API (our local endpoint, another process), so a slow or
-crashing function never blocks or kills the gateway.
+Functions are invoked through any :data:`~streamer.local.invoke.AsyncInvoker`: ``streamer local`` runs the
+route functions in this process (``streamer.local.inprocess``, whose functions' Management API calls reach
+:meth:`Gateway.manage` without HTTP), or through the Lambda Invoke API of our local endpoint, another process
+(``STREAMER_LOCAL_INVOKE=http``). Either way an invocation never blocks the event loop.
 """
 
 from __future__ import annotations

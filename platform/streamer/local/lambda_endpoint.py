@@ -1,7 +1,7 @@
 """The Lambda Invoke API on one machine: the same contract as ``sam local start-lambda``.
 
 ``POST /2015-03-31/functions/{name}/invocations`` with the JSON event as body runs the function's handler in a
-thread of this process and answers like AWS Lambda:
+thread of this process (a bounded pool, :class:`LambdaEndpoint`) and answers like AWS Lambda:
 
 * success → ``200`` with the handler's JSON result;
 * the handler raised → ``200`` with header ``X-Amz-Function-Error: Unhandled`` and body

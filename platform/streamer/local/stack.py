@@ -4,6 +4,7 @@ What runs (see ``docs/local.md``)::
 
     streamer local (this process, asyncio)
     ├── gateway        API Gateway WebSocket API + Management API   ws://HOST:PORT  (aiohttp)
+    │                  + the WebSocket route functions, in a thread pool (streamer.local.inprocess)
     ├── stream poller  the requests table's event source mapping    (a thread per mapping)
     ├── event poller   EventBridge rules on execution status changes (a thread)
     ├── supervisor     restarts the Lambda endpoint if it dies
