@@ -1,5 +1,6 @@
-"""Make moto's DynamoDB single-item writes atomic, as DynamoDB's are.
+"""Make moto keep two promises AWS keeps: single-item writes are atomic, and a stopped execution stops.
 
+**DynamoDB.**
 DynamoDB applies each write to an item atomically and returns the values of *that* write
 (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/WorkingWithItems.html#WorkingWithItems.AtomicCounters).
 moto 5.2.5 does not: its ``UpdateItem`` response is rendered from the live item after the update returns, so
@@ -8,6 +9,14 @@ get the same seq, one seq is never written). The request lifecycle relies on tha
 (``streamer.aws.store``), so moto's DynamoDB actions run one at a time here: one lock around the handler's
 ``call_action``. It costs no throughput worth measuring (moto's handlers hold the GIL anyway) and is applied
 by the local moto server and by the functional tests' in-process moto.
+
+**Step Functions.** StopExecution ends a running execution
+(https://docs.aws.amazon.com/step-functions/latest/apireference/API_StopExecution.html). moto 5.2.5's
+interpreter can lose a stop that arrives just after StartExecution: before its worker has built the
+evaluation environment and started the program the stop fails or is ignored, and a ``Wait`` state that has not begun waiting misses the wake-up
+(the stop sets and at once clears the event the wait blocks on), so the execution waits its whole time out.
+The request lifecycle stops executions exactly then (a cancel racing the start: ``streamer.service``), so
+:func:`reliable_stop` makes the stop wait for the environment and leaves the wake-up set once stopped.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import functools
 import threading
 from typing import Any
 
-__all__ = ["serialize_dynamodb"]
+__all__ = ["reliable_stop", "serialize_dynamodb"]
 
 _LOCK = threading.RLock()
 _MARK = "_streamer_serialized"
@@ -37,3 +46,43 @@ def serialize_dynamodb() -> None:
 
     setattr(call_action, _MARK, True)
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
+def reliable_stop(env_wait_seconds: float = 5.0) -> None:
+    """Make moto's StopExecution stop an execution however soon after its start it comes (idempotent)."""
+    import time
+
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
+    from moto.stepfunctions.parser.api import ExecutionStatus
+    from moto.stepfunctions.parser.backend.execution import Execution
+
+    set_stop = Environment.set_stop
+    if getattr(set_stop, _MARK, False):
+        return
+
+    @functools.wraps(set_stop)
+    def sticky_set_stop(self: Any, *args: Any, **kwargs: Any) -> None:
+        set_stop(self, *args, **kwargs)
+        if not self.is_running():
+            self.program_state_event.set()  # stays set: a wait that begins later returns at once
+
+    execution_stop = Execution.stop
+
+    @functools.wraps(execution_stop)
+    def stop_when_ready(self: Any, *args: Any, **kwargs: Any) -> None:
+        deadline = time.monotonic() + env_wait_seconds
+        # The worker thread builds its environment, then the program marks it running (its first state): a
+        # stop before that is ignored by moto, so wait for it.
+        while time.monotonic() < deadline and (
+            self.exec_worker is None or self.exec_worker.env is None or self.exec_worker.env._program_state is None
+        ):
+            time.sleep(0.005)
+        execution_stop(self, *args, **kwargs)
+        # As on AWS, the execution has stopped when StopExecution returns (moto's worker records it a moment
+        # later, from its own thread).
+        while time.monotonic() < deadline and self.exec_status == ExecutionStatus.RUNNING:
+            time.sleep(0.005)
+
+    setattr(sticky_set_stop, _MARK, True)
+    Environment.set_stop = sticky_set_stop  # type: ignore[method-assign]
+    Execution.stop = stop_when_ready  # type: ignore[method-assign]
