@@ -36,7 +36,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["LambdaForwarder", "enable_jsonata", "enable_sfn_execution", "main", "make_app", "speed_up_sfn"]
+__all__ = [
+    "LambdaForwarder",
+    "enable_jsonata",
+    "enable_sfn_execution",
+    "main",
+    "make_app",
+    "speed_up_dispatch",
+    "speed_up_sfn",
+]
 
 log = logging.getLogger("streamer.local.moto")
 
@@ -139,6 +147,19 @@ def speed_up_sfn(lambda_endpoint: str | None) -> None:
             module.boto_client_for = boto_client_for  # type: ignore[attr-defined]
 
 
+def speed_up_dispatch() -> None:
+    """moto 5.2.5 lists a handler class's methods (``inspect.getmembers``) on every request to find the action
+    (``BaseResponse.call_action``); the list depends on the class only, so it is computed once per class."""
+    import functools
+
+    from moto.core import responses
+
+    original = getattr(responses, "method_names_from_class")  # noqa: B009 - imported there, not exported
+    if getattr(original, "cache_info", None) is not None:
+        return
+    setattr(responses, "method_names_from_class", functools.lru_cache(maxsize=None)(original))  # noqa: B010
+
+
 def _engine_client(region: str, service: str, endpoint: str | None) -> Any:
     """A client like moto's ``boto_client_for`` builds, at ``endpoint`` (default: this moto server)."""
     import boto3
@@ -231,6 +252,7 @@ def make_app(lambda_endpoint: str | None) -> WSGIApp:
     enable_sfn_execution()
     enable_jsonata()
     speed_up_sfn(lambda_endpoint)
+    speed_up_dispatch()
     from streamer.local.moto_atomic import reliable_stop, serialize_dynamodb
 
     serialize_dynamodb()  # single-item writes atomic, as DynamoDB's are (streamer.aws.store relies on it)
