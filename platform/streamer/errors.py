@@ -18,6 +18,7 @@ The tree (classes defined outside this module name their module)::
     ├── AuthError                    (streamer.auth) a refused handshake: 401
     │   └── ForbiddenError           (streamer.auth) authenticated but not allowed: 403
     ├── StreamerClientError          (streamer.client) the server answered a client's message with an error frame
+    ├── InjectedFault                (streamer.faults) a failure injected by a test (never raised otherwise)
     ├── ProjectFilesError            (streamer.deploy.resources) the template or state machines cannot be found
     ├── ArtifactError                (streamer.deploy.build) the Lambda artifact cannot be built or is broken
     └── StartupError                 (streamer.local) ``streamer local`` cannot start (a port taken, a child died)
