@@ -310,3 +310,53 @@ def test_lambda_endpoint_injected_crash(monkeypatch: pytest.MonkeyPatch) -> None
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ------------------------------------------------------------------------------------------ template
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    from streamer.deploy.template import load_template
+
+    return load_template(ROOT / "infra" / "template.yaml")
+
+
+def test_execution_data_stays_out_of_the_logs_by_default(template: dict[str, Any]) -> None:
+    assert template["Parameters"]["StateMachineLogExecutionData"]["Default"] == "false"
+    machines = [r for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::StateMachine"]
+    assert machines
+    for machine in machines:
+        logging_ = machine["Properties"]["Logging"]
+        assert logging_["IncludeExecutionData"] == {"Fn::If": ["LogExecutionData", True, False]}
+
+
+def test_every_function_has_an_unreserved_by_default_concurrency_parameter(template: dict[str, Any]) -> None:
+    functions = {k: r for k, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
+    assert len(functions) >= 7
+    for logical_id, fn in functions.items():
+        name = logical_id.removesuffix("Function")
+        if isinstance(fn["Properties"].get("ReservedConcurrentExecutions"), int):
+            continue  # fixed by design (the reconciler: one sweep at a time)
+        assert template["Parameters"][f"{name}ReservedConcurrency"]["Default"] == -1
+        assert fn["Properties"]["ReservedConcurrentExecutions"] == {
+            "Fn::If": [f"Reserve{name}", {"Ref": f"{name}ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+        }
+
+
+def test_no_resource_pattern_matches_a_sibling_stack(template: dict[str, Any]) -> None:
+    """``${AWS::StackName}-*`` in an IAM resource also matches ``<stack>-staging-*``."""
+    text = json.dumps(template)
+    assert "${AWS::StackName}-*" not in text
+
+
+def test_quota_defaults_match_the_settings(template: dict[str, Any]) -> None:
+    from streamer.config import Settings
+
+    params, d = template["Parameters"], Settings()
+    assert params["MaxConnectionsPerUser"]["Default"] == d.max_connections_per_user == 10
+    assert params["MaxRequestsInFlightPerUser"]["Default"] == d.max_requests_in_flight_per_user == 100
+    assert params["MaxMessagesPerSecondPerUser"]["Default"] == d.max_messages_per_second_per_user == 20
+    env = {"STREAMER_ALLOWED_ORIGINS": " https://a.example , https://b.example,", "STREAMER_ALLOW_MISSING_ORIGIN": "no"}
+    s = Settings.from_env(env)
+    assert s.allowed_origins == ("https://a.example", "https://b.example") and s.allow_missing_origin is False
