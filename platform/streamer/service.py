@@ -547,6 +547,10 @@ class RequestService:
         """End a request that never started (e.g. its input is too large for StartExecution)."""
         return self.finish(ref, RequestStatus.FAILED, code=code, message=message)
 
+    def find(self, user_id: str, request_id: str) -> Request | None:
+        """The request, or None (operator tools: ``streamer executions``, the console; no ownership check)."""
+        return self.requests.get(user_id, request_id)
+
 
 def _frame_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))

@@ -433,7 +433,7 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     src = _sources(args)
     user, request_id = observe.resolve(src, args.id, user=args.user)
     ended = observe.cancel(src, request_id, user=user)
-    req = src.service.requests.get(user, request_id)
+    req = src.service.find(user, request_id)
     status = req.status.value if req is not None else "unknown"
     if args.json:
         _print_json({"request_id": request_id, "user_id": user, "cancelled": ended, "status": status})

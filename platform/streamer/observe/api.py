@@ -142,7 +142,7 @@ def resolve(src: Sources, id: str, *, user: str | None = None) -> tuple[str, str
 
 def _request(src: Sources, id: str, user: str | None) -> Request:
     user_id, request_id = resolve(src, id, user=user)
-    req = src.service.requests.get(user_id, request_id)
+    req = src.service.find(user_id, request_id)
     if req is None:
         raise NotFoundError(f"no request {request_id!r} of user {user_id!r}")
     return req
