@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from streamer.models import OPEN_SHARDS
 from streamer.protocol import RequestStatus
 from streamer.service import RequestService
 
@@ -73,21 +72,20 @@ class Reconciler:
         report = SweepReport()
         now = self.service.now()
         cutoff = now - min(self.pending_after, self.running_after)
-        for shard in range(OPEN_SHARDS):
-            for user_id, request_id in self.service.requests.open_before(str(shard), cutoff + 1):
-                report.examined += 1
-                try:
-                    report.count(self.reconcile(user_id, request_id, now))
-                except Exception:
-                    report.errors += 1
-                    logger.exception("reconciling a request failed", extra={"request_id": request_id})
+        for user_id, request_id in self.service.open_requests(cutoff + 1):
+            report.examined += 1
+            try:
+                report.count(self.reconcile(user_id, request_id, now))
+            except Exception:
+                report.errors += 1
+                logger.exception("reconciling a request failed", extra={"request_id": request_id})
         if report.examined:
             logger.info("reconciler sweep", extra=report.as_dict())
         return report
 
     def reconcile(self, user_id: str, request_id: str, now: int) -> str:
         """Handle one candidate (read again, consistently: the index is eventually consistent)."""
-        req = self.service.requests.get(user_id, request_id)
+        req = self.service.request(user_id, request_id)
         if req is None or req.status.terminal:
             return "gone"
         give_up = req.created_at <= now - self.give_up_after

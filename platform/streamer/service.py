@@ -21,7 +21,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +45,7 @@ from streamer.config import Settings
 from streamer.errors import ProtocolError, StreamerError, TerminalAlreadyError, WebSocketDisconnectedError
 from streamer.events import ExecutionStatusDetail, RequestInsert
 from streamer.limits import clamp_percent
-from streamer.models import Connection, Request, RequestEvent, RequestRef, new_incarnation, payload_hash
+from streamer.models import OPEN_SHARDS, Connection, Request, RequestEvent, RequestRef, new_incarnation, payload_hash
 from streamer.protocol import MAX_MESSAGE_BYTES, ErrorCode, RequestStatus
 
 __all__ = ["RequestService", "SubmitResult"]
@@ -336,6 +336,16 @@ class RequestService:
         return "ended" if ended is not None else "unchanged"
 
     # -- reconciling (streamer.reconciler) -------------------------------------------------------
+
+    def open_requests(self, created_before: int) -> Iterator[tuple[str, str]]:
+        """(user_id, request_id) of every request that has not ended, created before ``created_before`` (the
+        sparse ``by_open`` index, shard by shard)."""
+        for shard in range(OPEN_SHARDS):
+            yield from self.requests.open_before(str(shard), created_before)
+
+    def request(self, user_id: str, request_id: str) -> Request | None:
+        """The stored request (consistent read), or None."""
+        return self.requests.get(user_id, request_id)
 
     def execution_of(self, ref: RequestRef) -> str:
         """The ARN the execution of ``ref``'s incarnation has (or would have): it is derived, never guessed."""
