@@ -9,6 +9,7 @@ The tree (classes defined outside this module name their module)::
     ├── StoreError                   persistence failed in a way the caller cannot fix
     │   └── TerminalAlreadyError     the request already ended: a second terminal event is not written
     ├── WorkflowNotDeployedError     (streamer.aws.executions) StartExecution found no state machine
+    ├── ExecutionNameTakenError      (streamer.aws.executions) the execution name is another incarnation's
     ├── PluginError                  the plugin set is broken (duplicate step, failed import, missing hook)
     │   ├── UnknownStepError         no installed plugin declares the step (also a LookupError)
     │   └── UnknownWorkflowError     no installed plugin declares the workflow (also a LookupError)
@@ -21,7 +22,12 @@ The tree (classes defined outside this module name their module)::
     ├── InjectedFault                (streamer.faults) a failure injected by a test (never raised otherwise)
     ├── ProjectFilesError            (streamer.deploy.resources) the template or state machines cannot be found
     ├── ArtifactError                (streamer.deploy.build) the Lambda artifact cannot be built or is broken
-    └── StartupError                 (streamer.local) ``streamer local`` cannot start (a port taken, a child died)
+    ├── StartupError                 (streamer.local) ``streamer local`` cannot start (a port taken, a child died)
+    ├── NotFoundError                (streamer.observe.api) no request or execution with that id
+    ├── AmbiguousError               (streamer.observe.api) a request id used by several users: pass --user
+    ├── CursorError                  (streamer.observe.api) a list page cursor that does not decode
+    ├── SourceError                  (streamer.observe.sources) the deployment cannot be reached or read
+    └── NoLocalStackError            (streamer.observe.localstate) no running ``streamer local`` recorded
 
 ``tests/unit/test_architecture.py`` checks that every exception class in the package derives from the root and
 appears here.

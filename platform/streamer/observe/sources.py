@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from streamer.aws import clients
 from streamer.config import Settings
 from streamer.errors import StreamerError
 from streamer.observe.localstate import LocalState, read_state
@@ -75,11 +74,8 @@ class Sources:
     @classmethod
     def from_state(cls, state: LocalState) -> Sources:
         """A ``streamer local`` described by ``state`` (in-process users: ``localstate.state_of(stack)``)."""
-        config = Config(retries={"max_attempts": 3, "mode": "standard"})
         # moto accepts any credentials; fixed ones keep a developer's AWS profile out of it.
-        session = boto3.session.Session(
-            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=state.region
-        )
+        sess = clients.session(region=state.region, local=True)
         return cls(
             settings=Settings(
                 connections_table=state.connections_table,
@@ -88,25 +84,24 @@ class Sources:
                 state_machine_arn_prefix=state.state_machine_arn_prefix,
                 apigw_endpoint=state.http_url,
             ),
-            dynamodb=session.client("dynamodb", endpoint_url=state.moto_url, config=config),
-            stepfunctions=session.client("stepfunctions", endpoint_url=state.sfn_url, config=config),
+            dynamodb=clients.client("dynamodb", endpoint_url=state.moto_url, from_session=sess),
+            stepfunctions=clients.client("stepfunctions", endpoint_url=state.sfn_url, from_session=sess),
             region=state.region,
             apigw_endpoint=state.http_url,
             local_state=state,
-            _session=session,
+            _session=sess,
         )
 
     @classmethod
     def stack(cls, *, profile: str | None = None, region: str | None = None, stack: str) -> Sources:
         """A deployed stack, read from its CloudFormation outputs (``--profile``/``--region``/``--stack``)."""
         try:
-            session = boto3.session.Session(profile_name=profile, region_name=region)
+            sess = clients.session(profile=profile, region=region)
         except BotoCoreError as exc:  # ProfileNotFound …
             raise SourceError(str(exc)) from exc
-        if not session.region_name:
+        if not sess.region_name:
             raise SourceError("no AWS region: pass --region or set AWS_REGION / a profile region")
-        config = Config(retries={"max_attempts": 5, "mode": "standard"})
-        cfn = session.client("cloudformation", config=config)
+        cfn = clients.client("cloudformation", from_session=sess, max_attempts=5)
         try:
             described = cfn.describe_stacks(StackName=stack)["Stacks"]
         except ClientError as exc:
@@ -141,13 +136,13 @@ class Sources:
                 state_machine_arn_prefix=prefix,
                 apigw_endpoint=endpoint,
             ),
-            dynamodb=session.client("dynamodb", config=config),
-            stepfunctions=session.client("stepfunctions", config=config),
-            region=session.region_name,
+            dynamodb=clients.client("dynamodb", from_session=sess, max_attempts=5),
+            stepfunctions=clients.client("stepfunctions", from_session=sess, max_attempts=5),
+            region=sess.region_name,
             apigw_endpoint=endpoint,
             aws=True,
             stack_name=stack,
-            _session=session,
+            _session=sess,
         )
 
     # -- derived --------------------------------------------------------------------------------
@@ -194,10 +189,11 @@ class Sources:
             from streamer.service import RequestService
 
             s = self.settings
-            session = self._session or boto3.session.Session()
             apigw = None
             if self.apigw_endpoint:
-                apigw = session.client("apigatewaymanagementapi", endpoint_url=self.apigw_endpoint)
+                apigw = clients.client(
+                    "apigatewaymanagementapi", endpoint_url=self.apigw_endpoint, from_session=self._session
+                )
             connections = ConnectionStore(s.connections_table, client=self.dynamodb)
             self._service = RequestService(
                 s,
