@@ -160,6 +160,69 @@ def test_an_execution_failed_inside_a_map_iteration_fails_the_iteration_and_the_
     assert {s.status for i in count.iterations.items[1:] for s in i.states} == {"cancelled"}
 
 
+def test_a_100_iteration_map_counts_every_iteration_though_later_ones_chain_to_their_worker() -> None:
+    # moto runs a few Map workers: each later MapIterationStarted names the previous iteration's last event on
+    # its worker, not MapStateStarted. Following that link alone counted 8 of 100 ("8/100 done").
+    rec = load("textstats_map100")
+    started = [e for e in rec["events"] if e["type"] == "MapIterationStarted"]
+    map_started = next(e["id"] for e in rec["events"] if e["type"] == "MapStateStarted")
+    assert len(started) == 100 and sum(e["previousEventId"] != map_started for e in started) > 8
+    runs = by_name(state_runs(rec["definition"], rec["events"], expand=True))
+    count = runs["Count"]
+    it = count.iterations
+    assert count.status == "succeeded" and it is not None and it.items is not None
+    assert (it.total, it.succeeded, it.failed, it.cancelled, it.running) == (100, 100, 0, 0, 0)
+    assert [i.index for i in it.items] == list(range(100))
+    assert all([(s.name, s.status) for s in i.states] == [("CountChunk", "succeeded")] for i in it.items)
+    # Nothing of the iterations leaks to the top level, and the states after the Map are there once.
+    assert [r.name for r in state_runs(rec["definition"], rec["events"])] == [
+        "Split", "ReportSplit", "Count", "ReportMerge", "Merge", "NotifyResult", "Succeeded",
+        "NotifyFailure", "Failed",
+    ]  # fmt: skip
+    assert {r.status for n, r in runs.items() if n not in ("NotifyFailure", "Failed")} == {"succeeded"}
+
+
+def test_a_map_with_max_concurrency_and_a_failing_iteration_is_caught_with_that_iterations_error() -> None:
+    rec = load("map_failures")  # ten items, three at a time; item 6 reaches a Fail state; Catch → Recovered
+    runs = state_runs(rec["definition"], rec["events"], expand=True)
+    assert [(r.name, r.status) for r in runs] == [
+        ("Items", "succeeded"),
+        ("Each", "caught"),
+        ("Recovered", "succeeded"),
+        ("Done", "succeeded"),
+    ]
+    each = runs[1]
+    assert (each.error, each.cause) == ("ItemFailed", "item 6 fails")  # MapStateFailed itself carries none
+    it = each.iterations
+    assert it is not None and it.items is not None
+    # 0-5 succeeded (4 and 5 after the Map had failed: moto lets running iterations finish), 7-9 never started.
+    assert (it.total, it.succeeded, it.failed, it.cancelled, it.running) == (10, 6, 1, 0, 0)
+    assert {i.index: i.status for i in it.items} == {**{i: "succeeded" for i in range(6)}, 6: "failed"}
+    failed = it.items[6].states
+    assert [(s.name, s.status) for s in failed] == [("Work", "succeeded"), ("Check", "succeeded"), ("Boom", "failed")]
+    assert (failed[2].error, failed[2].cause) == ("ItemFailed", "item 6 fails")
+    assert [s.name for s in it.items[0].states] == ["Work", "Check", "Fine"]
+
+
+def test_a_map_inside_a_parallel_branch_keeps_its_iterations_inside_and_the_top_level_outside() -> None:
+    rec = load("map_in_parallel")  # Prepare → Fan(Left | Each(12 iterations of Double → Rest) → After) → Done
+    runs = state_runs(rec["definition"], rec["events"], expand=True)
+    assert [(r.name, r.status) for r in runs] == [("Prepare", "succeeded"), ("Fan", "succeeded"), ("Done", "succeeded")]
+    fan = runs[1]
+    assert fan.branches is not None
+    assert [(b.index, b.status, [s.name for s in b.states]) for b in fan.branches] == [
+        (0, "succeeded", ["Left"]),
+        (1, "succeeded", ["Each", "After"]),
+    ]
+    each = fan.branches[1].states[0]
+    it = each.iterations
+    assert each.status == "succeeded" and it is not None and it.items is not None
+    assert (it.total, it.succeeded, it.failed, it.cancelled, it.running) == (12, 12, 0, 0, 0)
+    assert all([(s.name, s.status) for s in i.states] == [("Double", "succeeded"), ("Rest", "succeeded")]
+               for i in it.items)  # fmt: skip
+    assert fan.stopped_at is not None and runs[2].started_at is not None and fan.stopped_at <= runs[2].started_at
+
+
 def _event(eid: int, prev: int, etype: str, **details: Any) -> dict[str, Any]:
     event: dict[str, Any] = {"id": eid, "previousEventId": prev, "timestamp": f"2026-01-01T00:00:{eid:02d}+00:00"}
     event["type"] = etype
@@ -205,6 +268,48 @@ def test_parallel_branches_are_attributed_by_the_definition() -> None:
     assert both.branches[1].status == "cancelled"
 
 
+def test_a_parallel_failure_and_exit_naming_a_branch_event_belong_to_the_parallel() -> None:
+    # As moto writes them: ParallelStateFailed names the failing branch's last event, ParallelStateExited the
+    # event before it; the Catch's next state is at the top level.
+    definition = {
+        "StartAt": "Both",
+        "States": {
+            "Both": {
+                "Type": "Parallel",
+                "Branches": [
+                    {"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}},
+                    {"StartAt": "Bad", "States": {"Bad": {"Type": "Fail", "Error": "E", "Cause": "c"}}},
+                ],
+                "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "After"}],
+                "Next": "After",
+            },
+            "After": {"Type": "Succeed"},
+        },
+    }
+    events = [
+        _event(1, 0, "ExecutionStarted", executionStartedEventDetails={"input": "{}"}),
+        _event(2, 1, "ParallelStateEntered", stateEnteredEventDetails={"name": "Both", "input": "{}"}),
+        _event(3, 2, "ParallelStateStarted"),
+        _event(4, 3, "PassStateEntered", stateEnteredEventDetails={"name": "A", "input": "{}"}),
+        _event(5, 3, "FailStateEntered", stateEnteredEventDetails={"name": "Bad", "input": "{}"}),
+        _event(6, 4, "PassStateExited", stateExitedEventDetails={"name": "A", "output": "{}"}),
+        _event(7, 5, "ParallelStateFailed", parallelStateFailedEventDetails={"error": "E", "cause": "c"}),
+        _event(8, 7, "ParallelStateExited", stateExitedEventDetails={"name": "Both", "output": "{}"}),
+        _event(9, 8, "SucceedStateEntered", stateEnteredEventDetails={"name": "After", "input": "{}"}),
+        _event(10, 9, "SucceedStateExited", stateExitedEventDetails={"name": "After", "output": "{}"}),
+        _event(11, 10, "ExecutionSucceeded", executionSucceededEventDetails={"output": "{}"}),
+    ]
+    runs = state_runs(definition, events)
+    assert [(r.name, r.status, r.error) for r in runs] == [("Both", "caught", "E"), ("After", "succeeded", None)]
+    assert runs[0].branches is not None
+    assert [[(s.name, s.status) for s in b.states] for b in runs[0].branches] == [
+        [("A", "succeeded")],
+        [("Bad", "failed")],
+    ]
+    assert (runs[0].branches[1].states[0].error, runs[0].branches[1].status) == ("E", "failed")
+    assert runs[0].stopped_at == as_datetime(events[7]["timestamp"])
+
+
 def test_a_task_failing_without_catch_fails_with_its_own_error() -> None:
     definition = {"StartAt": "T", "States": {"T": {"Type": "Task", "Resource": "arn:x", "End": True}}}
     events = [
@@ -238,7 +343,19 @@ def test_helpers() -> None:
     assert {"Split", "Count", "CountChunk", "Merge"} <= set(names)
 
 
-@pytest.mark.parametrize("name", ["echo_succeeded", "echo_failed", "echo_retried", "echo_cancelled", "textstats_map"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "echo_succeeded",
+        "echo_failed",
+        "echo_retried",
+        "echo_cancelled",
+        "textstats_map",
+        "textstats_map100",
+        "map_failures",
+        "map_in_parallel",
+    ],
+)
 def test_every_recorded_history_is_json_round_trippable(name: str) -> None:
     rec = load(name)
     runs = state_runs(rec["definition"], rec["events"], expand=True)

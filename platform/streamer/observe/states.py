@@ -6,11 +6,21 @@ Input: the events of ``GetExecutionHistory`` (boto3 dicts, or the JSON-safe ones
 
 How events are attributed (https://docs.aws.amazon.com/step-functions/latest/apireference/API_HistoryEvent.html):
 
-* every event names the one before it in its own thread of execution (``previousEventId``), so following
-  that link tells which state run an event belongs to, even while Map iterations and Parallel branches
-  interleave in the history;
-* ``MapIterationStarted`` opens an iteration (``mapIterationStartedEventDetails.index``); the events that
-  follow it on that thread are the iteration's until its ``MapIteration{Succeeded,Failed,Aborted}``;
+* an event names the one before it in its thread of execution (``previousEventId``), so following that
+  link tells which state run a Task's or Wait's events belong to, even while Map iterations and Parallel
+  branches interleave in the history. The link is not trusted across iterations and containers, because an
+  engine may reuse a thread: moto 5's Map runs a few workers, and the ``MapIterationStarted`` of each later
+  iteration names the *previous iteration's* last event on that worker (not the Map's ``MapStateStarted``),
+  its ``MapStateExited``/``MapStateFailed`` name an event inside an iteration, a ``ParallelStateExited`` the
+  last event of a branch. So:
+* ``MapIterationStarted`` opens iteration ``(name, index)`` (``mapIterationStartedEventDetails``) of the
+  Map run called ``name`` on the thread of the event it names *outside any iteration of that same Map*
+  (ASL state names are unique, so cutting the thread where it entered an iteration of ``name`` finds the
+  Map's own thread); the events that follow it on its thread are the iteration's until its
+  ``MapIteration{Succeeded,Failed,Aborted}``, found the same way by name and index;
+* a ``*StateExited`` closes the open run of the state it names (``stateExitedEventDetails.name``) on the
+  event's thread or the nearest enclosing one, and the thread continues from that state's; a
+  ``MapStateFailed``/``ParallelStateFailed`` belongs to the innermost enclosing Map/Parallel run;
 * a Parallel state's branches have no events of their own: a state belongs to branch *i* when the
   definition declares it there (ASL state names are unique in the whole state machine:
   https://states-language.net/spec.html#state-names);
@@ -142,6 +152,26 @@ class _Run:
     map_length: int | None = None
 
 
+def _outside(path: Path, map_name: str) -> Path:
+    """``path`` cut where it entered an iteration of the Map ``map_name`` (unchanged when it never did)."""
+    for depth, (name, _) in enumerate(path):
+        if name == map_name:
+            return path[:depth]
+    return path
+
+
+def _parallel_of(declared: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Each state declared directly or nested in a Parallel's branch → that (innermost) Parallel's name."""
+    out: dict[str, str] = {}
+    for name, state in declared.items():
+        if state.get("Type") != "Parallel":
+            continue
+        for branch in state.get("Branches") or []:
+            for inner in (branch or {}).get("States") or {}:
+                out[inner] = name  # direct members only: deeper ones belong to their own container
+    return out
+
+
 def _type_of(event_type: str, suffix: str) -> str:
     return event_type[: -len(suffix)] if event_type.endswith(suffix) else event_type
 
@@ -158,19 +188,41 @@ def state_runs(
     states ``branches``. ``events`` must be the whole history in ``id`` order (``reverseOrder=False``).
     """
     declared = definition_states(definition)
-    by_id: dict[int, Mapping[str, Any]] = {}
+    parallel_of = _parallel_of(declared)
     path_out: dict[int, Path] = {}  # the thread an event's successors continue on
     owner_out: dict[int, _Run | None] = {}  # the state run an event's successors belong to
-    map_owner: dict[Path, _Run | None] = {}
+    map_owner: dict[Path, _Run | None] = {}  # an iteration's path → its Map run
+    open_runs: dict[tuple[Path, str], _Run] = {}  # the latest run of each state on each thread
     runs: list[_Run] = []
     iteration_status: dict[Path, str] = {}
     iteration_ended: dict[Path, datetime | None] = {}
     iteration_started: dict[Path, int] = {}
     execution_end: tuple[str, Mapping[str, Any], datetime | None] | None = None
 
+    def named(path: Path, name: str) -> _Run | None:
+        """The latest run of state ``name`` on ``path`` or the nearest thread enclosing it."""
+        for depth in range(len(path), -1, -1):
+            run = open_runs.get((path[:depth], name))
+            if run is not None:
+                return run
+        return None
+
+    def container(owner: _Run | None, path: Path, kind: str) -> _Run | None:
+        """The innermost ``kind`` (Map or Parallel) run enclosing ``owner`` on ``path``."""
+        run = owner
+        while run is not None and run.type != kind:
+            if run.name in parallel_of:  # a branch's state: step out to its Parallel on the same thread
+                run = named(run.path, parallel_of[run.name])
+            elif run.path:  # an iteration's state: step out to its Map
+                run = map_owner.get(run.path)
+            else:
+                run = None
+        if run is None and kind == "Map" and path:
+            run = map_owner.get(path)
+        return run
+
     for event in events:
         eid = int(event["id"])
-        by_id[eid] = event
         etype = str(event.get("type", ""))
         prev = int(event.get("previousEventId") or 0)
         path = path_out.get(prev, ())
@@ -188,9 +240,13 @@ def state_runs(
                 input=parse_json(details.get("input")),
             )
             runs.append(run)
+            open_runs[(path, run.name)] = run
             owner = run
-        elif etype.endswith("StateExited") and owner is not None:
-            owner.exited = event
+        elif etype.endswith("StateExited"):
+            exited = named(path, str(details.get("name", ""))) if details.get("name") else owner
+            if exited is not None:
+                exited.exited = event
+                owner, path = exited, exited.path
         elif etype in _SCHEDULED and owner is not None:
             if owner.pending_failure is not None:  # the failed attempt is retried: a retry
                 error, cause, failed_at = owner.pending_failure
@@ -217,20 +273,26 @@ def state_runs(
         elif etype == "MapStateStarted" and owner is not None:
             owner.map_length = int(details.get("length", 0))
         elif etype == "MapIterationStarted":
-            path = (*path, (str(details.get("name", "")), int(details.get("index", 0))))
-            map_owner[path] = owner
+            name = str(details.get("name", ""))
+            parent = _outside(path, name)
+            path = (*parent, (name, int(details.get("index", 0))))
+            map_owner[path] = named(parent, name)
             iteration_started[path] = eid
             owner = None
         elif etype in _ITERATION_END:
-            iter_path = (*path[:-1], (str(details.get("name", "")), int(details.get("index", 0))))
-            if iter_path not in iteration_started:  # the event's own thread, when it names the Map's
+            name = str(details.get("name", ""))
+            iter_path = (*_outside(path, name), (name, int(details.get("index", 0))))
+            if iter_path not in iteration_started:  # no index in the details: the event's own thread
                 iter_path = path
             iteration_status[iter_path] = _ITERATION_END[etype]
             iteration_ended[iter_path] = when
             path = iter_path[:-1]
             owner = map_owner.get(iter_path)
-        elif etype in _STATE_FAILED and owner is not None:
-            owner.own_failure = (details.get("error"), details.get("cause"))
+        elif etype in _STATE_FAILED:
+            failed = container(owner, path, "Map" if etype == "MapStateFailed" else "Parallel")
+            if failed is not None:
+                failed.own_failure = (details.get("error"), details.get("cause"))
+                owner, path = failed, failed.path
         elif etype in _EXECUTION_END:
             execution_end = (_EXECUTION_END[etype], details, when)
             path, owner = (), None
@@ -286,7 +348,9 @@ def _to_model(run: _Run, ctx: _Context) -> StateRun:
             status = "running"
         elif ending == "cancelled":
             status = "cancelled"
-        elif ending == "succeeded":  # an open state in a succeeded execution: a Succeed/Fail without exit
+        elif run.type == "Fail":  # a Fail state fails its thread, even when a Catch around it recovered
+            status = "failed"
+        elif ending == "succeeded":  # an open state in a succeeded execution: a Succeed without exit
             status = "succeeded"
         else:
             status = "failed"
@@ -320,9 +384,27 @@ def _to_model(run: _Run, ctx: _Context) -> StateRun:
     inner = ctx.children.get(int(run.entered["id"]), [])
     if run.type == "Map":
         model.iterations = _map_summary(run, inner, ctx)
+        if model.status in ("caught", "failed") and model.error is None:
+            # MapStateFailed carries no error (moto 5): the failing iteration's state has it.
+            model.error, model.cause = _first_failure(inner, ctx)
     elif run.type == "Parallel":
         model.branches = _branches(run, inner, ctx)
     return model
+
+
+def _first_failure(inner: list[_Run], ctx: _Context) -> tuple[str | None, str | None]:
+    """The error and cause of the first state in ``inner`` that ended its iteration with one."""
+    for child in inner:
+        if child.exited is not None:
+            continue
+        if child.pending_failure is not None:
+            return child.pending_failure[0], child.pending_failure[1]
+        if child.own_failure is not None and child.own_failure[0] is not None:
+            return child.own_failure
+        if child.type == "Fail":
+            state = ctx.declared.get(child.name, {})
+            return state.get("Error"), state.get("Cause")
+    return None, None
 
 
 def _map_summary(run: _Run, inner: list[_Run], ctx: _Context) -> MapSummary:
@@ -387,12 +469,7 @@ def _branch_status(states: Iterable[StateRun], run: _Run) -> StateStatus:
 def _assemble(runs: list[_Run], definition: Mapping[str, Any] | None, ctx: _Context) -> list[StateRun]:
     # The container (Map iteration / Parallel branch) of each run: the latest run of that Map or Parallel
     # state on the run's thread.
-    parallel_of: dict[str, str] = {}
-    for name, state in ctx.declared.items():
-        if state.get("Type") == "Parallel":
-            for branch in state.get("Branches") or []:
-                for inner in definition_states({"States": (branch or {}).get("States") or {}}):
-                    parallel_of.setdefault(inner, name)
+    parallel_of = _parallel_of(ctx.declared)
     top: list[_Run] = []
     containers: dict[tuple[Path, str], _Run] = {}
     for run in runs:
