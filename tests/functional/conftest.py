@@ -16,7 +16,7 @@ from streamer.aws.executions import Executions
 from streamer.aws.store import ConnectionStore, EventStore, RequestStore
 from streamer.config import Settings
 from streamer.deploy.template import table_definitions
-from streamer.local.moto_atomic import reliable_stop, serialize_dynamodb
+from streamer.local.moto_atomic import reliable_stop, serialize_dynamodb, unique_execution_names
 from streamer.service import RequestService
 
 EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
@@ -42,6 +42,7 @@ def create_tables(client: Any) -> None:
 def aws() -> Iterator[None]:
     serialize_dynamodb()  # moto's single-item writes atomic, as DynamoDB's are
     reliable_stop()  # and a StopExecution right after StartExecution stops it, as on AWS
+    unique_execution_names()  # and one execution name is started once
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         yield
 

@@ -452,3 +452,28 @@ def test_the_local_task_runs_until_stopped() -> None:
     task.stop()
     t.join(5)
     assert not t.is_alive() and task.sweeps >= 1
+
+
+def test_two_workers_on_the_same_records_start_one_execution_each(service: Any, sfn: Any) -> None:
+    """Defect 2 (kept), concurrent: two stream-router workers handle the same 20 INSERT records at the same
+    time (a retried batch overlapping its first delivery); each request gets exactly one execution."""
+    import threading
+
+    reqs = [service.submit("alice", "echo", {"message": str(i)}, f"w-{i}").request for i in range(20)]
+    outcomes: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def worker() -> None:
+        barrier.wait()
+        for req in reqs:
+            outcomes.append(service.start(insert_of(req)))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    names = [e["name"] for e in executions(sfn)]
+    assert len(names) == len(set(names)) == 20
+    assert sorted(set(outcomes)) <= ["skipped", "started"] and outcomes.count("started") == 20
+    assert all(service.requests.get("alice", r.request_id).status is RequestStatus.RUNNING for r in reqs)

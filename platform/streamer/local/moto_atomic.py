@@ -1,4 +1,5 @@
-"""Make moto keep two promises AWS keeps: single-item writes are atomic, and a stopped execution stops.
+"""Make moto keep three promises AWS keeps: single-item writes are atomic, an execution name is started once,
+and a stopped execution stops.
 
 **DynamoDB.**
 DynamoDB applies each write to an item atomically and returns the values of *that* write
@@ -10,11 +11,18 @@ get the same seq, one seq is never written). The request lifecycle relies on tha
 ``call_action``. It costs no throughput worth measuring (moto's handlers hold the GIL anyway) and is applied
 by the local moto server and by the functional tests' in-process moto.
 
-**Step Functions.** StopExecution ends a running execution
+**Step Functions names.** An execution name is unique per state machine: of two concurrent StartExecution
+calls with one name, one starts it and the other gets the same execution (same input) or
+``ExecutionAlreadyExists``. moto 5.2.5 checks the name, then appends the execution, with nothing in between:
+two concurrent calls can both start one (two executions of one request incarnation), so
+:func:`unique_execution_names` runs moto's StartExecution one at a time.
+
+**Step Functions stops.** StopExecution ends a running execution
 (https://docs.aws.amazon.com/step-functions/latest/apireference/API_StopExecution.html). moto 5.2.5's
 interpreter can lose a stop that arrives just after StartExecution: before its worker has built the
-evaluation environment and started the program the stop fails or is ignored, and a ``Wait`` state that has not begun waiting misses the wake-up
-(the stop sets and at once clears the event the wait blocks on), so the execution waits its whole time out.
+evaluation environment and started the program the stop fails or is ignored, and a ``Wait`` state that has
+not begun waiting misses the wake-up (the stop sets and at once clears the event the wait blocks on), so the
+execution waits its whole time out.
 The request lifecycle stops executions exactly then (a cancel racing the start: ``streamer.service``), so
 :func:`reliable_stop` makes the stop wait for the environment and leaves the wake-up set once stopped.
 """
@@ -25,7 +33,7 @@ import functools
 import threading
 from typing import Any
 
-__all__ = ["reliable_stop", "serialize_dynamodb"]
+__all__ = ["reliable_stop", "serialize_dynamodb", "unique_execution_names"]
 
 _LOCK = threading.RLock()
 _MARK = "_streamer_serialized"
@@ -52,8 +60,8 @@ def reliable_stop(env_wait_seconds: float = 5.0) -> None:
     """Make moto's StopExecution stop an execution however soon after its start it comes (idempotent)."""
     import time
 
-    from moto.stepfunctions.parser.asl.eval.environment import Environment
     from moto.stepfunctions.parser.api import ExecutionStatus
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
     from moto.stepfunctions.parser.backend.execution import Execution
 
     set_stop = Environment.set_stop
@@ -86,3 +94,26 @@ def reliable_stop(env_wait_seconds: float = 5.0) -> None:
     setattr(sticky_set_stop, _MARK, True)
     Environment.set_stop = sticky_set_stop  # type: ignore[method-assign]
     Execution.stop = stop_when_ready  # type: ignore[method-assign]
+
+
+def unique_execution_names() -> None:
+    """Run moto's StartExecution one at a time, in both of its Step Functions backends (idempotent)."""
+    from moto.stepfunctions.models import StepFunctionBackend
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    lock = threading.RLock()
+    for backend in (StepFunctionBackend, StepFunctionsParserBackend):
+        original = backend.__dict__.get("start_execution")
+        if original is None or getattr(original, _MARK, False):
+            continue
+
+        def make(fn: Any) -> Any:
+            @functools.wraps(fn)
+            def start_execution(self: Any, *args: Any, **kwargs: Any) -> Any:
+                with lock:
+                    return fn(self, *args, **kwargs)
+
+            setattr(start_execution, _MARK, True)
+            return start_execution
+
+        backend.start_execution = make(original)  # type: ignore[method-assign]
