@@ -253,10 +253,11 @@ def make_app(lambda_endpoint: str | None) -> WSGIApp:
     enable_jsonata()
     speed_up_sfn(lambda_endpoint)
     speed_up_dispatch()
-    from streamer.local.moto_atomic import reliable_stop, serialize_dynamodb
+    from streamer.local.moto_atomic import reliable_stop, serialize_dynamodb, unique_execution_names
 
     serialize_dynamodb()  # single-item writes atomic, as DynamoDB's are (streamer.aws.store relies on it)
     reliable_stop()  # a StopExecution right after StartExecution stops it (a cancel racing the start)
+    unique_execution_names()  # one execution name, one execution (concurrent stream workers)
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     app: WSGIApp = DomainDispatcherApplication(create_backend_app)
