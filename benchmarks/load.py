@@ -193,7 +193,11 @@ async def _echo(a: dict[str, Any]) -> dict[str, Any]:
             for n in range(per_conn):
                 t = time.perf_counter()
                 try:
-                    rid = await c.submit("echo", {"message": f"{i}-{n}", "steps": steps})
+                    payload = {"message": f"{i}-{n}", "steps": steps}
+                    ack = await c.call({"action": "submit", "workflow": "echo", "payload": payload}, timeout=timeout)
+                    if "request_id" not in ack:  # e.g. {"type": "closed"}: the connection went away
+                        raise RuntimeError(f"no ack: {ack.get('type')} {ack.get('code', '')}".strip())
+                    rid = str(ack["request_id"])
                     last: dict[str, Any] = {}
                     async for ev in c.events(rid, timeout=timeout):
                         last = ev
@@ -201,7 +205,7 @@ async def _echo(a: dict[str, Any]) -> dict[str, Any]:
                         errors.append(f"terminal {last.get('type')}")
                     lat.append(time.perf_counter() - t)
                 except Exception as exc:
-                    errors.append(type(exc).__name__)
+                    errors.append(f"{type(exc).__name__}: {str(exc)[:80]}")
                     lat.append(math.inf)
 
     start = asyncio.Event()
