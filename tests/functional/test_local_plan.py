@@ -32,7 +32,10 @@ def test_the_plan_carries_the_stream_mapping_as_the_template_declares_it() -> No
     plan = plan_from_template(check_plugins=False)
     (mapping,) = plan.stream_mappings
     assert (mapping.function_name, mapping.table_name) == ("StreamRouterFunction", "streamer-requests")
-    assert mapping.filters == ({"eventName": ["INSERT"]},)
+    assert mapping.filters == (
+        {"eventName": ["INSERT"]},
+        {"eventName": ["MODIFY"], "dynamodb": {"NewImage": {"status": {"S": ["CANCELLED"]}}}},
+    )
     assert (mapping.batch_size, mapping.maximum_retry_attempts, mapping.maximum_record_age_seconds) == (10, 5, 3600)
     assert mapping.bisect_batch_on_function_error and mapping.report_batch_item_failures
 
