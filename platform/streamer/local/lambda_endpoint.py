@@ -11,8 +11,9 @@ thread of this process (a bounded pool, :class:`LambdaEndpoint`) and answers lik
 * unknown function → ``404`` with ``x-amzn-ErrorType: ResourceNotFoundException``;
 * ``X-Amz-Invocation-Type: Event`` → ``202`` at once, the handler runs in the background;
   ``DryRun`` → ``204``;
-* a declared ``Content-Length`` over the 6 MB payload limit → ``413 RequestTooLargeException`` *before* any
-  of the body is read (the connection is then closed, unread); a missing, malformed or negative one → ``400``.
+* a declared ``Content-Length`` over the 6 MB payload limit → ``413 RequestTooLargeException``, decided
+  before any of the body is read (a body up to 4x the limit is then discarded in 64 KiB chunks, a larger one
+  left unread and the connection closed); a malformed or negative one → ``400``.
 
 Test-only: ``STREAMER_TEST_FAULTS`` (``streamer.faults.LambdaFaults``) kills this process or crashes a
 handler on the n-th invocation of a function, mid-request.
@@ -264,6 +265,10 @@ def _error_body(exc: BaseException, error_type: str | None = None) -> dict[str, 
     }
 
 
+#: The largest refused body still read (and discarded, 64 KiB at a time) to answer its 413 cleanly.
+_DRAIN_LIMIT = 4 * MAX_PAYLOAD_BYTES
+
+
 class _InvokeHandler(YieldingHandlerMixIn, BaseHTTPRequestHandler):
     # YieldingHandlerMixIn: a kept-alive connection gives its pool thread back (streamer.local.serving).
     server: LambdaEndpoint
@@ -301,9 +306,18 @@ class _InvokeHandler(YieldingHandlerMixIn, BaseHTTPRequestHandler):
             self._error(HTTPStatus.BAD_REQUEST, "InvalidRequestContentException", "invalid Content-Length")
             return None
         if length > MAX_PAYLOAD_BYTES:
-            # Checked on the declared length, before reading: a huge declared length allocates nothing. The
-            # unread body makes the connection unusable, so it is closed after the answer.
-            self.close_connection = True
+            # Checked on the declared length, before reading: a huge declared length allocates nothing. A body
+            # up to a few times the limit is discarded in small chunks (so a client still writing it reads the
+            # 413 instead of a broken pipe); a larger one is left unread and the connection closed.
+            if length <= _DRAIN_LIMIT:
+                left = length
+                while left > 0:
+                    chunk = self.rfile.read(min(left, 64 * 1024))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+            else:
+                self.close_connection = True
             self._error(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 "RequestTooLargeException",
