@@ -383,3 +383,75 @@ def test_one_user_cannot_take_more_than_the_in_flight_limit(start_local: Any) ->
     assert len(acked) <= 100
     assert len(acked) + len(limited) == len(replies) == NOISY_SUBMITS
     assert all(r["details"]["limit"] in (100, 20) for r in limited)
+
+
+GATEWAY_FUZZ_MESSAGES = int(os.environ.get("STREAMER_GATEWAY_FUZZ_MESSAGES", "1000"))
+
+
+def test_fuzzed_messages_through_the_gateway(start_local: Any) -> None:
+    """The router's fuzz strategies (tests/functional/test_security.py), sent as text and binary frames through
+    the gateway of a stack whose rate limits are off: no crash, nothing stored, the connection still answers."""
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hsettings
+    from hypothesis import strategies as st
+    from tests.functional.test_security import _messages
+
+    batches: list[list[str | bytes]] = []
+
+    @hsettings(
+        max_examples=max(1, GATEWAY_FUZZ_MESSAGES // 50),
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(st.lists(_messages, min_size=50, max_size=50))
+    def collect(batch: list[str | bytes]) -> None:
+        batches.append(batch)
+
+    collect()
+    messages = [m for b in batches for m in b][:GATEWAY_FUZZ_MESSAGES]
+    stack = start_local(
+        "--port",
+        str(free_port()),
+        env={"STREAMER_MAX_MESSAGES_PER_SECOND_PER_USER": "0", "STREAMER_RATE_LIMIT_PER_MINUTE": "100000000"},
+    )
+    user = stack.unique_user("fuzz")
+
+    async def run() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        ws = await connect(stack.ws_url, subprotocols=_protocols(stack.token(user)), max_size=None)
+        replies: list[dict[str, Any]] = []
+        async with ws:
+            for raw in messages:
+                await ws.send(raw)
+            deadline = time.monotonic() + 120
+            while len(replies) < len(messages) and time.monotonic() < deadline:
+                try:
+                    replies.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+                except TimeoutError:
+                    break
+            await ws.send(json.dumps({"action": "ping"}))
+            pong = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        return replies, pong
+
+    replies, pong = asyncio.run(run())
+    ddb = stack.client("dynamodb")
+    try:
+        stored = ddb.query(
+            TableName="streamer-requests",
+            KeyConditionExpression="user_id = :u",
+            ExpressionAttributeValues={":u": {"S": user}},
+            Select="COUNT",
+        )["Count"]
+    finally:
+        ddb.close()
+    crashes = [r for r in replies if r.get("code") == "INTERNAL_ERROR" or "Internal server error" in str(r)]
+    acks = [r for r in replies if r.get("type") == "ack"]
+    print(
+        f"\ngateway fuzz: {len(messages)} messages, {len(replies)} replies, {len(crashes)} crashes, "
+        f"{len(acks)} valid submits, {stored} stored requests"
+    )
+    assert crashes == []
+    assert len(replies) == len(messages)  # every frame answered (the gateway never dropped the connection)
+    assert stored == len(acks)
+    assert pong == {"type": "pong"}
