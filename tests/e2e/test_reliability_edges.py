@@ -431,7 +431,9 @@ def test_fuzzed_messages_through_the_gateway(start_local: Any) -> None:
                 except TimeoutError:
                     break
             await ws.send(json.dumps({"action": "ping"}))
-            pong = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            pong: dict[str, Any] = {}
+            while pong.get("type") != "pong":  # late replies of timed-out invocations may come first
+                pong = json.loads(await asyncio.wait_for(ws.recv(), 30))
         return replies, pong
 
     replies, pong = asyncio.run(run())
@@ -447,9 +449,10 @@ def test_fuzzed_messages_through_the_gateway(start_local: Any) -> None:
         ddb.close()
     crashes = [r for r in replies if r.get("code") == "INTERNAL_ERROR" or "Internal server error" in str(r)]
     acks = [r for r in replies if r.get("type") == "ack"]
+    timed_out = [r for r in replies if r.get("message") == "Endpoint request timed out"]
     print(
         f"\ngateway fuzz: {len(messages)} messages, {len(replies)} replies, {len(crashes)} crashes, "
-        f"{len(acks)} valid submits, {stored} stored requests"
+        f"{len(timed_out)} integration timeouts (load), {len(acks)} valid submits, {stored} stored requests"
     )
     assert crashes == []
     assert len(replies) == len(messages)  # every frame answered (the gateway never dropped the connection)
