@@ -325,6 +325,11 @@ def test_connections_and_overview_pages(local_stack: Any, page: Any, client: Cli
     page.wait_for_selector("#ov svg")
     text = page.inner_text("#ov")
     assert "echo" in text and "SUCCEEDED" in text.upper()
+    # Locally every figure comes from the EMF metrics the handlers wrote, and the page says so per chart.
+    assert page.get_attribute("#ov-source", "data-source") == "metrics"
+    assert "RequestsSubmitted" in text and "StepDuration" in text and "RequestDuration" in text
+    steps = page.text_content("svg[aria-label='Duration per step (p50, p99)']") or ""
+    assert "echo" in steps  # the echo step's attempts
     screenshot(page, "console-overview.png")
 
 

@@ -244,6 +244,7 @@ def test_connections_and_overview(local_stack: Any, finished: dict[str, str]) ->
     assert len(mine) == 1 and len(mine[0]["connections"]) == 1
     overview = http(base(local_stack) + "api/overview?window=3600").json()
     assert overview["by_workflow"].get("echo", 0) >= 1 and overview["total"] >= 1
+    assert overview["source"] == "metrics"  # streamer local: the handlers' EMF metrics feed it
     assert http(base(local_stack) + "api/overview?window=5").status == 400
     assert http(base(local_stack) + "api/overview?window=x").status == 400
 

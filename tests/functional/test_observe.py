@@ -4,7 +4,8 @@ connections, overview, and ``--stack`` mode reading a CloudFormation stack's out
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -265,15 +266,92 @@ def test_overview_counts_and_percentiles(src: Sources) -> None:
     json.dumps(ov.model_dump(mode="json"))
 
 
+def local_sources(src: Sources, metrics_file: str) -> Sources:
+    """``src`` as a ``streamer local`` whose handlers write their EMF metrics to ``metrics_file``."""
+    from streamer.observe.localstate import LocalState
+
+    state = LocalState(
+        pid=1,
+        ws_url="ws://127.0.0.1:1",
+        http_url="http://127.0.0.1:1",
+        moto_url="http://127.0.0.1:1",
+        lambda_url="http://127.0.0.1:1",
+        sfn_url="http://127.0.0.1:1",
+        region="us-east-1",
+        connections_table=src.settings.connections_table,
+        requests_table=src.settings.requests_table,
+        events_table=src.settings.events_table,
+        state_machine_arn_prefix=src.settings.state_machine_arn_prefix,
+        metrics_file=metrics_file,
+    )
+    return Sources(
+        settings=src.settings, dynamodb=src.dynamodb, stepfunctions=src.stepfunctions, region="us-east-1",
+        local_state=state,
+    )  # fmt: skip
+
+
+def test_a_local_overview_comes_from_the_emf_metrics_the_handlers_write(src: Sources, tmp_path: Path) -> None:
+    from streamer import metrics
+
+    path = tmp_path / "local.metrics.jsonl"
+    sink = metrics.JsonLinesFile(path)
+    metrics.set_sink(sink.append)
+    try:
+        # What the handlers record over two requests' lives (each in its own invocation, like Lambda).
+        for workflow, terminal, duration in (("echo", "SUCCEEDED", 2000), ("textstats", "FAILED", 4000)):
+            with metrics.invocation():
+                metrics.add(metrics.REQUESTS_SUBMITTED, workflow=workflow)
+            with metrics.invocation():
+                metrics.add(metrics.REQUESTS_STARTED, workflow=workflow)
+            with metrics.invocation():
+                metrics.add(metrics.STEP_DURATION, duration / 2, step=f"{workflow}.step")
+                metrics.add(metrics.terminal_metric(terminal), workflow=workflow)
+                metrics.add(metrics.REQUEST_DURATION, duration, workflow=workflow)
+        with metrics.invocation():
+            metrics.add(metrics.CONNECTS_REFUSED, reason="expired_token")
+            metrics.add(metrics.MESSAGES_RATE_LIMITED)
+    finally:
+        metrics.set_sink(None)
+    put_request(src, "alice", "table-only", "echo", int(datetime.now(UTC).timestamp()) - 60)  # not a metric
+    ov = observe.overview(local_sources(src, str(path)), window_seconds=3600)
+    assert ov.source == "metrics" and str(path) in ov.origins["file"]
+    assert "RequestsSubmitted" in ov.origins["by_workflow"] and "StepDuration" in ov.origins["step_durations"]
+    assert ov.total == 2  # the metrics' count: the request written straight to the table is not in them
+    assert ov.by_status == {"SUBMITTED": 2, "STARTED": 2, "SUCCEEDED": 1, "FAILED": 1}
+    assert ov.by_workflow == {"echo": 1, "textstats": 1}
+    assert len(ov.per_minute) == 60 and sum(m.count for m in ov.per_minute) == 2
+    assert ov.per_minute[-1].count == 2  # submitted just now: the last minute
+    figures = {(d.workflow, d.step): (d.count, d.p50_ms, d.p99_ms) for d in ov.durations}
+    assert figures == {
+        ("echo", None): (1, 2000, 2000),
+        ("textstats", None): (1, 4000, 4000),
+        (None, "echo.step"): (1, 1000, 1000),
+        (None, "textstats.step"): (1, 2000, 2000),
+    }
+    assert (ov.connects_refused, ov.rate_limited, ov.pushes_to_gone_connections) == ({"expired_token": 1}, 1, 0)
+    json.dumps(ov.model_dump(mode="json"))
+    # Metrics older than the window are left out; no file yet is an empty overview, not an error.
+    later = datetime.now(UTC) + timedelta(hours=2)
+    assert observe.overview(local_sources(src, str(path)), window_seconds=3600, now=later).total == 0
+    empty = observe.overview(local_sources(src, str(tmp_path / "none.jsonl")), window_seconds=3600)
+    assert (empty.source, empty.total, empty.by_status, empty.durations) == ("metrics", 0, {"SUBMITTED": 0}, [])
+
+
+def test_a_deployed_stacks_overview_says_it_comes_from_the_tables(src: Sources) -> None:
+    ov = observe.overview(src, window_seconds=3600)
+    assert ov.source == "tables" and "requests table" in ov.origins["by_status"]
+    assert ov.connects_refused is None and ov.rate_limited is None
+
+
 # -- --stack mode: a CloudFormation stack in moto stands in for a deployed one ------------------------------
 
 
 def stack_template(*, with_table_outputs: bool = True, with_prefix: bool = True) -> str:
-    resources = {
-        lid: {"Type": "AWS::DynamoDB::Table", "Properties": dict(spec)} for lid, spec in table_definitions().items()
-    }
-    for res in resources.values():
-        res["Properties"].pop("TimeToLiveSpecification", None)
+    resources: dict[str, dict[str, Any]] = {}
+    for lid, spec in table_definitions().items():
+        properties = dict(spec)
+        properties.pop("TimeToLiveSpecification", None)
+        resources[lid] = {"Type": "AWS::DynamoDB::Table", "Properties": properties}
     outputs: dict[str, Any] = {}
     if with_prefix:
         outputs["StateMachineArnPrefix"] = {

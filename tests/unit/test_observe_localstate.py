@@ -157,8 +157,25 @@ def test_publish_records_the_stack_and_survives_an_unwritable_place(
     assert path is not None
     recorded = read_state(path)
     assert (recorded.pid, recorded.requests_table, recorded.workflows) == (os.getpid(), "r", ["echo"])
+    # Where the stack's handlers write their EMF metrics (what the plan gives them), for the overview.
+    from streamer.metrics import local_metrics_file
+
+    assert recorded.metrics_file == str(local_metrics_file())
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     with caplog.at_level(logging.WARNING, logger="streamer.local"):
         assert publish(_stack(), blocker / "local.json") is None
     assert "will not find this stack" in caplog.text
+
+
+def test_the_state_records_the_metrics_file_and_sources_read_the_overview_from_it(tmp_path: Path) -> None:
+    from streamer.observe import Sources
+
+    recorded = state(os.getpid()).model_copy(update={"metrics_file": str(tmp_path / "m.jsonl")})
+    src = Sources.local(write_state(recorded, tmp_path / "local.json"))
+    assert src.metrics_file == tmp_path / "m.jsonl"
+    # A state file written before the field existed has none: the overview falls back to the tables.
+    old = tmp_path / "old.json"
+    old.write_text(state(os.getpid()).model_dump_json(exclude={"metrics_file"}))
+    assert read_state(old).metrics_file == ""
+    assert Sources.local(old).metrics_file is None

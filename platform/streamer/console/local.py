@@ -33,6 +33,7 @@ LOCAL_POLL_INTERVAL = 0.5
 
 def _sources(stack: Any) -> Sources:
     from streamer.config import LOCAL_REGION
+    from streamer.metrics import local_metrics_file
     from streamer.observe.localstate import LocalState, write_state
     from streamer.observe.sources import Sources
 
@@ -52,6 +53,7 @@ def _sources(stack: Any) -> Sources:
         state_machine_arn_prefix=plan.state_machine_arn_prefix(),
         workflows=[sm.workflow for sm in plan.state_machines],
         started_at=time.time(),
+        metrics_file=str(local_metrics_file()),  # where this process's plan pointed the handlers
     )
     with tempfile.TemporaryDirectory(prefix="streamer-console-") as d:
         return Sources.local(write_state(state, Path(d) / "local.json"))

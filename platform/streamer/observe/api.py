@@ -10,8 +10,10 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from streamer import metrics
 from streamer.aws.codec import from_ddb
 from streamer.errors import ProtocolError, StreamerError
 from streamer.models import Request
@@ -529,10 +531,16 @@ def overview(
 ) -> Overview:
     """Counts by status and workflow, requests per minute, p50/p99 durations per workflow and per step.
 
-    Request counts and durations come from the requests table (``by_workflow_created``, the window's
-    items); per-step durations from the execution histories of the ``step_sample`` most recent ended
-    requests per workflow (a history is one call per execution: bounded so the page stays fast).
+    A ``streamer local`` (``src.metrics_file``): every figure from the EMF metrics its handlers wrote
+    (:func:`streamer.metrics.overview`) — what a user of the deployed stack sees in CloudWatch.
+
+    A deployed stack: request counts and durations come from the requests table (``by_workflow_created``,
+    the window's items); per-step durations from the execution histories of the ``step_sample`` most
+    recent ended requests per workflow (a history is one call per execution: bounded so the page stays
+    fast). ``Overview.origins`` says which, figure by figure.
     """
+    if src.metrics_file is not None:
+        return _metrics_overview(src.metrics_file, window_seconds, now)
     until_dt = (now or datetime.now(UTC)).astimezone(UTC)
     since_dt = until_dt - timedelta(seconds=window_seconds)
     since, until = int(since_dt.timestamp()), int(until_dt.timestamp())
@@ -594,6 +602,58 @@ def overview(
         per_minute=series,
         durations=durations,
         step_sample=sampled,
+        source="tables",
+        origins={
+            "by_status": "requests table: status of the requests created in the window",
+            "by_workflow": "requests table: requests created in the window",
+            "per_minute": "requests table: created_at",
+            "workflow_durations": "requests table: updated_at - created_at of the ended requests",
+            "step_durations": f"execution histories of the {sampled} most recent ended executions",
+        },
+    )
+
+
+def _metrics_overview(path: Path, window_seconds: int, now: datetime | None) -> Overview:
+    """The overview from the EMF lines in ``path`` (the names are the metrics': docs/observability.md)."""
+    end = (now or datetime.now(UTC)).timestamp()
+    series = metrics.read_local(path, since=end - window_seconds, until=end)
+    ov = metrics.overview(series, window_seconds=window_seconds, now=end)
+    # SUBMITTED first, then STARTED and the terminal statuses (requests that ended in the window).
+    by_status = {k: int(v) for k, v in ov["by_status"].items() if k != "SUBMITTED"}
+    durations = [
+        DurationStat(
+            workflow=d["workflow"],
+            step=d["step"],
+            count=int(d["count"]),
+            p50_ms=round(d["p50_ms"]),
+            p99_ms=round(d["p99_ms"]),
+        )
+        for d in sorted(ov["durations"], key=lambda d: (d["step"] is not None, d["workflow"] or "", d["step"] or ""))
+    ]
+    ns = metrics.namespace()
+    return Overview(
+        window_seconds=window_seconds,
+        since=datetime.fromtimestamp(ov["since"], UTC),
+        until=datetime.fromtimestamp(ov["until"], UTC),
+        total=int(ov["by_status"].get("SUBMITTED", 0)),
+        by_status={"SUBMITTED": int(ov["by_status"].get("SUBMITTED", 0)), **by_status},
+        by_workflow=ov["by_workflow"],
+        per_minute=[MinuteCount(minute=datetime.fromtimestamp(m, UTC), count=c) for m, c in ov["per_minute"]],
+        durations=durations,
+        source="metrics",
+        origins={
+            "by_status": f"EMF metrics {ns}/RequestsSubmitted, RequestsStarted, Requests{{Succeeded,Failed,"
+            "Cancelled,TimedOut}} (Sum)",
+            "by_workflow": f"EMF metric {ns}/RequestsSubmitted by workflow (Sum)",
+            "per_minute": f"EMF metric {ns}/RequestsSubmitted (Sum per minute)",
+            "workflow_durations": f"EMF metric {ns}/RequestDuration by workflow (p50, p99)",
+            "step_durations": f"EMF metric {ns}/StepDuration by step, each attempt (p50, p99)",
+            "file": str(path),
+        },
+        connects_refused=ov["connects_refused"],
+        rate_limited=ov["rate_limited"],
+        pushes_to_gone_connections=ov["pushes_to_gone_connections"],
+        stream_records_retried=ov["stream_records_retried"],
     )
 
 

@@ -58,6 +58,9 @@ class LocalState(BaseModel):
     state_machine_arn_prefix: str
     workflows: list[str] = []
     started_at: float = 0.0
+    #: The JSON-lines file the stack's handlers write their EMF metrics to (``streamer.metrics``); the
+    #: console's overview reads it. Empty in a state file written before it was recorded.
+    metrics_file: str = ""
 
 
 def default_state_file(environ: Mapping[str, str] | None = None) -> Path:
@@ -137,6 +140,8 @@ def state_of(stack: Any) -> LocalState:
     """What a started ``streamer.local.stack.LocalStack`` records about itself."""
     import time
 
+    from streamer.metrics import local_metrics_file  # loaded already: the stack's plan uses it
+
     plan = stack.plan
     tables = plan.table_names
     return LocalState(
@@ -153,6 +158,7 @@ def state_of(stack: Any) -> LocalState:
         state_machine_arn_prefix=plan.state_machine_arn_prefix(),
         workflows=[sm.workflow for sm in plan.state_machines],
         started_at=time.time(),
+        metrics_file=str(local_metrics_file()),
     )
 
 

@@ -197,8 +197,9 @@ class MinuteCount(BaseModel):
 
 
 class DurationStat(BaseModel):
-    workflow: str
-    #: None: the whole request; otherwise a state of the workflow.
+    #: None for a step's figure from the metrics (``StepDuration`` has the ``step`` dimension only).
+    workflow: str | None
+    #: None: the whole request; otherwise a state of the workflow (a step, from the metrics).
     step: str | None = None
     count: int
     p50_ms: int
@@ -216,6 +217,17 @@ class Overview(BaseModel):
     durations: list[DurationStat]
     #: How many executions' histories the per-step durations were computed from (the most recent ended ones).
     step_sample: int = 0
+    #: ``metrics``: the EMF metrics the handlers wrote (``streamer local``'s metrics file), what CloudWatch
+    #: would show; ``tables``: the requests table and execution histories (a deployed stack).
+    source: Literal["metrics", "tables"] = "tables"
+    #: Where each figure comes from, for the page: ``{"by_status": "…", "per_minute": "…", …}``.
+    origins: dict[str, str] = {}
+    #: Only from the metrics (None from the tables): connects refused per reason, messages rate-limited,
+    #: pushes to gone connections, stream records retried.
+    connects_refused: dict[str, int] | None = None
+    rate_limited: int | None = None
+    pushes_to_gone_connections: int | None = None
+    stream_records_retried: int | None = None
 
 
 MapIteration.model_rebuild()

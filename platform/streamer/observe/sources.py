@@ -147,6 +147,13 @@ class Sources:
 
     # -- derived --------------------------------------------------------------------------------
 
+    @property
+    def metrics_file(self) -> Path | None:
+        """The EMF metrics file of a ``streamer local`` (None: a deployed stack, or a state file without it)."""
+        if self.local_state is None or not self.local_state.metrics_file:
+            return None
+        return Path(self.local_state.metrics_file)
+
     def console_url(self, execution_arn: str | None) -> str | None:
         """The AWS console page of an execution (None locally: there is no AWS console)."""
         if not self.aws or not execution_arn:

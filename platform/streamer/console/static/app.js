@@ -617,10 +617,13 @@ async function connectionsView() {
 
 // -- overview ------------------------------------------------------------------------------------------
 
+function origin(note) {
+  return note ? `<div class="muted origin">from ${esc(note)}</div>` : "";
+}
 function barChart(title, rows, opts = {}) {
-  // rows: [{label, values: [{v, colour, name}]}] drawn as horizontal grouped bars
+  // rows: [{label, values: [{v, colour, name}]}] drawn as horizontal grouped bars; opts.note: where they come from
   const cls = opts.wide ? "panel wide" : "panel";
-  if (!rows.length) return `<div class="${cls}"><h2>${esc(title)}</h2><div class="empty">No data in this window.</div></div>`;
+  if (!rows.length) return `<div class="${cls}"><h2>${esc(title)}</h2>${origin(opts.note)}<div class="empty">No data in this window.</div></div>`;
   const w = opts.wide ? 1040 : 520, lh = 18, gap = 8, left = 150, right = 70;
   const max = Math.max(1, ...rows.flatMap((r) => r.values.map((x) => x.v || 0)));
   const per = rows[0].values.length;
@@ -637,10 +640,10 @@ function barChart(title, rows, opts = {}) {
     }
     y += gap;
   }
-  return `<div class="${cls}"><h2>${esc(title)}</h2><svg viewBox="0 0 ${w} ${h}" width="100%" role="img" aria-label="${esc(title)}">${out}</svg></div>`;
+  return `<div class="${cls}"><h2>${esc(title)}</h2>${origin(opts.note)}<svg viewBox="0 0 ${w} ${h}" width="100%" role="img" aria-label="${esc(title)}">${out}</svg></div>`;
 }
-function lineChart(title, points) {
-  if (!points.length) return `<div class="panel"><h2>${esc(title)}</h2><div class="empty">No data in this window.</div></div>`;
+function lineChart(title, points, note) {
+  if (!points.length) return `<div class="panel"><h2>${esc(title)}</h2>${origin(note)}<div class="empty">No data in this window.</div></div>`;
   const w = 520, h = 180, l = 36, b = 22, t = 8, r = 8;
   const max = Math.max(1, ...points.map((p) => p.v));
   const xs = (i) => l + (i / Math.max(1, points.length - 1)) * (w - l - r);
@@ -648,7 +651,7 @@ function lineChart(title, points) {
   const path = points.map((p, i) => `${i ? "L" : "M"}${xs(i).toFixed(1)},${ys(p.v).toFixed(1)}`).join(" ");
   const area = `${path} L${xs(points.length - 1).toFixed(1)},${h - b} L${l},${h - b} Z`;
   const ticks = [0, Math.floor((points.length - 1) / 2), points.length - 1].filter((v, i, a) => a.indexOf(v) === i);
-  return `<div class="panel"><h2>${esc(title)}</h2><svg viewBox="0 0 ${w} ${h}" width="100%" role="img" aria-label="${esc(title)}">
+  return `<div class="panel"><h2>${esc(title)}</h2>${origin(note)}<svg viewBox="0 0 ${w} ${h}" width="100%" role="img" aria-label="${esc(title)}">
     <line x1="${l}" y1="${h - b}" x2="${w - r}" y2="${h - b}" stroke="#dde1e8"/><text x="${l - 4}" y="${t + 8}" text-anchor="end">${max}</text><text x="${l - 4}" y="${h - b}" text-anchor="end">0</text>
     <path d="${area}" fill="#2f6fdb" opacity="0.12"/><path d="${path}" fill="none" stroke="#2f6fdb" stroke-width="2"/>
     ${points.map((p, i) => `<circle cx="${xs(i).toFixed(1)}" cy="${ys(p.v).toFixed(1)}" r="2.5" fill="#2f6fdb"><title>${esc(p.label)}: ${p.v}</title></circle>`).join("")}
@@ -662,17 +665,28 @@ async function overviewView() {
     const byWorkflow = Object.entries(o.by_workflow || {});
     const total = o.total;
     const rpm = (o.per_minute || []).map((p) => ({ label: fmtTime(p.minute).slice(11, 16), v: p.count }));
-    const pct = (list) => list.map((x) => ({ label: x.step ? `${x.workflow} · ${x.step}` : x.workflow, values: [{ v: x.p50_ms, colour: "#6ea0ef", name: "p50" }, { v: x.p99_ms, colour: "#2f55a4", name: "p99" }] }));
+    const pct = (list) => list.map((x) => ({ label: x.step ? (x.workflow ? `${x.workflow} · ${x.step}` : x.step) : x.workflow, values: [{ v: x.p50_ms, colour: "#6ea0ef", name: "p50" }, { v: x.p99_ms, colour: "#2f55a4", name: "p99" }] }));
     const durations = o.durations || [];
+    const from = o.origins || {};
+    const metricsOnly = o.source === "metrics" ? [
+      ["connects refused", Object.values(o.connects_refused || {}).reduce((a, b) => a + b, 0)],
+      ["rate-limited", o.rate_limited], ["pushes to gone", o.pushes_to_gone_connections], ["records retried", o.stream_records_retried],
+    ] : [];
+    const source = o.source === "metrics"
+      ? `Every figure from the EMF metrics the handlers wrote — what CloudWatch shows for a deployed stack (${esc(from.file || "")}).`
+      : `From the requests table and execution histories (a deployed stack's CloudWatch metrics are not read here).`;
     const colourOf = (s) => (getComputedStyle(document.documentElement).getPropertyValue("--" + String(s).toLowerCase()).trim() || "#9aa3b5");
     document.getElementById("ov").innerHTML = `
+      <div class="muted" id="ov-source" data-source="${esc(o.source)}">${source}</div>
       <div class="cards"><div class="card"><div class="n">${esc(total)}</div><div class="l">requests</div></div>
-        ${byStatus.map(([s, v]) => `<div class="card" style="border-top:3px solid ${colourOf(s)}"><div class="n">${esc(v)}</div><div class="l">${esc(s)}</div></div>`).join("")}</div>
+        ${byStatus.map(([s, v]) => `<div class="card" style="border-top:3px solid ${colourOf(s)}"><div class="n">${esc(v)}</div><div class="l">${esc(s)}</div></div>`).join("")}
+        ${metricsOnly.map(([l, v]) => `<div class="card"><div class="n">${esc(v)}</div><div class="l">${esc(l)}</div></div>`).join("")}</div>
+      ${origin(from.by_status)}
       <div class="charts">
-        ${lineChart("Requests per minute", rpm)}
-        ${barChart("Requests by workflow", byWorkflow.map(([w, v]) => ({ label: w, values: [{ v, colour: "#6ea0ef", name: "requests" }] })))}
-        ${barChart("Duration per workflow (p50, p99)", pct(durations.filter((x) => !x.step)), { fmt: fmtDur })}
-        ${barChart(`Duration per step (p50, p99; from the ${o.step_sample} most recent ended executions)`, pct(durations.filter((x) => x.step)), { fmt: fmtDur, wide: true })}
+        ${lineChart("Requests per minute", rpm, from.per_minute)}
+        ${barChart("Requests by workflow", byWorkflow.map(([w, v]) => ({ label: w, values: [{ v, colour: "#6ea0ef", name: "requests" }] })), { note: from.by_workflow })}
+        ${barChart("Duration per workflow (p50, p99)", pct(durations.filter((x) => !x.step)), { fmt: fmtDur, note: from.workflow_durations })}
+        ${barChart("Duration per step (p50, p99)", pct(durations.filter((x) => x.step)), { fmt: fmtDur, wide: true, note: from.step_durations })}
       </div>`;
   };
   await load();
