@@ -134,8 +134,8 @@ class ConnectionManager:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("GoneException", "ForbiddenException") or status in (403, 410):
-                return False
+            if code == "GoneException" or status == 410:
+                return False  # (a 403 means this role may not ask: unknown, not gone)
             raise SendError(connection_id, code or str(status)) from exc
         except BotoCoreError as exc:
             raise SendError(connection_id, type(exc).__name__) from exc
