@@ -2,7 +2,8 @@
 
 Rules: submit, duplicate submit, redeliver a stream record (of this incarnation or an expired one), start,
 cancel, progress, finish (from this incarnation's execution or a stale one), expire (TTL) + resubmit the same
-id, resume. After every step the invariants hold:
+id, resume, a stream router that crashes between StartExecution and ``mark_running``, and a reconciler sweep
+(after which nothing is left PENDING). After every step the invariants hold:
 
 * at most one execution per incarnation (its name is derived from it), and none for an incarnation that was
   never started;
@@ -15,6 +16,7 @@ id, resume. After every step the invariants hold:
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
@@ -26,7 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from moto import mock_aws
 
 from streamer.aws.connections import ConnectionManager
-from streamer.aws.executions import Executions, execution_arn, execution_name
+from streamer.aws.executions import Executions, execution_arn, execution_input, execution_name
 from streamer.aws.store import ConnectionStore, EventStore, RequestStore
 from streamer.config import Settings
 from streamer.errors import ProtocolError
@@ -34,6 +36,7 @@ from streamer.events import RequestInsert
 from streamer.local.moto_atomic import serialize_dynamodb
 from streamer.models import Request, RequestRef
 from streamer.protocol import RequestStatus
+from streamer.reconciler import Reconciler
 from streamer.service import RequestService
 from tests.functional.conftest import create_tables
 
@@ -145,6 +148,28 @@ class Lifecycle(RuleBasedStateMachine):
             TableName=self.svc.requests.table, Key={"user_id": {"S": self.user}, "request_id": {"S": rid}}
         )
         self.submit(rid)
+
+    @rule(rid=IDS)
+    def crash_after_start_execution(self, rid: str) -> None:
+        """The stream router started the execution, then died before ``mark_running``."""
+        req = self.current(rid)
+        if req is None or req.status is not RequestStatus.PENDING:
+            return
+        name = execution_name(self.user, rid, req.incarnation)
+        with contextlib.suppress(self.sfn.exceptions.ExecutionAlreadyExists):
+            self.sfn.start_execution(stateMachineArn=ECHO, name=name, input=execution_input(req.ref, req.payload))
+        self.started.add(req.incarnation)
+
+    @rule()
+    def reconcile(self) -> None:
+        """A sweep with every bound passed: nothing of this user is left PENDING, and nothing fails."""
+        report = Reconciler(self.svc, pending_after=0, running_after=0, give_up_after=10**9).sweep()
+        assert report.errors == 0, report
+        for rid in self.images:
+            req = self.current(rid)
+            if req is not None:
+                assert req.status is not RequestStatus.PENDING
+                self.started.add(req.incarnation)
 
     @rule(rid=IDS, after=st.integers(0, 6))
     def resume(self, rid: str, after: int) -> None:
