@@ -1,14 +1,71 @@
-"""Settings read from the environment: the one place that knows every ``STREAMER_*`` variable."""
+"""Configuration from the environment: every ``STREAMER_*`` variable is named here once (:class:`Env`), and the
+platform's own settings are read here (:meth:`Settings.from_env`)."""
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from streamer.limits import MAX_EXECUTION_INPUT_BYTES
 
-__all__ = ["LOCAL_ACCOUNT", "LOCAL_DEV_SECRET", "LOCAL_REGION", "Settings", "dev_jwt_secret"]
+__all__ = ["LOCAL_ACCOUNT", "LOCAL_DEV_SECRET", "LOCAL_REGION", "Env", "Settings", "dev_jwt_secret"]
+
+class Env(enum.StrEnum):
+    """Every ``STREAMER_*`` environment variable, named once. Modules read them as ``os.environ.get(Env.X)``;
+    ``docs/configuration.md`` says what each does (a test keeps the two in step)."""
+
+    # The platform's functions (Settings.from_env)
+    CONNECTIONS_TABLE = "STREAMER_CONNECTIONS_TABLE"
+    REQUESTS_TABLE = "STREAMER_REQUESTS_TABLE"
+    EVENTS_TABLE = "STREAMER_EVENTS_TABLE"
+    QUOTAS_TABLE = "STREAMER_QUOTAS_TABLE"
+    STATE_MACHINE_ARN_PREFIX = "STREAMER_STATE_MACHINE_ARN_PREFIX"
+    APIGW_ENDPOINT = "STREAMER_APIGW_ENDPOINT"
+    PROGRESS_INTERVAL_MS = "STREAMER_PROGRESS_INTERVAL_MS"
+    RATE_LIMIT_PER_MINUTE = "STREAMER_RATE_LIMIT_PER_MINUTE"
+    REQUEST_TTL_SECONDS = "STREAMER_REQUEST_TTL_SECONDS"
+    MAX_CONNECTIONS_PER_USER = "STREAMER_MAX_CONNECTIONS_PER_USER"
+    MAX_REQUESTS_IN_FLIGHT_PER_USER = "STREAMER_MAX_REQUESTS_IN_FLIGHT_PER_USER"
+    MAX_MESSAGES_PER_SECOND_PER_USER = "STREAMER_MAX_MESSAGES_PER_SECOND_PER_USER"
+    ALLOWED_ORIGINS = "STREAMER_ALLOWED_ORIGINS"
+    ALLOW_MISSING_ORIGIN = "STREAMER_ALLOW_MISSING_ORIGIN"
+    RECONCILE_PENDING_AFTER_SECONDS = "STREAMER_RECONCILE_PENDING_AFTER_SECONDS"
+    RECONCILE_RUNNING_AFTER_SECONDS = "STREAMER_RECONCILE_RUNNING_AFTER_SECONDS"
+    RECONCILE_GIVE_UP_AFTER_SECONDS = "STREAMER_RECONCILE_GIVE_UP_AFTER_SECONDS"
+    DISABLE_PLUGIN_AUTOLOAD = "STREAMER_DISABLE_PLUGIN_AUTOLOAD"
+    # JWT verification (streamer.auth.AuthConfig.from_env)
+    JWT_SECRET = "STREAMER_JWT_SECRET"
+    JWT_SECRET_ARN = "STREAMER_JWT_SECRET_ARN"
+    JWT_ALGORITHMS = "STREAMER_JWT_ALGORITHMS"
+    JWT_JWKS_URL = "STREAMER_JWT_JWKS_URL"
+    JWT_ISSUER = "STREAMER_JWT_ISSUER"
+    JWT_AUDIENCE = "STREAMER_JWT_AUDIENCE"
+    JWT_LEEWAY = "STREAMER_JWT_LEEWAY"
+    JWT_REQUIRED_SCOPE = "STREAMER_JWT_REQUIRED_SCOPE"
+    # The command line and the local stack
+    TEMPLATE = "STREAMER_TEMPLATE"
+    STATEMACHINES_DIR = "STREAMER_STATEMACHINES_DIR"
+    URL = "STREAMER_URL"
+    TOKEN = "STREAMER_TOKEN"
+    CONSOLE_TOKEN = "STREAMER_CONSOLE_TOKEN"
+    LOG_LEVEL = "STREAMER_LOG_LEVEL"
+    LOG_FORMAT = "STREAMER_LOG_FORMAT"
+    LOCAL = "STREAMER_LOCAL"
+    LOCAL_HOST = "STREAMER_LOCAL_HOST"
+    LOCAL_PORT = "STREAMER_LOCAL_PORT"
+    LOCAL_MOTO_PORT = "STREAMER_LOCAL_MOTO_PORT"
+    LOCAL_LAMBDA_PORT = "STREAMER_LOCAL_LAMBDA_PORT"
+    LOCAL_SFN_ENDPOINT = "STREAMER_LOCAL_SFN_ENDPOINT"
+    LOCAL_IDLE_TIMEOUT = "STREAMER_LOCAL_IDLE_TIMEOUT"
+    LOCAL_MAX_CONNECTION_DURATION = "STREAMER_LOCAL_MAX_CONNECTION_DURATION"
+    LOCAL_INVOKE = "STREAMER_LOCAL_INVOKE"
+    LOCAL_STATE_FILE = "STREAMER_LOCAL_STATE_FILE"
+    LOCAL_METRICS_FILE = "STREAMER_LOCAL_METRICS_FILE"
+    LOCAL_ON_FAILURE_FILE = "STREAMER_LOCAL_ON_FAILURE_FILE"
+    TEST_FAULTS = "STREAMER_TEST_FAULTS"
+
 
 #: The region and account the local stack (moto, the local gateway) pretends to be in.
 LOCAL_REGION = "us-east-1"
@@ -21,7 +78,7 @@ LOCAL_DEV_SECRET = "streamer-local-development-secret-do-not-use-in-production"
 def dev_jwt_secret(environ: Mapping[str, str] | None = None) -> str:
     """The HS256 secret local tools sign and verify with: ``STREAMER_JWT_SECRET``, else the public dev secret."""
     env = os.environ if environ is None else environ
-    return env.get("STREAMER_JWT_SECRET") or LOCAL_DEV_SECRET
+    return env.get(Env.JWT_SECRET) or LOCAL_DEV_SECRET
 
 
 @dataclass(frozen=True)
@@ -57,33 +114,33 @@ class Settings:
         env = os.environ if environ is None else environ
         d = cls()
         return cls(
-            connections_table=env.get("STREAMER_CONNECTIONS_TABLE", d.connections_table),
-            requests_table=env.get("STREAMER_REQUESTS_TABLE", d.requests_table),
-            events_table=env.get("STREAMER_EVENTS_TABLE", d.events_table),
-            state_machine_arn_prefix=env.get("STREAMER_STATE_MACHINE_ARN_PREFIX", d.state_machine_arn_prefix),
-            apigw_endpoint=env.get("STREAMER_APIGW_ENDPOINT") or None,
-            progress_interval_ms=int(env.get("STREAMER_PROGRESS_INTERVAL_MS", d.progress_interval_ms)),
-            rate_limit_per_minute=int(env.get("STREAMER_RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute)),
-            request_ttl_seconds=int(env.get("STREAMER_REQUEST_TTL_SECONDS", d.request_ttl_seconds)),
-            quotas_table=env.get("STREAMER_QUOTAS_TABLE", d.quotas_table),
-            max_connections_per_user=int(env.get("STREAMER_MAX_CONNECTIONS_PER_USER", d.max_connections_per_user)),
+            connections_table=env.get(Env.CONNECTIONS_TABLE, d.connections_table),
+            requests_table=env.get(Env.REQUESTS_TABLE, d.requests_table),
+            events_table=env.get(Env.EVENTS_TABLE, d.events_table),
+            state_machine_arn_prefix=env.get(Env.STATE_MACHINE_ARN_PREFIX, d.state_machine_arn_prefix),
+            apigw_endpoint=env.get(Env.APIGW_ENDPOINT) or None,
+            progress_interval_ms=int(env.get(Env.PROGRESS_INTERVAL_MS, d.progress_interval_ms)),
+            rate_limit_per_minute=int(env.get(Env.RATE_LIMIT_PER_MINUTE, d.rate_limit_per_minute)),
+            request_ttl_seconds=int(env.get(Env.REQUEST_TTL_SECONDS, d.request_ttl_seconds)),
+            quotas_table=env.get(Env.QUOTAS_TABLE, d.quotas_table),
+            max_connections_per_user=int(env.get(Env.MAX_CONNECTIONS_PER_USER, d.max_connections_per_user)),
             max_requests_in_flight_per_user=int(
-                env.get("STREAMER_MAX_REQUESTS_IN_FLIGHT_PER_USER", d.max_requests_in_flight_per_user)
+                env.get(Env.MAX_REQUESTS_IN_FLIGHT_PER_USER, d.max_requests_in_flight_per_user)
             ),
             max_messages_per_second_per_user=int(
-                env.get("STREAMER_MAX_MESSAGES_PER_SECOND_PER_USER", d.max_messages_per_second_per_user)
+                env.get(Env.MAX_MESSAGES_PER_SECOND_PER_USER, d.max_messages_per_second_per_user)
             ),
-            allowed_origins=tuple(o.strip() for o in env.get("STREAMER_ALLOWED_ORIGINS", "").split(",") if o.strip()),
-            allow_missing_origin=env.get("STREAMER_ALLOW_MISSING_ORIGIN", "true").strip().lower()
+            allowed_origins=tuple(o.strip() for o in env.get(Env.ALLOWED_ORIGINS, "").split(",") if o.strip()),
+            allow_missing_origin=env.get(Env.ALLOW_MISSING_ORIGIN, "true").strip().lower()
             not in ("0", "false", "no"),
             reconcile_pending_after_seconds=int(
-                env.get("STREAMER_RECONCILE_PENDING_AFTER_SECONDS", d.reconcile_pending_after_seconds)
+                env.get(Env.RECONCILE_PENDING_AFTER_SECONDS, d.reconcile_pending_after_seconds)
             ),
             reconcile_running_after_seconds=int(
-                env.get("STREAMER_RECONCILE_RUNNING_AFTER_SECONDS", d.reconcile_running_after_seconds)
+                env.get(Env.RECONCILE_RUNNING_AFTER_SECONDS, d.reconcile_running_after_seconds)
             ),
             reconcile_give_up_after_seconds=int(
-                env.get("STREAMER_RECONCILE_GIVE_UP_AFTER_SECONDS", d.reconcile_give_up_after_seconds)
+                env.get(Env.RECONCILE_GIVE_UP_AFTER_SECONDS, d.reconcile_give_up_after_seconds)
             ),
         )
 
