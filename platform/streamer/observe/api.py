@@ -618,8 +618,11 @@ def _metrics_overview(path: Path, window_seconds: int, now: datetime | None) -> 
     end = (now or datetime.now(UTC)).timestamp()
     series = metrics.read_local(path, since=end - window_seconds, until=end)
     ov = metrics.overview(series, window_seconds=window_seconds, now=end)
-    # SUBMITTED first, then STARTED and the terminal statuses (requests that ended in the window).
-    by_status = {k: int(v) for k, v in ov["by_status"].items() if k != "SUBMITTED"}
+    # STARTED, then the terminal statuses (requests that ended in the window); SUBMITTED is the total.
+    order = ["STARTED", *(s.value for s in RequestStatus if s.terminal)]
+    counts = ov["by_status"]
+    by_status = {k: int(counts[k]) for k in sorted(counts, key=lambda k: order.index(k) if k in order else 99)}
+    by_status.pop("SUBMITTED", None)
     durations = [
         DurationStat(
             workflow=d["workflow"],
@@ -636,14 +639,14 @@ def _metrics_overview(path: Path, window_seconds: int, now: datetime | None) -> 
         since=datetime.fromtimestamp(ov["since"], UTC),
         until=datetime.fromtimestamp(ov["until"], UTC),
         total=int(ov["by_status"].get("SUBMITTED", 0)),
-        by_status={"SUBMITTED": int(ov["by_status"].get("SUBMITTED", 0)), **by_status},
+        by_status=by_status,
         by_workflow=ov["by_workflow"],
         per_minute=[MinuteCount(minute=datetime.fromtimestamp(m, UTC), count=c) for m, c in ov["per_minute"]],
         durations=durations,
         source="metrics",
         origins={
-            "by_status": f"EMF metrics {ns}/RequestsSubmitted, RequestsStarted, Requests{{Succeeded,Failed,"
-            "Cancelled,TimedOut}} (Sum)",
+            "by_status": f"EMF metrics {ns}/RequestsSubmitted (requests), RequestsStarted, "
+            "Requests{Succeeded,Failed,Cancelled,TimedOut} (Sum)",
             "by_workflow": f"EMF metric {ns}/RequestsSubmitted by workflow (Sum)",
             "per_minute": f"EMF metric {ns}/RequestsSubmitted (Sum per minute)",
             "workflow_durations": f"EMF metric {ns}/RequestDuration by workflow (p50, p99)",
