@@ -1,9 +1,10 @@
 """How to reach one deployment: a running ``streamer local`` (its state file) or a CloudFormation stack.
 
 A :class:`Sources` holds the settings (table names, the state machine ARN prefix), boto3 DynamoDB and Step
-Functions clients bound to that deployment, and a :class:`~streamer.service.RequestService` for the actions
-that change a request (cancel, rerun) — the same code path as the WebSocket protocol's, so the request's
-clients are told.
+Functions clients bound to that deployment (built by ``streamer.aws.clients``), a
+:class:`~streamer.service.RequestService` for the actions that change a request (cancel, rerun) — the same
+code path as the WebSocket protocol's, so the request's clients are told — and, for a ``streamer local``, the
+file its handlers write their EMF metrics to (:attr:`Sources.metrics_file`, the overview's source).
 
 ``--stack NAME`` reads the deployment from the stack's outputs (``RequestsTableName``, ``EventsTableName``,
 ``ConnectionsTableName``, ``StateMachineArnPrefix``, ``ManagementApiEndpoint`` in ``infra/template.yaml``);
