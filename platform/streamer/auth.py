@@ -33,6 +33,7 @@ from urllib.parse import urlparse
 import jwt
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
+from streamer.config import Env
 from streamer.errors import StreamerError
 from streamer.protocol import SUBPROTOCOL
 from streamer.redact import RedactTokensFilter, redact_tokens  # re-exported: the redaction lives apart (no jwt)
@@ -149,16 +150,16 @@ class AuthConfig:
             value = environ.get(name, "").strip()
             return value or None
 
-        secret = environ.get("STREAMER_JWT_SECRET") or None  # a secret is taken verbatim
-        jwks_url = get("STREAMER_JWT_JWKS_URL")
-        algorithms_raw = get("STREAMER_JWT_ALGORITHMS")
+        secret = environ.get(Env.JWT_SECRET) or None  # a secret is taken verbatim
+        jwks_url = get(Env.JWT_JWKS_URL)
+        algorithms_raw = get(Env.JWT_ALGORITHMS)
         if algorithms_raw is not None:
             algorithms = tuple(part.strip() for part in algorithms_raw.split(",") if part.strip())
         elif jwks_url and not secret:
             algorithms = ("RS256",)
         else:
             algorithms = ("HS256",)
-        leeway_raw = get("STREAMER_JWT_LEEWAY")
+        leeway_raw = get(Env.JWT_LEEWAY)
         leeway = 30
         if leeway_raw is not None:
             try:
@@ -169,10 +170,10 @@ class AuthConfig:
             algorithms=algorithms,
             secret=secret,
             jwks_url=jwks_url,
-            issuer=get("STREAMER_JWT_ISSUER"),
-            audience=get("STREAMER_JWT_AUDIENCE"),
+            issuer=get(Env.JWT_ISSUER),
+            audience=get(Env.JWT_AUDIENCE),
             leeway_seconds=leeway,
-            required_scope=get("STREAMER_JWT_REQUIRED_SCOPE"),
+            required_scope=get(Env.JWT_REQUIRED_SCOPE),
         )
 
 

@@ -39,12 +39,13 @@ from typing import Any
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.exceptions import ReadTimeoutError
 
+from streamer.config import Env
 from streamer.errors import StreamerError
 
 __all__ = ["ENV_VAR", "AwsFaults", "FaultRule", "InjectedFault", "LambdaFaults"]
 
 #: The environment variable the local Lambda endpoint reads (test-only).
-ENV_VAR = "STREAMER_TEST_FAULTS"
+ENV_VAR = Env.TEST_FAULTS
 
 # (HTTP status, error code) per fault kind. Throttling codes are the services' own.
 _KINDS: dict[str, tuple[int, str]] = {

@@ -43,6 +43,8 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
+from streamer.config import Env
+
 __all__ = [
     "COLD_START",
     "CONNECTS_REFUSED",
@@ -86,7 +88,7 @@ __all__ = [
 ]
 
 DEFAULT_NAMESPACE = "streamer"
-LOCAL_FILE_ENV = "STREAMER_LOCAL_METRICS_FILE"
+LOCAL_FILE_ENV = Env.LOCAL_METRICS_FILE
 #: The local metrics file rotates to ``<file>.1`` past this size (so at most twice this on disk).
 LOCAL_FILE_MAX_BYTES = 8 * 1024 * 1024
 #: Powertools' EMF provider prints a document itself when a metric reaches 100 values (EMF's limit per
@@ -402,8 +404,8 @@ def local_metrics_file(environ: Mapping[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
     if env.get(LOCAL_FILE_ENV):
         return Path(env[LOCAL_FILE_ENV])
-    if env.get("STREAMER_LOCAL_STATE_FILE"):
-        state = Path(env["STREAMER_LOCAL_STATE_FILE"])
+    if env.get(Env.LOCAL_STATE_FILE):
+        state = Path(env[Env.LOCAL_STATE_FILE])
     else:
         base = Path(env["XDG_STATE_HOME"]) if env.get("XDG_STATE_HOME") else Path.home() / ".local" / "state"
         state = base / "streamer" / "local.json"

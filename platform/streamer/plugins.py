@@ -26,6 +26,7 @@ from typing import Any
 import pluggy
 
 from streamer import hookspecs
+from streamer.config import Env
 from streamer.errors import PluginError, UnknownStepError, UnknownWorkflowError
 from streamer.limits import ENTRYPOINT_GROUP
 from streamer.step import Step, Workflow
@@ -52,7 +53,7 @@ __all__ = [
     "workflows",
 ]
 
-DISABLE_AUTOLOAD_ENV = "STREAMER_DISABLE_PLUGIN_AUTOLOAD"
+DISABLE_AUTOLOAD_ENV = Env.DISABLE_PLUGIN_AUTOLOAD
 
 
 # Errors met while loading a manager's plugins, kept beside the manager (a plain pluggy.PluginManager).

@@ -217,3 +217,24 @@ def test_every_exception_derives_from_the_root_and_is_drawn_in_the_tree() -> Non
     assert outside == [], "every exception derives from streamer.errors.StreamerError"
     undrawn = sorted(c.__qualname__ for c in classes if c.__qualname__ not in drawing)
     assert undrawn == [], "draw them in the tree of streamer/errors.py's docstring"
+
+
+def test_every_environment_variable_is_named_once_and_documented() -> None:
+    """``streamer.config.Env`` names each ``STREAMER_*`` variable; no other module spells one out, and
+    ``docs/configuration.md`` documents exactly that set."""
+    import re
+
+    from streamer.config import Env
+
+    literal = re.compile(r"""(?<![\w.])(["'])STREAMER_[A-Z0-9_]+\1""")
+    spelled = [
+        f"{m}:{node.lineno} {node.value}"
+        for m, tree in MODULES.items()
+        if m != "streamer.config"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and literal.fullmatch(repr(node.value))
+    ]
+    assert spelled == [], "use streamer.config.Env"
+    docs = (ROOT.parents[1] / "docs" / "configuration.md").read_text()
+    documented = set(re.findall(r"`(STREAMER_[A-Z0-9_]+)`", docs))
+    assert documented == {e.value for e in Env}

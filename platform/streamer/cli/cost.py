@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from streamer.config import Env
 from streamer.cost import (
     PRICES,
     PRICES_AS_OF,
@@ -123,9 +124,9 @@ def _environment(meter: _Meter) -> Iterator[None]:
     """The handlers' environment (settings, secret, endpoint) and the meter on the default boto3 session."""
     import boto3
 
-    saved = {k: os.environ.get(k) for k in ("STREAMER_JWT_SECRET", "STREAMER_APIGW_ENDPOINT", "AWS_DEFAULT_REGION",
+    saved = {k: os.environ.get(k) for k in (Env.JWT_SECRET, Env.APIGW_ENDPOINT, "AWS_DEFAULT_REGION",
                                              "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}  # fmt: skip
-    os.environ.update({"STREAMER_JWT_SECRET": _SECRET, "STREAMER_APIGW_ENDPOINT": _ENDPOINT,
+    os.environ.update({Env.JWT_SECRET: _SECRET, Env.APIGW_ENDPOINT: _ENDPOINT,
                        "AWS_DEFAULT_REGION": _REGION})  # fmt: skip
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "cost")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "cost")

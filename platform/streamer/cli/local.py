@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
+from streamer.config import Env
 from streamer.local.stack import DEFAULT_HOST, DEFAULT_PORT, LocalOptions, run_local
 
 __all__ = ["add_subcommand", "options_from"]
@@ -36,13 +37,13 @@ def _env(name: str, kind: Callable[[str], Any], default: Any) -> Any:
 
 #: ``(flag, environment variable, type, default, help)`` of every flag that an environment variable presets.
 _FLAGS: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
-    ("--host", "STREAMER_LOCAL_HOST", str, DEFAULT_HOST, "interface for every port (default 127.0.0.1)"),
-    ("--port", "STREAMER_LOCAL_PORT", int, DEFAULT_PORT, "WebSocket + Management API port (default 8765)"),
-    ("--moto-port", "STREAMER_LOCAL_MOTO_PORT", int, 0, "moto server port (default 0 = a free port)"),
-    ("--lambda-port", "STREAMER_LOCAL_LAMBDA_PORT", int, 0, "Lambda Invoke endpoint port (default 0 = a free port)"),
+    ("--host", Env.LOCAL_HOST, str, DEFAULT_HOST, "interface for every port (default 127.0.0.1)"),
+    ("--port", Env.LOCAL_PORT, int, DEFAULT_PORT, "WebSocket + Management API port (default 8765)"),
+    ("--moto-port", Env.LOCAL_MOTO_PORT, int, 0, "moto server port (default 0 = a free port)"),
+    ("--lambda-port", Env.LOCAL_LAMBDA_PORT, int, 0, "Lambda Invoke endpoint port (default 0 = a free port)"),
     (
         "--sfn-endpoint",
-        "STREAMER_LOCAL_SFN_ENDPOINT",
+        Env.LOCAL_SFN_ENDPOINT,
         str,
         None,
         "use this Step Functions endpoint (e.g. AWS Step Functions Local) instead of the embedded engine; run it "
@@ -50,21 +51,21 @@ _FLAGS: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
     ),
     (
         "--idle-timeout",
-        "STREAMER_LOCAL_IDLE_TIMEOUT",
+        Env.LOCAL_IDLE_TIMEOUT,
         float,
         600.0,
         "close idle WebSocket connections after this many seconds (API Gateway: 600)",
     ),
     (
         "--max-connection-duration",
-        "STREAMER_LOCAL_MAX_CONNECTION_DURATION",
+        Env.LOCAL_MAX_CONNECTION_DURATION,
         float,
         7200.0,
         "close every WebSocket connection after this many seconds (API Gateway: 7200)",
     ),
     (
         "--on-failure-file",
-        "STREAMER_LOCAL_ON_FAILURE_FILE",
+        Env.LOCAL_ON_FAILURE_FILE,
         str,
         None,
         "append stream records given up on to this JSON-lines file (always logged)",
@@ -105,7 +106,7 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--log-level",
-        default=os.environ.get("STREAMER_LOG_LEVEL", "INFO"),
+        default=os.environ.get(Env.LOG_LEVEL, "INFO"),
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         type=str.upper,
         help="log level of every piece (default INFO; $STREAMER_LOG_LEVEL)",
@@ -113,7 +114,7 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--log-format",
         choices=("text", "json"),
-        default=os.environ.get("STREAMER_LOG_FORMAT", "text"),
+        default=os.environ.get(Env.LOG_FORMAT, "text"),
         help="text for people, json lines for machines (default text; $STREAMER_LOG_FORMAT)",
     )
     p.set_defaults(func=_run)

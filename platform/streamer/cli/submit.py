@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
-from streamer.config import dev_jwt_secret
+from streamer.config import Env, dev_jwt_secret
 
 __all__ = ["DEFAULT_URL", "add_parser", "run_submit"]
 
@@ -239,7 +239,7 @@ def run_submit(
 
 
 def _run(args: argparse.Namespace) -> int:
-    token = args.token or os.environ.get("STREAMER_TOKEN")
+    token = args.token or os.environ.get(Env.TOKEN)
     if not token:
         from streamer.auth import mint_token
 
@@ -268,7 +268,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--request-id", help="idempotency key, [A-Za-z0-9_-]{1,64} (default: the server assigns one)")
     p.add_argument(
         "--url",
-        default=os.environ.get("STREAMER_URL", DEFAULT_URL),
+        default=os.environ.get(Env.URL, DEFAULT_URL),
         help=f"WebSocket endpoint (default: $STREAMER_URL, else {DEFAULT_URL}, the `streamer local` default)",
     )
     p.add_argument("--token", help="JWT to connect with (default: $STREAMER_TOKEN, else a local token for --sub)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from streamer.config import dev_jwt_secret
+from streamer.config import Env, dev_jwt_secret
 
 __all__ = ["add_parser"]
 
@@ -38,12 +38,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--secret", help="HS256 secret (default: $STREAMER_JWT_SECRET, else the local development one)")
     p.add_argument(
         "--issuer",
-        default=os.environ.get("STREAMER_JWT_ISSUER"),
+        default=os.environ.get(Env.JWT_ISSUER),
         help="iss claim (default: $STREAMER_JWT_ISSUER; none when unset)",
     )
     p.add_argument(
         "--audience",
-        default=os.environ.get("STREAMER_JWT_AUDIENCE"),
+        default=os.environ.get(Env.JWT_AUDIENCE),
         help="aud claim (default: $STREAMER_JWT_AUDIENCE; none when unset)",
     )
     p.set_defaults(func=_run)

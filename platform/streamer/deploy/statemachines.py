@@ -43,7 +43,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION
+from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION, Env
 from streamer.deploy.resources import statemachines_dir
 from streamer.errors import PluginError
 from streamer.plugins import Registry, get_registry
@@ -102,7 +102,7 @@ def default_directory(project_dir: Path | str | None = None) -> Path:
 
     Raises :class:`~streamer.deploy.resources.ProjectFilesError` when the directory does not exist."""
     if project_dir is None:
-        env = os.environ.get("STREAMER_STATEMACHINES_DIR")
+        env = os.environ.get(Env.STATEMACHINES_DIR)
         if env:
             return Path(env)
     return statemachines_dir(project_dir)

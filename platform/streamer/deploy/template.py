@@ -35,6 +35,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from streamer.config import Env
+
 __all__ = [
     "EventRule",
     "EventTarget",
@@ -63,7 +65,7 @@ def default_template_path() -> Path:
 
     from streamer.deploy.resources import template_path
 
-    env = os.environ.get("STREAMER_TEMPLATE")
+    env = os.environ.get(Env.TEMPLATE)
     if env:
         return Path(env)
     return template_path()

@@ -16,6 +16,7 @@ from typing import Any
 
 from streamer import metrics
 from streamer.auth import AuthConfig, Authenticator, AuthError, extract_token
+from streamer.config import Env
 from streamer.errors import ProtocolError
 from streamer.events import WebSocketEvent
 from streamer.handlers._edges import get_closer, get_quotas
@@ -33,11 +34,11 @@ logger = get_logger()
 def _resolve_secret() -> dict[str, str]:
     """On AWS the HS256 secret comes from SSM (SecureString) or Secrets Manager, by ARN, at cold start."""
     env = dict(os.environ)
-    arn = env.get("STREAMER_JWT_SECRET_ARN")
-    if arn and not env.get("STREAMER_JWT_SECRET"):
+    arn = env.get(Env.JWT_SECRET_ARN)
+    if arn and not env.get(Env.JWT_SECRET):
         from streamer.aws.secrets import read_secret
 
-        env["STREAMER_JWT_SECRET"] = read_secret(arn)
+        env[Env.JWT_SECRET] = read_secret(arn)
     return env
 
 
