@@ -17,6 +17,7 @@ from streamer import metrics
 from streamer.aws.codec import from_ddb
 from streamer.errors import ProtocolError, StreamerError
 from streamer.models import Request
+from streamer.observe import metricsfile
 from streamer.observe.models import (
     ConnectionInfo,
     DurationStat,
@@ -616,7 +617,7 @@ def overview(
 def _metrics_overview(path: Path, window_seconds: int, now: datetime | None) -> Overview:
     """The overview from the EMF lines in ``path`` (the names are the metrics': docs/observability.md)."""
     end = (now or datetime.now(UTC)).timestamp()
-    series = metrics.read_local(path, since=end - window_seconds, until=end)
+    series = metricsfile.read(path, since=end - window_seconds, until=end)  # parsed once, then followed
     ov = metrics.overview(series, window_seconds=window_seconds, now=end)
     # STARTED, then the terminal statuses (requests that ended in the window); SUBMITTED is the total.
     order = ["STARTED", *(s.value for s in RequestStatus if s.terminal)]
