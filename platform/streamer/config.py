@@ -12,6 +12,7 @@ from streamer.limits import MAX_EXECUTION_INPUT_BYTES
 
 __all__ = ["LOCAL_ACCOUNT", "LOCAL_DEV_SECRET", "LOCAL_REGION", "Env", "Settings", "dev_jwt_secret"]
 
+
 class Env(enum.StrEnum):
     """Every ``STREAMER_*`` environment variable, named once. Modules read them as ``os.environ.get(Env.X)``;
     ``docs/configuration.md`` says what each does (a test keeps the two in step)."""

@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
+from streamer.config import Env
+
 if TYPE_CHECKING:
     from streamer.observe import Sources
 
@@ -49,7 +51,7 @@ __all__ = ["CONSOLE_PREFIX", "TOKEN_ENV", "ConsoleConfig", "create_app", "mount"
 log = logging.getLogger("streamer.console")
 
 CONSOLE_PREFIX = "/console"
-TOKEN_ENV = "STREAMER_CONSOLE_TOKEN"
+TOKEN_ENV = Env.CONSOLE_TOKEN
 COOKIE = "streamer_console"
 ACTION_HEADER = "X-Streamer-Console"
 STATIC = Path(__file__).parent / "static"

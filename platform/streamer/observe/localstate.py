@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from streamer.config import LOCAL_REGION
+from streamer.config import LOCAL_REGION, Env
 from streamer.errors import StreamerError
 
 __all__ = [
@@ -65,8 +65,8 @@ class LocalState(BaseModel):
 
 def default_state_file(environ: Mapping[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
-    if env.get("STREAMER_LOCAL_STATE_FILE"):
-        return Path(env["STREAMER_LOCAL_STATE_FILE"])
+    if env.get(Env.LOCAL_STATE_FILE):
+        return Path(env[Env.LOCAL_STATE_FILE])
     base = Path(env["XDG_STATE_HOME"]) if env.get("XDG_STATE_HOME") else Path.home() / ".local" / "state"
     return base / "streamer" / "local.json"
 
