@@ -6,9 +6,11 @@ In one run, on the same machine: a bare ``websockets`` echo server and the bare 
 running ``echo`` with no-op Lambdas), then ``streamer local`` with the route functions over HTTP
 (``STREAMER_LOCAL_INVOKE=http``) and in process (the default) — and, with ``--before DIR``, the ``platform``
 directory of another checkout (e.g. ``git worktree add /tmp/before <commit>``) run the same way, first.
-Per-user message quotas are off (one benchmark user sends far more than 20 messages a second). Each gets a
+Per-user quotas are raised (``benchmarks._procs``: one benchmark user sends far more than 20 messages a
+second). Each gets a
 closed-loop ping over ``--conns`` authenticated connections for ``--duration`` seconds and, for the stacks, a
-2,000-ping burst over 10 connections (lost replies, error frames, the most threads any process of the stack had)
+2,000-ping burst over 10 connections (lost replies, error frames, the most threads any process of the stack had);
+the CPU each process of a stack spent per ping (``/proc/<pid>/stat``)
 and ``--echo`` echo requests from 20 connections. Prints one JSON line per measurement and a table. It asserts
 nothing: speed depends on the machine and what else runs on it. The load runs in its own process
 (``benchmarks.load``); the stacks are started by ``benchmarks._procs``.
@@ -39,6 +41,26 @@ def _threads(pid: int) -> int:
         except OSError:
             continue
     return most
+
+
+def _role(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "gone"
+    return "lambda" if b"lambda_endpoint" in cmd else "moto" if b"moto_server" in cmd else "gateway"
+
+
+def _cpu_seconds(pids: list[int]) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
 
 
 class _PeakThreads:
@@ -80,9 +102,19 @@ def main() -> int:
         before = str(Path(args.before).resolve() / "platform")
         runs.insert(0, ("before", {"PYTHONPATH": before}))
     for mode, extra in runs:
-        env = {"STREAMER_LOCAL_INVOKE": mode, "STREAMER_MAX_MESSAGES_PER_SECOND_PER_USER": "0", **extra}
+        env = {"STREAMER_LOCAL_INVOKE": mode, **extra}  # quotas raised by benchmarks._procs
         with streamer_local(**env) as stack:
-            rows.append((f"{mode}: ping", run_load("ping", 120, url=stack.ws, auth=True, **ping)))
+            pids = tree(stack.pid)
+            cpu_before = _cpu_seconds(pids)
+            result = run_load("ping", 120, url=stack.ws, auth=True, **ping)
+            cpu_after = _cpu_seconds(pids)
+            done = max(1, int(result.get("completed", 0)))
+            result["cpu_ms_per_ping"] = {
+                _role(p): round((cpu_after[p] - cpu_before[p]) / done * 1000, 2)
+                for p in cpu_after
+                if p in cpu_before and cpu_after[p] - cpu_before[p] > 0.05
+            }
+            rows.append((f"{mode}: ping", result))
             with _PeakThreads(stack.pid) as peak:
                 burst = run_load(
                     "ping", 120, url=stack.ws, auth=True, conns=10, burst=2000, secret=SECRET, reply_timeout=30
@@ -95,6 +127,9 @@ def main() -> int:
                 )
     for name, r in rows:
         print(json.dumps({"name": name, **r}, default=str))
+    for name, r in rows:
+        if "cpu_ms_per_ping" in r:
+            print(f"CPU per ping, {name.split(':')[0]}: {r['cpu_ms_per_ping']}")
     print(f"{'measurement':28} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'lost':>5} {'errors':>6} {'threads':>7}")
     for name, r in rows:
         print(
