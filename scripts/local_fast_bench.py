@@ -5,7 +5,7 @@
 In one run, on the same machine: a bare ``websockets`` echo server and the bare engine (moto's Step Functions
 running ``echo`` with no-op Lambdas), then ``streamer local`` with the route functions over HTTP
 (``STREAMER_LOCAL_INVOKE=http``) and in process (the default) — and, with ``--before DIR``, the ``platform``
-directory of another checkout (e.g. ``git worktree add /tmp/before <commit>``) run the same way, first.
+directory of another checkout (``git worktree add DIR <commit>``) run the same way, first.
 Per-user quotas are raised (``benchmarks._procs``: one benchmark user sends far more than 20 messages a
 second). Each gets a
 closed-loop ping over ``--conns`` authenticated connections for ``--duration`` seconds and, for the stacks, a
