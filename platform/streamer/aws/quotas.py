@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.exceptions import ClientError
 
+from streamer.aws.windows import count_in_window
 from streamer.protocol import RequestStatus
 
 if TYPE_CHECKING:
@@ -137,27 +138,16 @@ class QuotaStore:
 
     def count_message(self, user_id: str, second: int) -> int:
         """Count one message in the user's current one-second window; the count so far in that window."""
-        values = {":w": {"N": str(second)}, ":one": {"N": "1"}}
-        add = ("ADD msg_count :one", "msg_window = :w")
-        # A new window: reset, unless a concurrent message already did (then ADD again).
-        reset = ("SET msg_window = :w, msg_count = :one", "attribute_not_exists(msg_window) OR msg_window <> :w")
-        for update, condition in (add, reset, add):
-            try:
-                resp = self.client.update_item(
-                    TableName=self.table,
-                    Key=self._key(user_id),
-                    UpdateExpression=update,
-                    ConditionExpression=condition,
-                    ExpressionAttributeValues=values,
-                    ReturnValues="ALL_NEW",
-                )
-            except ClientError as exc:
-                if not _condition_failed(exc):
-                    raise
-                continue
-            return int(resp["Attributes"]["msg_count"]["N"])
-        # Three lost races in a row means many concurrent messages in this very second: count it as over.
-        return 1 << 30
+        item = count_in_window(
+            self.client,
+            table=self.table,
+            key=self._key(user_id),
+            window=second,
+            window_attr="msg_window",
+            count_attr="msg_count",
+        )
+        assert item is not None  # without exists_attr the counter always lands
+        return int(item["msg_count"])
 
     # -- what is really live --------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from streamer.aws.codec import from_ddb, to_attr, to_ddb
+from streamer.aws.windows import count_in_window
 from streamer.errors import TerminalAlreadyError
 from streamer.models import Connection, Request, RequestEvent, RequestRef, open_shard
 from streamer.protocol import RequestStatus
@@ -101,30 +102,18 @@ class ConnectionStore(_Lazy):
         the connection item itself and disappears with it.
         """
         now = int(time.time()) if now is None else now
-        values = {":w": {"N": str(now // 60)}, ":one": {"N": "1"}}
-        add = ("ADD rate_count :one", "attribute_exists(connection_id) AND rate_window = :w")
-        # A new window: reset, unless a concurrent message of this connection already did (then ADD again).
-        reset = (
-            "SET rate_window = :w, rate_count = :one",
-            "attribute_exists(connection_id) AND (attribute_not_exists(rate_window) OR rate_window <> :w)",
+        item = count_in_window(
+            self.client,
+            table=self.table,
+            key={"connection_id": {"S": connection_id}},
+            window=now // 60,
+            window_attr="rate_window",
+            count_attr="rate_count",
+            exists_attr="connection_id",
         )
-        for update, condition in (add, reset, add):
-            try:
-                resp = self.client.update_item(
-                    TableName=self.table,
-                    Key={"connection_id": {"S": connection_id}},
-                    UpdateExpression=update,
-                    ConditionExpression=condition,
-                    ExpressionAttributeValues=values,
-                    ReturnValues="ALL_NEW",
-                )
-            except ClientError as exc:
-                if not _is_condition_failure(exc):
-                    raise
-                continue
-            item = from_ddb(resp["Attributes"])
-            return Connection.model_validate(item), int(item["rate_count"])
-        return None
+        if item is None:
+            return None
+        return Connection.model_validate(item), int(item["rate_count"])
 
 
 class RequestStore(_Lazy):

@@ -13,6 +13,8 @@ import ipaddress
 import os
 from collections.abc import Mapping
 
+from streamer.config import Env
+
 __all__ = ["LOOPBACK", "exposure_refusal", "is_loopback"]
 
 #: Where the unauthenticated services listen.
@@ -31,7 +33,7 @@ def is_loopback(host: str) -> bool:
 def exposure_refusal(host: str, environ: Mapping[str, str] | None = None) -> str | None:
     """Why ``streamer local --host HOST`` must not start, or None when it may."""
     env = os.environ if environ is None else environ
-    if is_loopback(host) or env.get("STREAMER_JWT_SECRET"):
+    if is_loopback(host) or env.get(Env.JWT_SECRET):
         return None
     return (
         f"--host {host} would expose the gateway beyond this machine while tokens are signed with the PUBLIC "

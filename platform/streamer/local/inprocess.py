@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION
+from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION, Env
 from streamer.local.invoke import InvokeResult
 from streamer.local.lambda_endpoint import (
     HandlerFn,
@@ -75,7 +75,7 @@ __all__ = [
 log = logging.getLogger("streamer.local.inprocess")
 
 #: Selects the gateway's invocation path: ``inprocess`` (default) or ``http``.
-INVOKE_MODE_ENV = "STREAMER_LOCAL_INVOKE"
+INVOKE_MODE_ENV = Env.LOCAL_INVOKE
 #: Threads running route functions. They mostly wait on moto; more would only add GIL contention.
 DEFAULT_WORKERS = 16
 _SERVICE_ID = "apigatewaymanagementapi"
@@ -90,7 +90,7 @@ def invoke_mode(environ: Mapping[str, str] | None = None) -> str:
     mode = (env.get(INVOKE_MODE_ENV) or "inprocess").strip().lower()
     if mode not in ("inprocess", "http"):
         raise ValueError(f"{INVOKE_MODE_ENV} must be 'inprocess' or 'http', not {mode!r}")
-    if env.get("STREAMER_TEST_FAULTS"):
+    if env.get(Env.TEST_FAULTS):
         return "http"
     return mode
 

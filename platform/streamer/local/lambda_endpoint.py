@@ -47,7 +47,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION
+from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION, Env
 from streamer.deploy.template import FunctionSpec
 from streamer.local.serving import DaemonPool, PooledMixIn, YieldingHandlerMixIn
 
@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, default=None, help="serve on this inherited listening socket")
     parser.add_argument("--template", default=None, help="default: infra/template.yaml")
     parser.add_argument("--no-preload", action="store_true", help="import handlers on first use")
-    parser.add_argument("--log-level", default=os.environ.get("STREAMER_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", default=os.environ.get(Env.LOG_LEVEL, "INFO"))
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes (parent gone)")
     args = parser.parse_args(argv)

@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from streamer.config import Env
+
 __all__ = [
     "LambdaForwarder",
     "enable_jsonata",
@@ -290,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 = a free port (printed when ready)")
     parser.add_argument("--fd", type=int, default=None, help="serve on this inherited listening socket")
     parser.add_argument("--lambda-endpoint", default=None, help="URL of the Lambda Invoke endpoint")
-    parser.add_argument("--log-level", default=os.environ.get("STREAMER_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", default=os.environ.get(Env.LOG_LEVEL, "INFO"))
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes (parent gone)")
     args = parser.parse_args(argv)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION
+from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION, Env
 from streamer.errors import StreamerError
 from streamer.local import StartupError
 from streamer.local.lambda_endpoint import function_arn
@@ -284,15 +284,15 @@ def function_environment(
             "AWS_ENDPOINT_URL_SFN": sfn_url,
             "AWS_ENDPOINT_URL_LAMBDA": lambda_url,
             "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": gateway_http,
-            "STREAMER_APIGW_ENDPOINT": gateway_http,
-            "STREAMER_STATE_MACHINE_ARN_PREFIX": plan.state_machine_arn_prefix(),
-            "STREAMER_JWT_SECRET": jwt_secret,
-            "STREAMER_JWT_SECRET_ARN": "",
-            "STREAMER_LOCAL": "1",
+            Env.APIGW_ENDPOINT: gateway_http,
+            Env.STATE_MACHINE_ARN_PREFIX: plan.state_machine_arn_prefix(),
+            Env.JWT_SECRET: jwt_secret,
+            Env.JWT_SECRET_ARN: "",
+            Env.LOCAL: "1",
             # No X-Ray daemon here: the tracer stays off (and never looks for one).
             "POWERTOOLS_TRACE_DISABLED": "true",
             # The handlers' EMF lines go to a file the console's overview reads (streamer.metrics).
-            "STREAMER_LOCAL_METRICS_FILE": str(local_metrics_file()),
+            Env.LOCAL_METRICS_FILE: str(local_metrics_file()),
         }
     )
     for name in plan.table_names.values():  # streamer-audit-log → STREAMER_AUDIT_LOG_TABLE

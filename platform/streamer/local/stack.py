@@ -34,7 +34,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION
+from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION, Env
 from streamer.local import StartupError
 from streamer.local.plan import LocalPlan, function_environment, one_line, plan_from_template
 from streamer.local.provision import client, provision
@@ -104,7 +104,7 @@ class LocalStack:
     def _jwt_secret(self) -> str:
         from streamer.config import dev_jwt_secret
 
-        if not os.environ.get("STREAMER_JWT_SECRET"):
+        if not os.environ.get(Env.JWT_SECRET):
             log.warning(
                 "STREAMER_JWT_SECRET is not set: using the PUBLIC local development secret. Anyone can mint "
                 "tokens for this stack; never expose it beyond this machine."
@@ -141,12 +141,12 @@ class LocalStack:
             sfn_url=self.sfn_url,
             jwt_secret=self.jwt_secret,
         )
-        if not os.environ.get("STREAMER_ALLOWED_ORIGINS"):
+        if not os.environ.get(Env.ALLOWED_ORIGINS):
             # The stack's own pages (the console on the gateway's port) may connect; other origins may not.
             from streamer.origins import local_origins
 
-            fn_env["STREAMER_ALLOWED_ORIGINS"] = ",".join(local_origins(opts.host, gw_sock.getsockname()[1]))
-        self.allowed_origins = tuple(o for o in fn_env.get("STREAMER_ALLOWED_ORIGINS", "").split(",") if o)
+            fn_env[Env.ALLOWED_ORIGINS] = ",".join(local_origins(opts.host, gw_sock.getsockname()[1]))
+        self.allowed_origins = tuple(o for o in fn_env.get(Env.ALLOWED_ORIGINS, "").split(",") if o)
         self.function_env = fn_env
         for w in plan.warnings[seen:]:
             log.warning("%s", w)
