@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from streamer.config import LOCAL_REGION
+
 if TYPE_CHECKING:
     import pluggy
 
@@ -53,7 +55,7 @@ def streamer_workflows(
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": LOCAL_REGION,
     }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+from streamer.config import LOCAL_REGION
 from streamer.deploy import statemachines
 from streamer.errors import RetryableStepError, StepFailedError
 from streamer.models import RequestRef
@@ -261,7 +262,7 @@ class LocalWorkflows:
         self,
         pm: pluggy.PluginManager | None = None,
         *,
-        region: str = "us-east-1",
+        region: str = LOCAL_REGION,
         interval_ms: int = 0,
         notify: Callable[[dict[str, Any], Any], Any] | None = None,
         sink: ProgressSink | None = None,

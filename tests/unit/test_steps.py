@@ -420,9 +420,10 @@ def lambda_log() -> Iterator[io.StringIO]:
 
     (handler,) = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
     buffer = io.StringIO()
-    previous = handler.setStream(buffer)
+    # Assigned, not setStream(): that flushes the old stream, which may be an earlier test's closed capture.
+    previous, handler.stream = handler.stream, buffer
     yield buffer
-    handler.setStream(previous)
+    handler.stream = previous
 
 
 def test_handler_runs_the_named_step_and_logs_no_input(registry: Registry, lambda_log: io.StringIO) -> None:

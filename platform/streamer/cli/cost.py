@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from streamer.config import Env
+from streamer.config import LOCAL_REGION, Env
 from streamer.cost import (
     PRICES,
     PRICES_AS_OF,
@@ -46,9 +46,10 @@ from streamer.cost import (
 __all__ = ["add_parser", "measure", "report"]
 
 _COUNTED_SERVICES = frozenset({"dynamodb", "stepfunctions", "apigatewaymanagementapi", "events"})
-_ENDPOINT = "https://abcdef1234.execute-api.us-east-1.amazonaws.com/prod"
+_REGION = LOCAL_REGION
+_DOMAIN = f"abcdef1234.execute-api.{_REGION}.amazonaws.com"
+_ENDPOINT = f"https://{_DOMAIN}/prod"
 _SECRET = "cost-model-secret-" + "x" * 32
-_REGION = "us-east-1"
 
 
 class _Meter:
@@ -177,7 +178,7 @@ class _Timed:
 
 def _ws_event(route: str, connection_id: str, **extra: Any) -> dict[str, Any]:
     ctx = {"routeKey": route, "eventType": {"$connect": "CONNECT"}.get(route, "MESSAGE"), "stage": "prod",
-           "connectionId": connection_id, "domainName": "abcdef1234.execute-api.us-east-1.amazonaws.com",
+           "connectionId": connection_id, "domainName": _DOMAIN,
            "apiId": "abcdef1234", "requestId": f"cost-{route}", "connectedAt": int(time.time() * 1000),
            "requestTimeEpoch": int(time.time() * 1000), "identity": {"sourceIp": "203.0.113.10"}}  # fmt: skip
     return {"requestContext": ctx, "isBase64Encoded": False, **extra}

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streamer.config import LOCAL_REGION
 from streamer.errors import StreamerError
 from streamer.limits import ENTRYPOINT_GROUP
 
@@ -301,8 +302,8 @@ def _verify_env() -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": LOCAL_REGION,
+        "AWS_DEFAULT_REGION": LOCAL_REGION,
         "AWS_ACCESS_KEY_ID": "verify",
         "AWS_SECRET_ACCESS_KEY": "verify",
         "AWS_EC2_METADATA_DISABLED": "true",
