@@ -42,7 +42,7 @@ from botocore.exceptions import ReadTimeoutError
 from streamer.config import Env
 from streamer.errors import StreamerError
 
-__all__ = ["ENV_VAR", "AwsFaults", "FaultRule", "InjectedFault", "LambdaFaults"]
+__all__ = ["ENV_VAR", "AwsFaults", "FaultRule", "InjectedFault", "LambdaFaults", "RawBody"]
 
 #: The environment variable the local Lambda endpoint reads (test-only).
 ENV_VAR = Env.TEST_FAULTS
@@ -133,15 +133,15 @@ class AwsFaults:
         headers = HTTPHeaders()
         headers["x-amzn-ErrorType"] = code
         headers["Content-Type"] = "application/x-amz-json-1.0"
-        return AWSResponse(request.url, status, headers, _Raw(body))
+        return AWSResponse(request.url, status, headers, RawBody(body))
 
     @property
     def total_injected(self) -> int:
         return sum(self.injected.values())
 
 
-class _Raw(io.BytesIO):
-    """The raw body botocore's AWSResponse streams (as urllib3's response would)."""
+class RawBody(io.BytesIO):
+    """The raw body botocore's ``AWSResponse`` streams (as urllib3's response would): for responses made in process."""
 
     def stream(self, **kwargs: Any) -> Iterator[bytes]:
         chunk = self.read()

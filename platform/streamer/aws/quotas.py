@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from botocore.exceptions import ClientError
 
+from streamer.aws.store import LazyClient
 from streamer.aws.windows import count_in_window
 from streamer.protocol import RequestStatus
 
@@ -46,7 +46,7 @@ def _condition_failed(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
-class QuotaStore:
+class QuotaStore(LazyClient):
     """The ``quotas`` table plus the reads that tell a stale reservation from a live one."""
 
     def __init__(
@@ -60,13 +60,7 @@ class QuotaStore:
         self.table = table
         self.connections_table = connections_table
         self.requests_table = requests_table
-        self._client = client
-
-    @property
-    def client(self) -> DynamoDBClient:
-        if self._client is None:
-            self._client = boto3.client("dynamodb")
-        return self._client
+        super().__init__(client)
 
     def _key(self, user_id: str) -> dict[str, Any]:
         return {"user_id": {"S": user_id}}

@@ -32,9 +32,11 @@ from streamer.protocol import RequestStatus
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-__all__ = ["ConnectionStore", "EventStore", "RequestStore", "TerminalAlreadyError", "from_ddb"]
+__all__ = ["ConnectionStore", "EventStore", "LazyClient", "RequestStore", "TerminalAlreadyError", "from_ddb"]
 
-class _Lazy:
+class LazyClient:
+    """A DynamoDB client given, or created on first use (one per container)."""
+
     def __init__(self, client: DynamoDBClient | None) -> None:
         self._client = client
 
@@ -49,7 +51,7 @@ def _is_condition_failure(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
-class ConnectionStore(_Lazy):
+class ConnectionStore(LazyClient):
     """``connections`` table: one item per live WebSocket connection; GSI ``by_user``."""
 
     def __init__(self, table: str, client: DynamoDBClient | None = None) -> None:
@@ -116,7 +118,7 @@ class ConnectionStore(_Lazy):
         return Connection.model_validate(item), int(item["rate_count"])
 
 
-class RequestStore(_Lazy):
+class RequestStore(LazyClient):
     """``requests`` table, keyed by (user_id, request_id); its stream starts executions; sparse GSI
     ``by_open`` (``open_shard``, ``created_at``) lists the requests that have not ended."""
 
@@ -283,7 +285,7 @@ class RequestStore(_Lazy):
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
-class EventStore(_Lazy):
+class EventStore(LazyClient):
     """``events`` table: the per-request event log (progress events; the terminal event is the request item).
 
     Seqs are claimed on the request item (:meth:`RequestStore.claim_seq`); an event is then one plain

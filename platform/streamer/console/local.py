@@ -12,10 +12,6 @@ Served on a loopback interface without a token; on any other interface only with
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamer.console.app import CONSOLE_PREFIX, TOKEN_ENV, ConsoleConfig, env_token, mount, token_required
@@ -32,31 +28,11 @@ LOCAL_POLL_INTERVAL = 0.5
 
 
 def _sources(stack: Any) -> Sources:
-    from streamer.config import LOCAL_REGION
-    from streamer.metrics import local_metrics_file
-    from streamer.observe.localstate import LocalState, write_state
+    """This stack's own endpoints (not the shared per-user state file, which another stack may own)."""
+    from streamer.observe.localstate import state_of
     from streamer.observe.sources import Sources
 
-    plan = stack.plan
-    tables = plan.table_names
-    state = LocalState(
-        pid=os.getpid(),
-        ws_url=stack.ws_url,
-        http_url=stack.gateway_http,
-        moto_url=stack.moto_url,
-        lambda_url=stack.lambda_url,
-        sfn_url=stack.sfn_url,
-        region=LOCAL_REGION,
-        connections_table=tables["ConnectionsTable"],
-        requests_table=tables["RequestsTable"],
-        events_table=tables["EventsTable"],
-        state_machine_arn_prefix=plan.state_machine_arn_prefix(),
-        workflows=[sm.workflow for sm in plan.state_machines],
-        started_at=time.time(),
-        metrics_file=str(local_metrics_file()),  # where this process's plan pointed the handlers
-    )
-    with tempfile.TemporaryDirectory(prefix="streamer-console-") as d:
-        return Sources.local(write_state(state, Path(d) / "local.json"))
+    return Sources.from_state(state_of(stack))
 
 
 def mount_local(stack: Any, host: str) -> str | None:

@@ -35,7 +35,6 @@ Step functions, the stream router and EventBridge targets still run in the Lambd
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import math
@@ -45,11 +44,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION, Env
+from streamer.faults import RawBody
 from streamer.local.invoke import InvokeResult
 from streamer.local.lambda_endpoint import (
     HandlerFn,
@@ -121,16 +121,6 @@ def _functions_log_to_stderr() -> None:
             if type(f).__name__ == "SuppressFilter":  # aws_lambda_powertools.logging.filters
                 h.removeFilter(f)
         h.addFilter(not_functions)
-
-
-class _Raw(io.BytesIO):
-    """The raw body botocore's ``AWSResponse`` streams (as urllib3's response would)."""
-
-    def stream(self, **kwargs: Any) -> Iterator[bytes]:
-        chunk = self.read()
-        while chunk:
-            yield chunk
-            chunk = self.read()
 
 
 class InProcessInvoker:
@@ -308,7 +298,7 @@ class InProcessInvoker:
         for key, value in response.headers.items():
             headers[key] = value
         payload = response.body if isinstance(response.body, bytes) else b""
-        return AWSResponse(request.url, response.status, headers, _Raw(payload))
+        return AWSResponse(request.url, response.status, headers, RawBody(payload))
 
     # -- stop ---------------------------------------------------------------------------------------------
 
