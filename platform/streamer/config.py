@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from streamer.limits import MAX_EXECUTION_INPUT_BYTES
 
-__all__ = ["LOCAL_ACCOUNT", "LOCAL_DEV_SECRET", "LOCAL_REGION", "Env", "Settings", "dev_jwt_secret"]
+__all__ = ["LOCAL_ACCOUNT", "LOCAL_DEV_SECRET", "LOCAL_REGION", "Env", "Settings", "dev_jwt_secret", "restore_environ"]
 
 
 class Env(enum.StrEnum):
@@ -74,6 +74,16 @@ LOCAL_ACCOUNT = "123456789012"
 #: The public development secret ``streamer local`` and ``streamer token`` use when STREAMER_JWT_SECRET is
 #: unset (``streamer local`` warns loudly). Never accepted by a deployed stack: it reads its secret by ARN.
 LOCAL_DEV_SECRET = "streamer-local-development-secret-do-not-use-in-production"
+
+
+def restore_environ(saved: dict[str, str | None]) -> None:
+    """Put back the variables a caller overrode (``None``: it was unset), and forget them."""
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    saved.clear()
 
 
 def dev_jwt_secret(environ: Mapping[str, str] | None = None) -> str:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from streamer.config import LOCAL_REGION
+from streamer.config import LOCAL_REGION, restore_environ
 from streamer.deploy import statemachines
 from streamer.errors import RetryableStepError, StepFailedError
 from streamer.models import RequestRef
@@ -310,12 +310,7 @@ class LocalWorkflows:
         self.close()
 
     def close(self) -> None:
-        for key, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self._saved_env.clear()
+        restore_environ(self._saved_env)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION, Env
+from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION, Env, restore_environ
 from streamer.faults import RawBody
 from streamer.local.invoke import InvokeResult
 from streamer.local.lambda_endpoint import (
@@ -313,9 +313,4 @@ class InProcessInvoker:
             session.events.unregister(f"choose-signer.{_SERVICE_ID}", unique_id=f"signer-{id(self)}")
             self._gateway_base = None
         self._pool.shutdown(wait=False, cancel_futures=True)
-        for key, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self._saved_env.clear()
+        restore_environ(self._saved_env)
