@@ -28,13 +28,22 @@ reservation: a ``$connect`` integration runs at most 29 s on API Gateway,
 https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html).
 
 Each user has their own item, so one user's excess never slows another's writes. 0 turns a limit off.
+
+**Refusals this container already knows** (:class:`KnownRefusals`): a user over a limit in the current second
+is refused again without a DynamoDB call until that second ends — a flood of messages then costs the platform
+no write per message, and nothing one user sends makes the quota table slower for others. Exact for messages per
+second (a window's count only grows within it). For requests in flight it can refuse, for the rest of the
+second, a submit that a slot freed by another container in that second would have admitted; a submit retrying
+a request already holding a slot is never refused this way, and a release in this container forgets the
+refusal at once.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from streamer.aws.quotas import CONNECTIONS, REQUESTS, QuotaStore
@@ -42,9 +51,12 @@ from streamer.config import Settings
 from streamer.errors import ProtocolError
 from streamer.protocol import ErrorCode
 
-__all__ = ["RESERVATION_GRACE_SECONDS", "QuotaLimits", "Quotas"]
+__all__ = ["RESERVATION_GRACE_SECONDS", "KnownRefusals", "QuotaLimits", "Quotas"]
 
 logger = logging.getLogger(__name__)
+
+#: The messages-per-second quota's name in :class:`KnownRefusals` (the others are the quota table's map names).
+MESSAGES = "messages"
 
 #: How long a reservation whose row does not exist yet is assumed to be on its way (see the module doc).
 RESERVATION_GRACE_SECONDS = 30
@@ -65,11 +77,50 @@ class QuotaLimits:
         )
 
 
+class KnownRefusals:
+    """Who this container refused in which second: ``(user, quota)`` → (second, the request ids then holding
+    the user's slots), and each refused connection's user. Only the current second is kept (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._second = -1
+        self._refused: dict[tuple[str, str], frozenset[str]] = {}
+        self._users: dict[str, str] = {}
+
+    def add(
+        self, second: int, user_id: str, quota: str, holders: Collection[str] = (), connection_id: str = ""
+    ) -> None:
+        with self._lock:
+            if second != self._second:
+                if second < self._second:
+                    return  # a late writer: the newer second's refusals stand
+                self._second, self._refused, self._users = second, {}, {}
+            self._refused[(user_id, quota)] = frozenset(holders)
+            if connection_id:
+                self._users[connection_id] = user_id
+
+    def refused(self, second: int, user_id: str, quota: str, member: str = "") -> bool:
+        """``user_id`` was refused ``quota`` in this second (and ``member`` holds none of its slots)."""
+        with self._lock:
+            holders = self._refused.get((user_id, quota)) if second == self._second else None
+            return holders is not None and member not in holders
+
+    def user_of(self, second: int, connection_id: str) -> str | None:
+        """The user of a connection refused in this second, else None."""
+        with self._lock:
+            return self._users.get(connection_id) if second == self._second else None
+
+    def forget(self, user_id: str, quota: str) -> None:
+        with self._lock:
+            self._refused.pop((user_id, quota), None)
+
+
 class Quotas:
     def __init__(self, limits: QuotaLimits, store: QuotaStore, *, clock: Callable[[], float] = time.time) -> None:
         self.limits = limits
         self.store = store
         self.clock = clock
+        self.known = KnownRefusals()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Quotas:
@@ -115,7 +166,12 @@ class Quotas:
     def reserve_request(self, user_id: str, request_id: str) -> None:
         """Reserve an in-flight slot for ``request_id`` (idempotent), or raise RATE_LIMITED."""
         limit = self.limits.requests_in_flight_per_user
-        if limit > 0 and not self._reserve(user_id, REQUESTS, request_id, limit, self._stale_requests):
+        if limit <= 0:
+            return
+        now = self._now()
+        if self.known.refused(now, user_id, REQUESTS, request_id) or not self._reserve(
+            user_id, REQUESTS, request_id, limit, self._stale_requests
+        ):
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED,
                 f"more than {limit} requests in flight for this user",
@@ -125,18 +181,38 @@ class Quotas:
     def release_request(self, user_id: str, request_id: str) -> None:
         """Free the slot of an ended request now (else it is freed when the user's map is next full)."""
         self.store.release(user_id, REQUESTS, [request_id])
+        self.known.forget(user_id, REQUESTS)
 
     # -- messages -------------------------------------------------------------------------------
 
-    def count_message(self, user_id: str) -> None:
+    def count_message(self, user_id: str, connection_id: str = "") -> None:
         """Count one message of the user in the current second, or raise RATE_LIMITED."""
         limit = self.limits.messages_per_second_per_user
-        if limit > 0 and self.store.count_message(user_id, self._now()) > limit:
-            raise ProtocolError(
-                ErrorCode.RATE_LIMITED,
-                f"more than {limit} messages a second for this user",
-                {"quota": "messages_per_second", "limit": limit},
-            )
+        if limit <= 0:
+            return
+        now = self._now()
+        if not self.known.refused(now, user_id, MESSAGES):
+            if self.store.count_message(user_id, now) <= limit:
+                return
+            self.known.add(now, user_id, MESSAGES, connection_id=connection_id)
+        raise self._messages_refused(limit)
+
+    def refuse_known(self, connection_id: str) -> None:
+        """Raise the user's RATE_LIMITED at once when this container refused the connection's user for messages
+        in this second (no DynamoDB call: before the connection row is even read)."""
+        limit = self.limits.messages_per_second_per_user
+        now = self._now()
+        user_id = self.known.user_of(now, connection_id) if limit > 0 else None
+        if user_id is not None and self.known.refused(now, user_id, MESSAGES):
+            raise self._messages_refused(limit)
+
+    @staticmethod
+    def _messages_refused(limit: int) -> ProtocolError:
+        return ProtocolError(
+            ErrorCode.RATE_LIMITED,
+            f"more than {limit} messages a second for this user",
+            {"quota": "messages_per_second", "limit": limit},
+        )
 
     # -- the reservation protocol ---------------------------------------------------------------
 
@@ -157,6 +233,8 @@ class Quotas:
             return self.store.reserve(user_id, kind, member, limit, now)
         gone = stale(user_id, {m: t for m, t in members.items() if m != member}, now)
         if not gone:
+            if kind == REQUESTS:
+                self.known.add(now, user_id, kind, holders=members)
             return False
         logger.info("stale quota reservations released", extra={"kind": kind, "count": len(gone)})
         self.store.release(user_id, kind, gone)

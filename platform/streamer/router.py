@@ -6,6 +6,11 @@ Order of checks for a message: who is asking (the connection row; absent → ``F
 ``FORBIDDEN`` with ``details.reason = "token_expired"``, after which the handler closes the connection with
 ``DELETE @connections/{id}``), the per-connection rate, the per-user quotas (``streamer.quotas``:
 messages per second, and requests in flight at ``submit``), then the action.
+
+One exception to that order: a connection whose user this container already refused for messages in the current
+second is refused again first, with no DynamoDB call (``Quotas.refuse_known``) — a flood costs no write per
+message. Such a connection may be one whose token just expired: it is told so by its first message after that
+second.
 """
 
 from __future__ import annotations
@@ -81,6 +86,8 @@ class Router:
         rate limit, then the action. One DynamoDB round trip before the action itself."""
 
         def run() -> list[dict[str, Any]]:
+            if self.quotas is not None:
+                self.quotas.refuse_known(connection_id)
             now = self.service.now()
             seen = self.service.count_message(connection_id, now)
             if seen is None:
@@ -90,7 +97,7 @@ class Router:
                 raise ProtocolError(
                     ErrorCode.FORBIDDEN, "the connection's token has expired", {"reason": TOKEN_EXPIRED}
                 )
-            return self._check_rate(count) or self._limited(conn.user_id, raw)
+            return self._check_rate(count) or self._limited(conn.user_id, raw, connection_id)
 
         return self._safely(connection_id, run)
 
@@ -103,14 +110,14 @@ class Router:
                 limited = self._check_rate(seen[1]) if seen else []
                 if limited:
                     return limited
-            return self._limited(user_id, raw)
+            return self._limited(user_id, raw, connection_id)
 
         return self._safely(connection_id, run)
 
-    def _limited(self, user_id: str, raw: str | bytes) -> list[dict[str, Any]]:
+    def _limited(self, user_id: str, raw: str | bytes, connection_id: str) -> list[dict[str, Any]]:
         """The per-user message quota, then the action."""
         if self.quotas is not None:
-            self.quotas.count_message(user_id)
+            self.quotas.count_message(user_id, connection_id)
         return self._dispatch(user_id, parse_action(raw))
 
     def _check_rate(self, count: int) -> list[dict[str, Any]]:

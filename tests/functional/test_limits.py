@@ -78,10 +78,50 @@ def test_requests_in_flight_are_capped_and_freed_when_a_request_ends(service: An
     # Another user is not affected.
     _conn(service, "c2", "bob")
     assert _submit(router, "c2", "bob", "b0")["type"] == "ack"
-    # One request ends (nobody releases its slot explicitly): the next submit finds it and takes the slot.
+    # One request ends (nobody releases its slot explicitly). In the second of the refusal this container
+    # refuses again without asking the tables (quotas.KnownRefusals); the next second's submit finds the ended
+    # request and takes its slot.
     assert service.finish(service.requests.get("alice", "r0").ref, RequestStatus.SUCCEEDED, output={}) is not None
+    assert _submit(router, "c1", "alice", "r3")["code"] == "RATE_LIMITED"
+    clock.now += 1
     assert _submit(router, "c1", "alice", "r3")["type"] == "ack"
     assert _submit(router, "c1", "alice", "r4")["code"] == "RATE_LIMITED"
+
+
+def test_known_refusals_cost_no_dynamodb_call_and_end_with_their_second(
+    service: Any, ddb: Any, clock: Clock
+) -> None:
+    """A user over a quota in this second is refused again without a DynamoDB call, a retry of a request that
+    holds a slot is still recognised, and the next second asks the tables again."""
+    quotas = _quotas(ddb, clock, requests_in_flight_per_user=2, messages_per_second_per_user=3)
+    router = Router(service, lambda: CATALOG, quotas=quotas)
+    _conn(service, "c1", "alice")
+    _conn(service, "c2", "bob")
+    calls: list[str] = []
+    ddb.meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+    ping = json.dumps({"action": "ping"})
+    assert [router.handle_message("c1", ping)[0]["type"] for _ in range(3)] == ["pong"] * 3
+    calls.clear()
+    over = router.handle_message("c1", ping)[0]
+    assert over["details"] == {"quota": "messages_per_second", "limit": 3}
+    assert calls == ["UpdateItem", "UpdateItem"]  # the connection row and the user's window, once
+    calls.clear()
+    assert [router.handle_message("c1", ping)[0]["code"] for _ in range(50)] == ["RATE_LIMITED"] * 50
+    assert calls == []  # known: no call at all
+    assert router.handle_message("c2", ping)[0]["type"] == "pong"  # another user is not refused
+    clock.now += 1
+    assert router.handle_message("c1", ping)[0]["type"] == "pong"  # a new second asks again
+
+    quotas = _quotas(ddb, clock, requests_in_flight_per_user=2, messages_per_second_per_user=0)
+    router = Router(service, lambda: CATALOG, quotas=quotas)
+    assert [_submit(router, "c1", "alice", f"r{i}")["type"] for i in range(2)] == ["ack"] * 2
+    assert _submit(router, "c1", "alice", "r2")["code"] == "RATE_LIMITED"
+    calls.clear()
+    assert _submit(router, "c1", "alice", "r2")["details"] == {"quota": "requests_in_flight", "limit": 2}
+    assert calls == []  # no reservation, no stale check
+    assert _submit(router, "c1", "alice", "r1")["type"] == "ack"  # holds a slot: still recognised
+    quotas.release_request("alice", "r0")  # a release in this container forgets the refusal at once
+    assert _submit(router, "c1", "alice", "r2")["type"] == "ack"
 
 
 def test_a_reservation_whose_request_was_never_stored_is_freed_after_the_grace(ddb: Any, clock: Clock) -> None:
@@ -224,7 +264,7 @@ def test_a_failed_connection_put_releases_its_reservation(wired: Any, monkeypatc
     def boom(conn: Any) -> None:
         raise RuntimeError("DynamoDB is down")
 
-    monkeypatch.setattr(wired, "connect", boom)
+    monkeypatch.setattr(wired.connections, "put", boom)
     with pytest.raises(RuntimeError):
         _handshake("c0", "alice")
     assert _edges.get_quotas(wired).store.members("alice", CONNECTIONS) == {}
