@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 from pydantic import ValidationError
 
@@ -44,11 +44,14 @@ from streamer.aws.store import ConnectionStore, EventStore, RequestStore
 from streamer.config import Settings
 from streamer.errors import ProtocolError, StreamerError, TerminalAlreadyError, WebSocketDisconnectedError
 from streamer.events import ExecutionStatusDetail, RequestInsert
-from streamer.limits import clamp_percent
+from streamer.limits import MAX_CONNECTION_SECONDS, clamp_percent
 from streamer.models import OPEN_SHARDS, Connection, Request, RequestEvent, RequestRef, new_incarnation, payload_hash
 from streamer.protocol import MAX_MESSAGE_BYTES, ErrorCode, RequestStatus
 
-__all__ = ["RequestService", "SubmitResult"]
+if TYPE_CHECKING:
+    from streamer.quotas import Quotas
+
+__all__ = ["Admission", "Ending", "RequestService", "SubmitResult"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,23 @@ _TERMINAL_CODES = {
     RequestStatus.CANCELLED: ErrorCode.CANCELLED,
     RequestStatus.TIMED_OUT: ErrorCode.TIMEOUT,
 }
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What :meth:`RequestService.connect` decided: the stored connection, or why nothing was stored."""
+
+    connection: Connection | None
+    refused: Literal["expired", "quota"] | None = None
+    reason: str = ""
+
+
+class Ending(TypedDict, total=False):
+    """How a request ends, besides its status: a SUCCEEDED request's output, else an error code and message."""
+
+    output: dict[str, Any] | None
+    code: ErrorCode | None
+    message: str | None
 
 
 @dataclass(frozen=True)
@@ -114,9 +134,50 @@ class RequestService:
 
     # -- connections ----------------------------------------------------------------------------
 
-    def connect(self, connection: Connection) -> None:
-        """Store an authenticated connection (``$connect``)."""
-        self.connections.put(connection)
+    def connect(
+        self,
+        connection_id: str,
+        user_id: str,
+        token_expires_at: int,
+        *,
+        source_ip: str | None = None,
+        quotas: Quotas | None = None,
+    ) -> Admission:
+        """Admit an authenticated connection (``$connect``) and store it; a refusal stores nothing.
+
+        Refused ``expired`` when the token has expired (a token accepted within the clock leeway but past its
+        ``exp`` would yield a connection that is expired from its first message), ``quota`` over the user's
+        connection quota (``streamer.quotas``; a connection whose row looks live is asked about through the
+        Management API). The row expires with the token, at the latest when API Gateway ends the connection;
+        when its write fails, the quota reservation is released and the error raised.
+        """
+        now = self.now()
+        if token_expires_at <= now:
+            return Admission(None, "expired", "token expired")
+        if quotas is not None:
+            try:
+                quotas.admit_connection(user_id, connection_id, alive=self.manager.alive)
+            except ProtocolError as exc:
+                return Admission(None, "quota", exc.message)
+        connection = Connection(
+            connection_id=connection_id,
+            user_id=user_id,
+            connected_at=now,
+            expires_at=min(token_expires_at, now + MAX_CONNECTION_SECONDS),
+            source_ip=source_ip,
+        )
+        try:
+            self.connections.put(connection)
+        except Exception:
+            if quotas is not None:
+                quotas.release_connection(user_id, connection_id)
+            raise
+        return Admission(connection)
+
+    def close(self, connection_id: str) -> bool:
+        """Close a connection through the Management API (``DELETE @connections/{id}``: API Gateway then runs
+        ``$disconnect``). False when it was already gone; SendError when API Gateway cannot be reached."""
+        return self.manager.close(connection_id)
 
     def disconnect(self, connection_id: str) -> None:
         """Remove a connection's row (``$disconnect``; TTL removes what is missed)."""
@@ -252,9 +313,7 @@ class RequestService:
             return False
         if ended.execution_arn:
             self.executions.stop(ended.execution_arn)
-        body = ended.terminal_body()
-        assert body is not None
-        self.push(user_id, body)
+        self._announce(req.ref, ended)
         return True
 
     # -- executions -----------------------------------------------------------------------------
@@ -401,12 +460,7 @@ class RequestService:
                 req.ref, RequestStatus.TIMED_OUT, code=ErrorCode.TIMEOUT, message="the request ran too long"
             )
             self.executions.stop(arn, error="Streamer.Timeout", cause="the request ran too long")
-            if ended is None:
-                return "unchanged"
-            body = ended.terminal_body()
-            assert body is not None
-            self.push(req.user_id, body)
-            return "ended"
+            return "ended" if self._announce(req.ref, ended) is not None else "unchanged"
         elif described.get("status") == "SUCCEEDED":
             # The workflow's own notification ends a request before its execution can succeed; a success
             # that ended nothing lost its result on the way: say so rather than guess the result's shape.
@@ -499,28 +553,23 @@ class RequestService:
         metrics.add(metrics.PROGRESS_EVENTS_PUSHED, workflow=ref.workflow)
         return event
 
-    def finish(
-        self,
-        ref: RequestRef,
-        status: RequestStatus,
-        *,
-        output: dict[str, Any] | None = None,
-        code: ErrorCode | None = None,
-        message: str | None = None,
-    ) -> RequestEvent | None:
+    def finish(self, ref: RequestRef, status: RequestStatus, **ending: Unpack[Ending]) -> RequestEvent | None:
         """Move the request to a terminal status with its terminal event, exactly once; push it.
 
         One conditional write ends the request and takes the terminal event's seq, so a request never has
         two terminal events and nothing follows it; a second call (a retried notify, a cancel racing the
         result) returns None.
         """
-        req = self._end(ref, status, output=output, code=code, message=message)
-        if req is None:
+        return self._announce(ref, self._end(ref, status, **ending))
+
+    def _announce(self, ref: RequestRef, ended: Request | None) -> RequestEvent | None:
+        """Push the terminal event of a request this call ended (None: it had already ended, nothing to say)."""
+        if ended is None:
             return None
-        body = req.terminal_body()
+        body = ended.terminal_body()
         assert body is not None
         self.push(ref.user_id, body)
-        return RequestEvent(request_key=ref.request_key, seq=req.last_seq, body=body, created_at=req.updated_at)
+        return RequestEvent(request_key=ref.request_key, seq=ended.last_seq, body=body, created_at=ended.updated_at)
 
     def _end(
         self,

@@ -7,9 +7,13 @@ from typing import Any
 
 import pytest
 
+from streamer.aws.quotas import CONNECTIONS, QuotaStore
 from streamer.errors import ProtocolError, TerminalAlreadyError
+from streamer.limits import MAX_CONNECTION_SECONDS
 from streamer.models import Connection
 from streamer.protocol import ErrorCode, RequestStatus
+from streamer.quotas import QuotaLimits, Quotas
+from streamer.service import Admission
 
 
 def connect(service: Any, mgmt_api: Any, cid: str, user: str, ttl: int = 3600) -> None:
@@ -245,3 +249,34 @@ def test_a_reply_to_a_gone_connection_deletes_its_row(service: Any, mgmt_api: An
     mgmt_api.close("c1")
     assert service.reply("c1", [{"type": "pong"}, {"type": "pong"}]) == 0
     assert service.connections.get("c1") is None
+
+
+def test_connect_admits_under_the_quota_stores_the_row_and_releases_a_failed_write(
+    service: Any, ddb: Any, mgmt_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``RequestService.connect`` without a handler: expiry, the quota (asking API Gateway about rows that look
+    live), the row's TTL, and the reservation given back when the row's write fails."""
+    store = QuotaStore(
+        "streamer-quotas", connections_table="streamer-connections", requests_table="streamer-requests", client=ddb
+    )
+    quotas = Quotas(QuotaLimits(connections_per_user=2), store)
+    now = service.now()
+    assert service.connect("old", "alice", now, quotas=quotas) == Admission(None, "expired", "token expired")
+    first = service.connect("c1", "alice", now + 10 * MAX_CONNECTION_SECONDS, source_ip="10.0.0.1", quotas=quotas)
+    assert first.refused is None and first.connection == service.connections.get("c1")
+    assert first.connection is not None and first.connection.source_ip == "10.0.0.1"
+    assert now <= first.connection.expires_at - MAX_CONNECTION_SECONDS <= service.now()  # API Gateway's bound
+    assert service.connect("c2", "alice", now + 60, quotas=quotas).connection.expires_at == now + 60  # the token's
+    mgmt_api.open("c1")
+    mgmt_api.open("c2")
+    over = service.connect("c3", "alice", now + 60, quotas=quotas)
+    assert (over.connection, over.refused) == (None, "quota") and service.connections.get("c3") is None
+    assert service.connect("b1", "bob", now + 60, quotas=quotas).refused is None  # per user
+
+    def boom(conn: Any) -> None:
+        raise RuntimeError("DynamoDB is down")
+
+    monkeypatch.setattr(service.connections, "put", boom)
+    with pytest.raises(RuntimeError):
+        service.connect("b2", "bob", now + 60, quotas=quotas)
+    assert set(store.members("bob", CONNECTIONS) or {}) == {"b1"}

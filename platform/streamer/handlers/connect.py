@@ -1,28 +1,23 @@
-"""``$connect``: check the Origin, validate the JWT, admit the connection under the user's quota, store it,
-select the ``streamer.v1`` subprotocol.
+"""``$connect``: check the Origin, validate the JWT, have ``RequestService.connect`` admit the connection
+under the user's quota and store it, select the ``streamer.v1`` subprotocol.
 
 Refusals store nothing: 403 for an Origin outside the allow-list (``streamer.origins``), 401 for a missing,
-invalid or already expired token (a token accepted within the clock leeway but past its ``exp`` would
-yield a connection that is expired from its first message), 429 over the user's connection quota
-(``streamer.quotas``).
+invalid or already expired token (``RequestService.connect`` refuses one accepted within the clock leeway
+but past its ``exp``), 429 over the user's connection quota (``streamer.quotas``).
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import time
 from typing import Any
 
 from streamer import metrics
 from streamer.auth import AuthConfig, Authenticator, AuthError, extract_token
 from streamer.config import Env
-from streamer.errors import ProtocolError
 from streamer.events import WebSocketEvent
-from streamer.handlers._edges import get_closer, get_quotas
+from streamer.handlers._edges import get_quotas
 from streamer.handlers._runtime import get_logger, get_service, lambda_handler
-from streamer.limits import MAX_CONNECTION_SECONDS
-from streamer.models import Connection
 from streamer.origins import ORIGIN_REFUSED_STATUS, origin_allowed
 
 #: HTTP status of a handshake over the user's connection quota.
@@ -74,33 +69,18 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.info("connect refused", extra={"reason": str(exc), "status": exc.status})
         metrics.add(metrics.CONNECTS_REFUSED, reason=metrics.connect_refusal_reason(exc.reason, exc.status))
         return {"statusCode": exc.status}
-    now = int(time.time())
-    if principal.expires_at <= now:
-        # Accepted within the leeway (clock skew) but already expired: refuse rather than store a connection
-        # whose every message would be FORBIDDEN.
-        logger.info("connect refused", extra={"reason": "token expired", "status": AuthError.status})
-        metrics.add(metrics.CONNECTS_REFUSED, reason="expired")
-        return {"statusCode": AuthError.status}
-    quotas = get_quotas(service)
-    try:
-        quotas.admit_connection(principal.user_id, cid, alive=get_closer(service, ev).alive)
-    except ProtocolError as exc:
-        logger.info("connect refused", extra={"reason": exc.message, "status": TOO_MANY_CONNECTIONS_STATUS})
-        metrics.add(metrics.CONNECTS_REFUSED, reason="quota")
-        return {"statusCode": TOO_MANY_CONNECTIONS_STATUS}
-    try:
-        service.connect(
-            Connection(
-                connection_id=cid,
-                user_id=principal.user_id,
-                connected_at=now,
-                expires_at=min(principal.expires_at, now + MAX_CONNECTION_SECONDS),
-                source_ip=ev.request_context.identity.source_ip,
-            )
-        )
-    except Exception:
-        quotas.release_connection(principal.user_id, cid)
-        raise
+    admission = service.connect(
+        cid,
+        principal.user_id,
+        principal.expires_at,
+        source_ip=ev.request_context.identity.source_ip,
+        quotas=get_quotas(service),
+    )
+    if admission.refused is not None:
+        status = AuthError.status if admission.refused == "expired" else TOO_MANY_CONNECTIONS_STATUS
+        logger.info("connect refused", extra={"reason": admission.reason, "status": status})
+        metrics.add(metrics.CONNECTS_REFUSED, reason=admission.refused)
+        return {"statusCode": status}
     logger.info("connected", extra={"user_id": principal.user_id})
     response: dict[str, Any] = {"statusCode": 200}
     if subprotocol:
