@@ -13,8 +13,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from streamer.handlers import _runtime, connect, disconnect, router
+from streamer.handlers import connect, disconnect, router
 from tests.functional.conftest import load_event
+from tests.functional.edge import connect_event, wired_handlers
 
 SECRET = "functional-test-secret-0123456789abcdef"
 CID = "Rk2AAdIZIAMCI_Q="
@@ -22,16 +23,8 @@ CID = "Rk2AAdIZIAMCI_Q="
 
 @pytest.fixture(autouse=True)
 def wired(service: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("STREAMER_JWT_SECRET", SECRET)
-    monkeypatch.setenv("STREAMER_JWT_ISSUER", "https://issuer.test")
-    monkeypatch.setenv("STREAMER_JWT_AUDIENCE", "streamer")
-    monkeypatch.delenv("STREAMER_JWT_ALGORITHMS", raising=False)
-    monkeypatch.delenv("STREAMER_JWT_JWKS_URL", raising=False)
-    connect.get_authenticator.cache_clear()
-    _runtime.set_service(service)
-    yield
-    _runtime.reset()
-    connect.get_authenticator.cache_clear()
+    with wired_handlers(service, monkeypatch, SECRET, issuer="https://issuer.test", audience="streamer"):
+        yield
 
 
 def claims(**over: Any) -> dict[str, Any]:
@@ -43,17 +36,6 @@ def claims(**over: Any) -> dict[str, Any]:
 
 def token(**over: Any) -> str:
     return jwt.encode(claims(**over), SECRET, algorithm="HS256")
-
-
-def connect_event(tok: str | None, *, via: str = "header", cid: str = CID) -> dict[str, Any]:
-    ev = load_event("connect", requestContext={"connectionId": cid})
-    if via == "header" and tok is not None:
-        ev["headers"]["Sec-WebSocket-Protocol"] = f"streamer.v1, bearer.{tok}"
-    else:
-        ev["headers"].pop("Sec-WebSocket-Protocol")
-        if tok is not None:
-            ev["queryStringParameters"] = {"token": tok}
-    return ev
 
 
 def stored(service: Any, cid: str = CID) -> Any:

@@ -27,10 +27,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from streamer.config import Settings
-from streamer.handlers import _runtime, connect
+from streamer.handlers import connect
 from streamer.models import Connection
 from streamer.router import Router
-from tests.functional.conftest import load_event
+from tests.functional.edge import connect_event, wired_handlers
 from tests.functional.test_router import CATALOG
 
 SECRET = "security-test-secret-0123456789abcdef0123"
@@ -45,16 +45,8 @@ def settings() -> Settings:  # overrides tests/functional/conftest.py's
 
 @pytest.fixture(autouse=True)
 def wired(service: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("STREAMER_JWT_SECRET", SECRET)
-    monkeypatch.setenv("STREAMER_JWT_ISSUER", ISS)
-    monkeypatch.setenv("STREAMER_JWT_AUDIENCE", AUD)
-    monkeypatch.delenv("STREAMER_JWT_ALGORITHMS", raising=False)
-    monkeypatch.delenv("STREAMER_JWT_JWKS_URL", raising=False)
-    connect.get_authenticator.cache_clear()
-    _runtime.set_service(service)
-    yield
-    _runtime.reset()
-    connect.get_authenticator.cache_clear()
+    with wired_handlers(service, monkeypatch, SECRET, issuer=ISS, audience=AUD):
+        yield
 
 
 def _claims(**over: Any) -> dict[str, Any]:
@@ -70,18 +62,6 @@ def _b64(data: bytes) -> str:
 
 def _unsigned(header: dict[str, Any], claims: dict[str, Any], sig: str = "") -> str:
     return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}.{sig}"
-
-
-def _event(token: str | None, *, cid: str, origin: str | None = None, via: str = "header") -> dict[str, Any]:
-    ev = load_event("connect", requestContext={"connectionId": cid})
-    ev["headers"].pop("Sec-WebSocket-Protocol")
-    if token is not None and via == "header":
-        ev["headers"]["Sec-WebSocket-Protocol"] = f"streamer.v1, bearer.{token}"
-    elif token is not None:
-        ev["queryStringParameters"] = {"token": token}
-    if origin is not None:
-        ev["headers"]["Origin"] = origin
-    return ev
 
 
 def _rsa() -> rsa.RSAPrivateKey:
@@ -244,10 +224,10 @@ def test_forged_tokens_never_connect_and_valid_ones_do(service: Any, ddb: Any) -
             for tok in tokens:
                 for via in ("header", "query"):
                     i += 1
-                    resp = connect.handler(_event(tok, cid=f"forged-{i}", via=via), None)
+                    resp = connect.handler(connect_event(tok, cid=f"forged-{i}", via=via), None)
                     results.setdefault(name, []).append(resp["statusCode"])
         for j, tok in enumerate(valid):
-            accepted_valid.append(connect.handler(_event(tok, cid=f"valid-{j}"), None)["statusCode"])
+            accepted_valid.append(connect.handler(connect_event(tok, cid=f"valid-{j}"), None)["statusCode"])
 
     logs = _run_capturing_logs(run)
     total = sum(len(v) for v in results.values())
@@ -272,7 +252,7 @@ def test_forged_tokens_never_connect_and_valid_ones_do(service: Any, ddb: Any) -
 def test_a_token_expired_within_the_leeway_is_refused(service: Any, ddb: Any) -> None:
     now = int(time.time())
     tok = jwt.encode(_claims(exp=now - 5, iat=now - 600), SECRET, algorithm="HS256")
-    assert connect.handler(_event(tok, cid="leeway"), None) == {"statusCode": 401}
+    assert connect.handler(connect_event(tok, cid="leeway"), None) == {"statusCode": 401}
     assert service.connections.get("leeway") is None
 
 
@@ -291,22 +271,22 @@ def test_bad_origins_are_refused_and_store_nothing(service: Any, ddb: Any) -> No
         "",
     ]
     statuses = [
-        connect.handler(_event(tok, cid=f"o{i}", origin=variants[i % len(variants)]), None)["statusCode"]
+        connect.handler(connect_event(tok, cid=f"o{i}", origin=variants[i % len(variants)]), None)["statusCode"]
         for i in range(50)
     ]
     print(f"\nbad origins: 50 handshakes, accepted {statuses.count(200)}, statuses {sorted(set(statuses))}")
     assert statuses == [403] * 50
     assert _count(ddb, "streamer-connections") == 0 and _count(ddb, "streamer-quotas") == 0
     # The allowed origin and a client that sends none (not a browser) connect.
-    assert connect.handler(_event(tok, cid="ok", origin=ALLOWED), None)["statusCode"] == 200
-    assert connect.handler(_event(tok, cid="no-origin"), None)["statusCode"] == 200
+    assert connect.handler(connect_event(tok, cid="ok", origin=ALLOWED), None)["statusCode"] == 200
+    assert connect.handler(connect_event(tok, cid="no-origin"), None)["statusCode"] == 200
 
 
 def test_missing_origin_can_be_refused(service: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(service, "settings", dataclasses.replace(service.settings, allow_missing_origin=False))
     tok = jwt.encode(_claims(), SECRET, algorithm="HS256")
-    assert connect.handler(_event(tok, cid="none"), None)["statusCode"] == 403
-    assert connect.handler(_event(tok, cid="ok", origin=ALLOWED), None)["statusCode"] == 200
+    assert connect.handler(connect_event(tok, cid="none"), None)["statusCode"] == 403
+    assert connect.handler(connect_event(tok, cid="ok", origin=ALLOWED), None)["statusCode"] == 200
 
 
 # ----------------------------------------------------------------------------------------- fuzzing
