@@ -29,6 +29,7 @@ __all__ = ["ConnectionManager", "SendReport", "encode_message"]
 
 logger = logging.getLogger(__name__)
 
+
 def encode_message(message: Mapping[str, Any]) -> bytes:
     """Serialize a server frame; refuse it with PAYLOAD_TOO_LARGE over the 128 KiB frame limit."""
     data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -39,6 +40,19 @@ def encode_message(message: Mapping[str, Any]) -> bytes:
             {"limit": MAX_MESSAGE_BYTES, "size": len(data)},
         )
     return data
+
+
+def _error_of(exc: ClientError) -> tuple[str, int | None]:
+    """The error code and HTTP status of a Management API error."""
+    return exc.response.get("Error", {}).get("Code", ""), exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+def _gone(connection_id: str, exc: ClientError) -> bool:
+    """True for 410 ``GoneException`` (the connection is gone); any other error is raised as SendError."""
+    code, status = _error_of(exc)
+    if code == "GoneException" or status == 410:
+        return True
+    raise SendError(connection_id, code or str(status)) from exc
 
 
 @dataclass
@@ -96,13 +110,11 @@ class ConnectionManager:
         try:
             self.client.post_to_connection(ConnectionId=connection_id, Data=data)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code == "GoneException" or status == 410:
-                raise WebSocketDisconnectedError(connection_id) from exc
+            code, status = _error_of(exc)
             if code == "PayloadTooLargeException" or status == 413:
                 raise ProtocolError(ErrorCode.PAYLOAD_TOO_LARGE, "message too large") from exc
-            raise SendError(connection_id, code or str(status)) from exc
+            if _gone(connection_id, exc):
+                raise WebSocketDisconnectedError(connection_id) from exc
         except BotoCoreError as exc:  # transport: read timeout, connection refused … after botocore's retries
             raise SendError(connection_id, type(exc).__name__) from exc
 
@@ -116,11 +128,7 @@ class ConnectionManager:
         try:
             self.client.delete_connection(ConnectionId=connection_id)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code == "GoneException" or status == 410:
-                return False
-            raise SendError(connection_id, code or str(status)) from exc
+            return not _gone(connection_id, exc)
         except BotoCoreError as exc:
             raise SendError(connection_id, type(exc).__name__) from exc
         return True
@@ -132,11 +140,7 @@ class ConnectionManager:
         try:
             self.client.get_connection(ConnectionId=connection_id)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code == "GoneException" or status == 410:
-                return False  # (a 403 means this role may not ask: unknown, not gone)
-            raise SendError(connection_id, code or str(status)) from exc
+            return not _gone(connection_id, exc)  # (a 403 means this role may not ask: unknown, not gone)
         except BotoCoreError as exc:
             raise SendError(connection_id, type(exc).__name__) from exc
         return True
