@@ -392,25 +392,11 @@ def test_a_bad_cursor_is_400(local_stack: Any) -> None:
 def test_unreachable_sources_are_502_and_a_live_problem(tmp_path: Path) -> None:
     """A state file naming a live pid (this test's) whose endpoints are closed ports: the console starts, and
     every read says the sources failed — the API with 502, a live stream with a ``problem`` event."""
-    import os
+    from tests.fakes import local_state
 
-    from streamer.observe.localstate import LocalState, write_state
+    from streamer.observe.localstate import write_state
 
-    closed = "http://127.0.0.1:9"
-    state = LocalState(
-        pid=os.getpid(),
-        ws_url="ws://127.0.0.1:9",
-        http_url=closed,
-        moto_url=closed,
-        lambda_url=closed,
-        sfn_url=closed,
-        region="us-east-1",
-        connections_table="streamer-connections",
-        requests_table="streamer-requests",
-        events_table="streamer-events",
-        state_machine_arn_prefix="arn:aws:states:us-east-1:123456789012:stateMachine:streamer-",
-    )
-    proc = console("--state-file", str(write_state(state, tmp_path / "local.json")))
+    proc = console("--state-file", str(write_state(local_state(), tmp_path / "local.json")))
     try:
         url = ready_url(proc)
         for path in ("api/executions", "api/executions/some-id", "api/connections", "api/overview"):

@@ -268,16 +268,10 @@ def test_overview_counts_and_percentiles(src: Sources) -> None:
 
 def local_sources(src: Sources, metrics_file: str) -> Sources:
     """``src`` as a ``streamer local`` whose handlers write their EMF metrics to ``metrics_file``."""
-    from streamer.observe.localstate import LocalState
+    from tests.fakes import local_state
 
-    state = LocalState(
+    state = local_state(
         pid=1,
-        ws_url="ws://127.0.0.1:1",
-        http_url="http://127.0.0.1:1",
-        moto_url="http://127.0.0.1:1",
-        lambda_url="http://127.0.0.1:1",
-        sfn_url="http://127.0.0.1:1",
-        region="us-east-1",
         connections_table=src.settings.connections_table,
         requests_table=src.settings.requests_table,
         events_table=src.settings.events_table,

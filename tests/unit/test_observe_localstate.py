@@ -17,7 +17,6 @@ from streamer.cli.executions import parse_duration
 from streamer.errors import StreamerError
 from streamer.observe import api
 from streamer.observe.localstate import (
-    LocalState,
     NoLocalStackError,
     default_state_file,
     pid_alive,
@@ -26,22 +25,7 @@ from streamer.observe.localstate import (
     remove_state,
     write_state,
 )
-
-
-def state(pid: int) -> LocalState:
-    return LocalState(
-        pid=pid,
-        ws_url="ws://127.0.0.1:1",
-        http_url="http://127.0.0.1:1",
-        moto_url="http://127.0.0.1:2",
-        lambda_url="http://127.0.0.1:3",
-        sfn_url="http://127.0.0.1:2",
-        region="us-east-1",
-        connections_table="c",
-        requests_table="r",
-        events_table="e",
-        state_machine_arn_prefix="arn:aws:states:us-east-1:123456789012:stateMachine:streamer-",
-    )
+from tests.fakes import local_state
 
 
 def dead_pid() -> int:
@@ -58,8 +42,8 @@ def test_default_state_file_follows_the_environment(tmp_path: Path) -> None:
 
 def test_write_read_remove(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "local.json"
-    assert write_state(state(os.getpid()), path) == path
-    assert read_state(path) == state(os.getpid())
+    assert write_state(local_state(pid=os.getpid()), path) == path
+    assert read_state(path) == local_state(pid=os.getpid())
     assert not list(path.parent.glob(".local-*"))  # the temporary file was renamed
     assert remove_state(path) is True
     assert not path.exists()
@@ -68,7 +52,7 @@ def test_write_read_remove(tmp_path: Path) -> None:
 
 def test_remove_leaves_another_stacks_file(tmp_path: Path) -> None:
     path = tmp_path / "local.json"
-    write_state(state(os.getpid()), path)
+    write_state(local_state(pid=os.getpid()), path)
     assert remove_state(path, pid=os.getpid() + 1) is False
     assert path.exists()
 
@@ -77,7 +61,7 @@ def test_missing_stale_and_broken_files_are_errors(tmp_path: Path) -> None:
     path = tmp_path / "local.json"
     with pytest.raises(NoLocalStackError, match="no running `streamer local`"):
         read_state(path)
-    write_state(state(dead_pid()), path)
+    write_state(local_state(pid=dead_pid()), path)
     with pytest.raises(NoLocalStackError, match="no longer running"):
         read_state(path)
     path.write_text("{not json")
@@ -171,11 +155,11 @@ def test_publish_records_the_stack_and_survives_an_unwritable_place(
 def test_the_state_records_the_metrics_file_and_sources_read_the_overview_from_it(tmp_path: Path) -> None:
     from streamer.observe import Sources
 
-    recorded = state(os.getpid()).model_copy(update={"metrics_file": str(tmp_path / "m.jsonl")})
+    recorded = local_state(pid=os.getpid()).model_copy(update={"metrics_file": str(tmp_path / "m.jsonl")})
     src = Sources.local(write_state(recorded, tmp_path / "local.json"))
     assert src.metrics_file == tmp_path / "m.jsonl"
     # A state file written before the field existed has none: the overview falls back to the tables.
     old = tmp_path / "old.json"
-    old.write_text(state(os.getpid()).model_dump_json(exclude={"metrics_file"}))
+    old.write_text(local_state(pid=os.getpid()).model_dump_json(exclude={"metrics_file"}))
     assert read_state(old).metrics_file == ""
     assert Sources.local(old).metrics_file is None
