@@ -39,6 +39,7 @@ from streamer.local.stream_poller import (
     StreamPoller,
     mappings_from_template,
 )
+from tests.functional.moto_process import create, moto_server, run_to_end
 
 REGION = "us-east-1"
 CREDS = {"region_name": REGION, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -861,9 +862,6 @@ def test_select_route() -> None:
 
 
 def test_moto_server_runs_state_machines_against_the_lambda_endpoint() -> None:
-    import subprocess
-    import sys
-
     attempts: list[int] = []
 
     def flaky(event: dict[str, Any], context: Any) -> Any:
@@ -872,56 +870,30 @@ def test_moto_server_runs_state_machines_against_the_lambda_endpoint() -> None:
             raise RetryableStepError("not yet")
         return {"doubled": event["value"] * 2}
 
-    server, url = serve_in_thread({"Flaky": flaky})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamer.local.moto_server", "--port", "0", "--lambda-endpoint", url],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**__import__("os").environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("moto server ready http://127.0.0.1:")
-        sfn = boto3.client("stepfunctions", endpoint_url=line.split()[-1], **CREDS)
-        definition = {
-            "StartAt": "Double",
-            "States": {
-                "Double": {
-                    "Type": "Task",
-                    "Resource": "arn:aws:lambda:us-east-1:123456789012:function:Flaky",
-                    "Parameters": {"value.$": "$.value", "attempt.$": "$$.State.RetryCount"},
-                    "Retry": [{"ErrorEquals": ["RetryableStepError"], "IntervalSeconds": 1, "MaxAttempts": 2}],
-                    "Next": "PlusOne",
-                },
-                # JSONata: moto's stub replaced by jsonata-python.
-                "PlusOne": {
-                    "Type": "Pass",
-                    "QueryLanguage": "JSONata",
-                    "Output": "{% $states.input.doubled + 1 %}",
-                    "End": True,
-                },
+    definition = {
+        "StartAt": "Double",
+        "States": {
+            "Double": {
+                "Type": "Task",
+                "Resource": "arn:aws:lambda:us-east-1:123456789012:function:Flaky",
+                "Parameters": {"value.$": "$.value", "attempt.$": "$$.State.RetryCount"},
+                "Retry": [{"ErrorEquals": ["RetryableStepError"], "IntervalSeconds": 1, "MaxAttempts": 2}],
+                "Next": "PlusOne",
             },
-        }
-        arn = sfn.create_state_machine(
-            name="flaky", definition=json.dumps(definition), roleArn="arn:aws:iam::123456789012:role/r"
-        )["stateMachineArn"]
-        execution = sfn.start_execution(stateMachineArn=arn, name="run-1", input='{"value": 20}')["executionArn"]
-        deadline = time.monotonic() + 60
-        while (desc := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        sfn.close()
-        assert desc["status"] == "SUCCEEDED", desc
-        assert json.loads(desc["output"]) == 41
-        assert attempts == [0, 1]  # the custom error name matched Retry, as on AWS
-    finally:
-        proc.terminate()
-        assert proc.wait(30) == 0
-        if proc.stdout is not None:
-            proc.stdout.close()
-        server.shutdown()
-        server.server_close()
+            # JSONata: moto's stub replaced by jsonata-python.
+            "PlusOne": {
+                "Type": "Pass",
+                "QueryLanguage": "JSONata",
+                "Output": "{% $states.input.doubled + 1 %}",
+                "End": True,
+            },
+        },
+    }
+    with moto_server({"Flaky": flaky}) as (sfn, _):
+        desc = run_to_end(sfn, create(sfn, "flaky", definition), "run-1", '{"value": 20}')
+    assert desc["status"] == "SUCCEEDED", desc
+    assert json.loads(desc["output"]) == 41
+    assert attempts == [0, 1]  # the custom error name matched Retry, as on AWS
 
 
 # --------------------------------------------------------------------------------------------------------

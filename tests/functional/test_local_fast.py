@@ -33,6 +33,7 @@ from streamer.local.inprocess import INVOKE_MODE_ENV, InProcessInvoker, invoke_m
 from streamer.local.invoke import HttpAsyncInvoker, InvokeResult
 from streamer.local.lambda_endpoint import LambdaEndpoint, serve_in_thread
 from streamer.local.serving import DaemonPool
+from tests.functional.moto_process import create, moto_server, run_to_end
 
 # -- DaemonPool ---------------------------------------------------------------------------------------------
 
@@ -491,63 +492,29 @@ def test_executions_of_one_definition_share_one_parsed_program() -> None:
 def test_tasks_call_the_lambda_endpoint_directly_over_kept_alive_connections() -> None:
     """Three executions of a 2-Task machine: every Task ran, over fewer connections than Tasks (moto's own
     path opened a connection per Task, through moto itself)."""
-    import subprocess
-    import sys
-
     calls: list[int] = []
 
     def step(event: dict[str, Any], context: Any) -> dict[str, Any]:
         calls.append(1)
         return {"n": event["n"] + 1}
 
-    server, url = serve_in_thread({"Step": step})
     connections = 0
-    finish = server.finish_request
+    task = {"Type": "Task", "Resource": "arn:aws:lambda:us-east-1:123456789012:function:Step"}
+    definition = {"StartAt": "A", "States": {"A": {**task, "Next": "B"}, "B": {**task, "End": True}}}
+    with moto_server({"Step": step}) as (sfn, server):
+        finish = server.finish_request
 
-    def counted(request: Any, client_address: Any) -> None:
-        nonlocal connections
-        connections += 1
-        finish(request, client_address)
+        def counted(request: Any, client_address: Any) -> None:
+            nonlocal connections
+            connections += 1
+            finish(request, client_address)
 
-    server.finish_request = counted  # type: ignore[method-assign]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamer.local.moto_server", "--port", "0", "--lambda-endpoint", url],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("moto server ready http://127.0.0.1:")
-        sfn = boto3.client(
-            "stepfunctions",
-            endpoint_url=line.split()[-1],
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        task = {"Type": "Task", "Resource": "arn:aws:lambda:us-east-1:123456789012:function:Step"}
-        definition = {"StartAt": "A", "States": {"A": {**task, "Next": "B"}, "B": {**task, "End": True}}}
-        arn = sfn.create_state_machine(
-            name="two-steps", definition=json.dumps(definition), roleArn="arn:aws:iam::123456789012:role/r"
-        )["stateMachineArn"]
+        server.finish_request = counted
+        arn = create(sfn, "two-steps", definition)
         outputs = []
         for i in range(3):
-            execution = sfn.start_execution(stateMachineArn=arn, name=f"run-{i}", input='{"n": 0}')["executionArn"]
-            deadline = time.monotonic() + 60
-            while (desc := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            desc = run_to_end(sfn, arn, f"run-{i}", '{"n": 0}')
             outputs.append((desc["status"], json.loads(desc.get("output") or "null")))
-        sfn.close()
         assert outputs == [("SUCCEEDED", {"n": 2})] * 3
         assert len(calls) == 6
         assert 1 <= connections < len(calls)
-    finally:
-        proc.terminate()
-        assert proc.wait(30) == 0
-        if proc.stdout is not None:
-            proc.stdout.close()
-        server.shutdown()
-        server.server_close()
