@@ -173,57 +173,30 @@ def bench_local_roundtrip() -> None:
     """Through `streamer local` (subprocess, real sockets): a whole echo request (submit → stream → Step
     Functions → step → notify → result) vs a ping round trip on the same connection."""
     import asyncio
-    import signal
-    import socket
-    import subprocess
 
+    from benchmarks._procs import SECRET, streamer_local
     from streamer.auth import mint_token
     from streamer.client import StreamerClient
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    secret = "bench-secret-" + "x" * 32
-    env = {**os.environ, "STREAMER_JWT_SECRET": secret}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamer.cli", "local", "--port", str(port), "--log-level", "ERROR"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("streamer local ready "):
-                url = line.split()[3]
-                break
-        else:
-            raise RuntimeError("streamer local did not start")
+    async def main(url: str) -> tuple[list[float], list[float]]:
+        pings, requests = [], []
+        async with await StreamerClient.connect(url, mint_token(SECRET, "bench")) as c:
+            await c.submit("echo", {"message": "warm-up", "steps": 1})  # cold starts out of the way
+            await asyncio.sleep(2)
+            for i in range(12):
+                t = time.perf_counter()
+                await c.call({"action": "ping"})
+                pings.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                rid = await c.submit("echo", {"message": str(i), "steps": 1})
+                async for _ in c.events(rid, timeout=60):
+                    pass
+                requests.append(time.perf_counter() - t)
+        return pings, requests
 
-        async def main() -> tuple[list[float], list[float]]:
-            pings, requests = [], []
-            async with await StreamerClient.connect(url, mint_token(secret, "bench")) as c:
-                await c.submit("echo", {"message": "warm-up", "steps": 1})  # cold starts out of the way
-                await asyncio.sleep(2)
-                for i in range(12):
-                    t = time.perf_counter()
-                    await c.call({"action": "ping"})
-                    pings.append(time.perf_counter() - t)
-                    t = time.perf_counter()
-                    rid = await c.submit("echo", {"message": str(i), "steps": 1})
-                    async for _ in c.events(rid, timeout=60):
-                        pass
-                    requests.append(time.perf_counter() - t)
-            return pings, requests
-
-        pings, reqs = asyncio.run(main())
-        report(
-            "local: echo request, submit→result", "ping round trip", statistics.median(pings), statistics.median(reqs)
-        )
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
+    with streamer_local() as stack:
+        pings, reqs = asyncio.run(main(stack.ws))
+    report("local: echo request, submit→result", "ping round trip", statistics.median(pings), statistics.median(reqs))
 
 
 #: Every benchmark by name; ``"module:function"`` entries are imported when run (the console's are theirs).

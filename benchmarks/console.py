@@ -21,9 +21,6 @@ import copy
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -61,32 +58,12 @@ def _interleaved() -> Callable[..., tuple[float, float]]:
 
 @contextmanager
 def local_stack() -> Iterator[dict[str, Any]]:
-    """``streamer local`` on a free port; yields its endpoints (ws, http, moto, sfn)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "STREAMER_JWT_SECRET": SECRET, "STREAMER_RATE_LIMIT_PER_MINUTE": "100000"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamer.cli", "local", "--port", str(port), "--log-level", "ERROR"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("streamer local ready "):
-                parts = line.split()
-                fields = dict(p.split("=", 1) for p in parts[4:] if "=" in p)
-                yield {"ws": parts[3], "http": parts[3].replace("ws://", "http://"), "pid": proc.pid, **fields}
-                break
-        else:
-            raise RuntimeError("streamer local did not start")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(60)
+    """``streamer local`` on a free port (:func:`benchmarks._procs.streamer_local`); yields its pid and endpoints
+    (ws, http, moto, sfn, lambda)."""
+    from benchmarks._procs import streamer_local
+
+    with streamer_local() as stack:
+        yield {"ws": stack.ws, "http": stack.ws.replace("ws://", "http://"), "pid": stack.pid, **stack.endpoints}
 
 
 def _client(service: str, url: str) -> Any:
