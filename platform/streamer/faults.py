@@ -20,6 +20,16 @@ Two tools:
   ``exit:<Function>:<n>`` ends the whole endpoint process (``os._exit(137)``, as the OOM killer would) on
   the n-th invocation of that function, after it was received and before it answers; ``raise:<Function>:<n>``
   makes that invocation raise ``InjectedFault`` inside the handler; ``*`` for n means every invocation.
+  Invocations are counted per endpoint process, and ``exit`` rules are used one per process, in order: the
+  first process exits by the first ``exit`` rule, the one its supervisor restarted (``STREAMER_LOCAL_RESTARTS``
+  = 1) by the second, counting from its own start, and so on; once they are used up the endpoint stays up.
+  (So ``exit:F:40,exit:F:300`` kills it exactly twice; without the order one rule would kill every process.)
+  ``aws:<share>:<seed>[:<kind>+<kind>…]`` makes ``share`` (0..1) of the AWS calls of the endpoint's handlers
+  fail, seeded, with the kinds given (default ``throttle+5xx+timeout``): an :class:`AwsFaults` whose rules
+  cover the data path's services (DynamoDB, Step Functions, the Management API), installed on boto3's default
+  session before any handler creates a client (:meth:`AwsFaults.install`) — so the handlers' clients, and
+  nothing else: moto's engine and the harness run in other processes. Each injected fault is logged
+  (``injected <kind> into <service>.<Operation>``); a restarted endpoint starts the sequence of its seed again.
   Several rules are separated by commas.
   ``streamer local`` restarts a dead endpoint (its supervisor), so a test sees what a crashed Lambda
   container does to the platform.
@@ -29,6 +39,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import random
 import threading
@@ -42,10 +53,15 @@ from botocore.exceptions import ReadTimeoutError
 from streamer.config import Env
 from streamer.errors import StreamerError
 
-__all__ = ["ENV_VAR", "AwsFaults", "FaultRule", "InjectedFault", "LambdaFaults", "RawBody"]
+__all__ = ["DATA_PATH_SERVICES", "ENV_VAR", "AwsFaults", "FaultRule", "InjectedFault", "LambdaFaults", "RawBody"]
+
+log = logging.getLogger("streamer.faults")
 
 #: The environment variable the local Lambda endpoint reads (test-only).
 ENV_VAR = Env.TEST_FAULTS
+#: The services an ``aws:`` rule faults: the platform's data path (``streamer.aws``), by botocore service id.
+DATA_PATH_SERVICES = ("dynamodb", "sfn", "apigatewaymanagementapi")
+_AWS_ACTION = "aws"
 
 # (HTTP status, error code) per fault kind. Throttling codes are the services' own.
 _KINDS: dict[str, tuple[int, str]] = {
@@ -98,10 +114,45 @@ class AwsFaults:
         self._random = random.Random(self.seed)
         self._lock = threading.Lock()
 
+    @classmethod
+    def parse(cls, spec: str | None) -> AwsFaults | None:
+        """The ``aws:<share>:<seed>[:<kind>+<kind>…]`` rule of a ``STREAMER_TEST_FAULTS`` spec (its other
+        rules are :class:`LambdaFaults`'): one :class:`FaultRule` per data-path service; None without one."""
+        found: AwsFaults | None = None
+        for part in _parts(spec):
+            action, *fields = part.split(":")
+            if action != _AWS_ACTION:
+                continue
+            try:
+                if len(fields) not in (2, 3):
+                    raise ValueError("wrong number of fields")
+                rate, number = float(fields[0]), int(fields[1])
+                kinds = tuple(fields[2].split("+")) if len(fields) == 3 else FaultRule.kinds
+                rules = [FaultRule(service, "*", rate, kinds) for service in DATA_PATH_SERVICES]
+            except ValueError as exc:
+                raise ValueError(f"{ENV_VAR}: {part!r} is not aws:<share>:<seed>[:<kind>+<kind>...] ({exc})") from None
+            if found is not None:
+                raise ValueError(f"{ENV_VAR}: more than one aws: rule")
+            found = cls(rules, number)
+        return found
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsFaults | None:
+        return cls.parse((os.environ if environ is None else environ).get(ENV_VAR))
+
     def attach(self, *clients: Any) -> None:
         """Register on each client's event system (only that client is affected)."""
         for client in clients:
             client.meta.events.register_first("before-send", self._before_send)
+
+    def install(self, session: Any = None) -> None:
+        """Register on a session's event system (default: boto3's default session): every client created from
+        it *afterwards* is affected (a client copies its session's handlers when it is created)."""
+        if session is None:
+            import boto3
+
+            session = boto3._get_default_session()
+        session.events.register_first("before-send", self._before_send, unique_id=f"streamer-faults-{id(self)}")
 
     def _decide(self, service: str, operation: str) -> str | None:
         with self._lock:
@@ -116,6 +167,7 @@ class AwsFaults:
                     if hit:
                         key = f"{service}.{operation}:{kind}"
                         self.injected[key] = self.injected.get(key, 0) + 1
+                        log.info("injected %s into %s.%s", kind, service, operation)
                         return kind
             return None
 
@@ -162,23 +214,31 @@ class LambdaFaults:
         self._lock = threading.Lock()
 
     @classmethod
-    def parse(cls, spec: str | None) -> LambdaFaults | None:
-        """``exit:<Function>:<n>,raise:<Function>:<n>`` → the rules; None for an empty spec."""
-        if not spec or not spec.strip():
-            return None
+    def parse(cls, spec: str | None, restarts: int = 0) -> LambdaFaults | None:
+        """``exit:<Function>:<n>,raise:<Function>:<n>`` → the rules of an endpoint process restarted ``restarts``
+        times: every ``raise`` rule and the ``exit`` rule of that rank, if any (see the module doc); None
+        without one (``aws:`` rules are :meth:`AwsFaults.parse`'s)."""
         rules: list[tuple[str, str, int]] = []
-        for part in spec.split(","):
-            action, _, rest = part.strip().partition(":")
+        exits = 0
+        for part in _parts(spec):
+            action, _, rest = part.partition(":")
+            if action == _AWS_ACTION:  # AwsFaults.parse's
+                continue
             function, _, nth = rest.rpartition(":")
             every = nth == "*"
             if action not in ("exit", "raise") or not function or not (every or (nth.isdigit() and int(nth) >= 1)):
                 raise ValueError(f"{ENV_VAR}: {part!r} is not exit:<Function>:<n> or raise:<Function>:<n>")
+            if action == "exit":
+                exits += 1
+                if exits != restarts + 1:  # another process's exit
+                    continue
             rules.append((action, function, 0 if every else int(nth)))
-        return cls(rules)
+        return cls(rules) if rules else None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LambdaFaults | None:
-        return cls.parse((os.environ if environ is None else environ).get(ENV_VAR))
+        env = os.environ if environ is None else environ
+        return cls.parse(env.get(ENV_VAR), int(env.get(Env.LOCAL_RESTARTS) or 0))
 
     def before_invoke(self, function: str) -> None:
         """Called by the endpoint for each invocation received; exits or raises when a rule says so."""
@@ -193,3 +253,8 @@ class LambdaFaults:
 
     def functions(self) -> Iterable[str]:
         return {name for _, name, _ in self.rules}
+
+
+def _parts(spec: str | None) -> list[str]:
+    """The comma-separated rules of a ``STREAMER_TEST_FAULTS`` spec."""
+    return [part.strip() for part in (spec or "").split(",") if part.strip()]

@@ -68,29 +68,32 @@ def test_a_lost_child_that_cannot_be_restarted_stops_the_stack_with_its_last_wor
 
 
 def test_a_restartable_child_is_restarted_until_it_dies_too_often() -> None:
-    async def scenario() -> tuple[str | None, list[int | None]]:
+    async def scenario() -> tuple[str | None, list[int | None], list[str | None]]:
         supervisor = Supervisor()
         child = _child("lambda", LIFETIME="0.05", EXIT_CODE="4")
         pids: list[int | None] = []
+        seen: list[str | None] = []  # what each process is told: how many times it was restarted
         original_start = child.start
 
         def start() -> None:
             original_start()
             pids.append(child.proc.pid if child.proc else None)
+            seen.append(child.env.get("STREAMER_LOCAL_RESTARTS"))
 
         child.start = start  # type: ignore[method-assign]  # to count the real starts
         supervisor.add(child, restart=True)
         await supervisor.start_all()
         try:
-            return await _watch(supervisor), pids
+            return await _watch(supervisor), pids, seen
         finally:
             await _stop(supervisor)
 
-    reason, pids = _run(scenario())
+    reason, pids, seen = _run(scenario())
     assert reason == (
         f"Lambda endpoint died {MAX_RESTARTS + 1} times in 60s (last exit code 4: boom: the child crashed)"
     )
     assert len(pids) == MAX_RESTARTS + 1 and len(set(pids)) == len(pids)  # a new process each time
+    assert seen == [os.environ.get("STREAMER_LOCAL_RESTARTS"), *(str(n) for n in range(1, MAX_RESTARTS + 1))]
 
 
 def test_a_child_that_dies_before_it_is_ready_is_a_start_up_reason() -> None:

@@ -24,7 +24,7 @@ from packaging.version import Version
 
 from streamer.aws.connections import ConnectionManager
 from streamer.errors import SendError
-from streamer.faults import AwsFaults, FaultRule, InjectedFault, LambdaFaults
+from streamer.faults import DATA_PATH_SERVICES, AwsFaults, FaultRule, InjectedFault, LambdaFaults
 from streamer.local.exposure import exposure_refusal, is_loopback
 from streamer.origins import local_origins, origin_allowed
 
@@ -250,6 +250,19 @@ def test_lambda_fault_specs() -> None:
             LambdaFaults.parse(bad)
 
 
+def test_exit_rules_are_used_one_per_endpoint_process() -> None:
+    """A restarted endpoint (its supervisor sets STREAMER_LOCAL_RESTARTS) counts invocations from its start and
+    takes the next exit rule: ``exit:F:40,exit:F:300`` kills it exactly twice, not at every 40th invocation."""
+    spec = "exit:F:40,raise:G:*,exit:F:300"
+    env = {"STREAMER_TEST_FAULTS": spec}
+    first, second, third = (LambdaFaults.from_env({**env, "STREAMER_LOCAL_RESTARTS": str(n)}) for n in (0, 1, 2))
+    assert LambdaFaults.from_env(env) == first
+    assert first is not None and first.rules == [("exit", "F", 40), ("raise", "G", 0)]
+    assert second is not None and second.rules == [("raise", "G", 0), ("exit", "F", 300)]
+    assert third is not None and third.rules == [("raise", "G", 0)]
+    assert LambdaFaults.parse("exit:F:1", restarts=1) is None
+
+
 def test_lambda_faults_exit_on_the_nth_invocation_and_raise_on_every() -> None:
     exits: list[int] = []
     faults = LambdaFaults([("exit", "Step", 2), ("raise", "Router", 0)], exit=exits.append)
@@ -262,6 +275,55 @@ def test_lambda_faults_exit_on_the_nth_invocation_and_raise_on_every() -> None:
             faults.before_invoke("Router")
     faults.before_invoke("Other")
     assert faults.counts == {"Step": 2, "Router": 3, "Other": 1}
+
+
+def test_aws_fault_specs() -> None:
+    spec = "aws:0.2:7:throttle+5xx+timeout,exit:StepRunnerFunction:40"
+    faults = AwsFaults.parse(spec)
+    assert faults is not None and faults.seed == 7
+    assert faults.rules == [FaultRule(s, "*", 0.2, ("throttle", "5xx", "timeout")) for s in DATA_PATH_SERVICES]
+    lambda_faults = LambdaFaults.parse(spec)  # each reads its own rules
+    assert lambda_faults is not None and lambda_faults.rules == [("exit", "StepRunnerFunction", 40)]
+    assert LambdaFaults.parse("aws:0.5:1") is None and AwsFaults.parse("exit:F:1") is None
+    assert AwsFaults.parse(None) is None
+    default = AwsFaults.parse(" aws:1:0 ")
+    assert default is not None and {r.kinds for r in default.rules} == {FaultRule.kinds}
+    for bad in ("aws", "aws:x:1", "aws:0.2:y", "aws:2:1", "aws:0.2:1:meteor", "aws:0.2:1:", "aws:0.1:1,aws:0.2:2"):
+        with pytest.raises(ValueError, match="STREAMER_TEST_FAULTS"):
+            AwsFaults.parse(bad)
+
+
+def test_an_installed_aws_rule_fails_its_share_of_a_sessions_calls() -> None:
+    """Installed on a session (as the local Lambda endpoint installs it on boto3's default session): the data
+    path's clients created from it afterwards fail about the configured share of their calls, the same calls
+    for the same seed; another service's client and another session's are untouched."""
+
+    def run(seed: int) -> tuple[list[bool], int, AwsFaults]:
+        with mock_aws():
+            faults = AwsFaults.parse(f"aws:0.2:{seed}")
+            assert faults is not None
+            session = boto3.session.Session(region_name="us-east-1")
+            faults.install(session)
+            no_retries = Config(retries={"max_attempts": 0, "mode": "standard"})
+            ddb, sfn = session.client("dynamodb", config=no_retries), session.client("stepfunctions", config=no_retries)
+            failed = []
+            for i in range(500):
+                try:
+                    ddb.list_tables() if i % 2 else sfn.list_state_machines()
+                    failed.append(False)
+                except (ClientError, ReadTimeoutError):
+                    failed.append(True)
+            session.client("sts").get_caller_identity()
+            boto3.session.Session(region_name="us-east-1").client("dynamodb").list_tables()
+            untouched = faults.calls
+            return failed, untouched, faults
+
+    first, calls, faults = run(3)
+    assert first == run(3)[0] and first != run(4)[0]  # one seed, one sequence
+    assert 0.15 <= sum(first) / len(first) <= 0.25
+    # The STS call was seen and passed (no rule for it); the other session's call was never seen.
+    assert faults.total_injected == sum(first) and calls == 501
+    assert {key.split(".")[0] for key in faults.injected} == {"dynamodb", "sfn"}
 
 
 def _endpoint(monkeypatch: pytest.MonkeyPatch, spec: str | None) -> Any:

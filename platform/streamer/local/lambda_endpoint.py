@@ -16,7 +16,8 @@ thread of this process (a bounded pool, :class:`LambdaEndpoint`) and answers lik
   left unread and the connection closed); a malformed or negative one → ``400``.
 
 Test-only: ``STREAMER_TEST_FAULTS`` (``streamer.faults.LambdaFaults``) kills this process or crashes a
-handler on the n-th invocation of a function, mid-request.
+handler on the n-th invocation of a function, mid-request; its ``aws:`` rule (``streamer.faults.AwsFaults``)
+makes a share of the handlers' AWS calls fail.
 
 ``{name}`` may be a function name, a full ARN (``arn:aws:lambda:region:acct:function:NAME[:qualifier]``) or a
 partial ARN (``acct:function:NAME``), percent-encoded or not.
@@ -465,6 +466,11 @@ def main(argv: list[str] | None = None) -> int:
     # The environment (tables, endpoints, secrets) is set by the supervisor, resolved from the template.
     specs = function_specs_from_template(load_template(args.template))
     size_client_pools(POOL_SIZE)
+    from streamer.faults import AwsFaults  # test-only: an aws: rule fails a share of the handlers' AWS calls
+
+    aws_faults = AwsFaults.from_env()
+    if aws_faults is not None:
+        aws_faults.install()  # before any handler creates a client
     sock = socket.socket(fileno=args.fd) if args.fd is not None else None
     server = LambdaEndpoint((args.host, args.port), specs, sock=sock)
     if not args.no_preload:

@@ -29,6 +29,7 @@ import time
 from collections.abc import Mapping
 from typing import IO
 
+from streamer.config import Env
 from streamer.local import StartupError
 
 __all__ = [
@@ -87,6 +88,7 @@ class Child:
         self._stderr_tail: list[str] = []
         self._threads: list[threading.Thread] = []
         self.stopping = False
+        self.restarts = 0  # how many times the supervisor restarted it; the child sees it (Env.LOCAL_RESTARTS)
 
     def start(self) -> None:
         self._ready.clear()
@@ -222,6 +224,8 @@ class Supervisor:
         log.error("%s exited with code %s (%s); restarting it", self._what(child.name), code, child.last_error())
         await asyncio.to_thread(child.stop, 1.0)
         child.stopping = False
+        child.restarts += 1
+        child.env[Env.LOCAL_RESTARTS] = str(child.restarts)
         child.start()
         try:
             await asyncio.to_thread(child.wait_ready, CHILD_READY_TIMEOUT)
