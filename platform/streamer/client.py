@@ -45,6 +45,9 @@ class StreamerClientError(StreamerError):
 
 #: What :meth:`StreamerClient.events` finds in a request's queue when the connection dropped.
 _CLOSED: dict[str, Any] = {"type": "_closed"}
+#: Resumes that must leave a gap before a terminal event unfilled before :meth:`StreamerClient.events` skips it
+#: (one answered by an error frame must not make it skip an event that is stored).
+_GAP_RESUMES = 2
 
 
 class StreamerClient:
@@ -64,6 +67,7 @@ class StreamerClient:
         self.max_backoff = max_backoff
         self.reconnects = 0  # how many times this client reconnected (tests and diagnostics)
         self.resumes = 0  # how many resumes events() asked for
+        self.gaps_skipped = 0  # how many never-filled gaps before a terminal event events() skipped
         self._closing = False
         self._replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._events: dict[str, asyncio.Queue[dict[str, Any]]] = {}
@@ -152,12 +156,16 @@ class StreamerClient:
         """The request's events in seq order, without duplicates, through the terminal one.
 
         Nothing for ``resume_after`` seconds → ``resume`` from the last seq seen; the connection dropped →
-        reconnect (backoff) and resume. ``TimeoutError`` when the terminal event is not seen within
-        ``timeout``; ``ConnectionError`` when reconnecting failed ``max_reconnects`` times.
+        reconnect (backoff) and resume. A gap that two resumes did not fill while the terminal event waits
+        behind it is skipped (``gaps_skipped``): the terminal event is stored, so a seq still missing before it
+        is one whose writer died between its seq claim and its put (docs/reliability.md) and will never come.
+        ``TimeoutError`` when the terminal event is not seen within ``timeout``; ``ConnectionError`` when
+        reconnecting failed ``max_reconnects`` times.
         """
         q = self._queue(request_id)
         last = after_seq
         pending: dict[int, dict[str, Any]] = {}
+        resumes_behind_gap = 0  # resumes asked while the terminal event waited behind a gap
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -171,18 +179,24 @@ class StreamerClient:
                     raise
                 if self._reader.done() and not self._closing:  # dropped before this wait began
                     await self.reconnect()
-                await self._resume_from(request_id, last)  # a gap, or a lost last event
-                continue
-            if frame is _CLOSED:
-                if self._closing:
-                    raise ConnectionError("the client was closed")
-                await self.reconnect()
-                await self._resume_from(request_id, last)
-                continue
-            seq = int(frame["seq"])
-            if seq <= last:
-                continue
-            pending[seq] = frame
+                behind_gap = any(f["type"] in TERMINAL_EVENT_TYPES for f in pending.values())
+                resumes_behind_gap = resumes_behind_gap + 1 if behind_gap else 0
+                if resumes_behind_gap <= _GAP_RESUMES:
+                    await self._resume_from(request_id, last)  # a gap, or a lost last event
+                    continue
+                self.gaps_skipped += 1
+                last = min(pending) - 1  # the resumes did not fill it: it never will
+            else:
+                if frame is _CLOSED:
+                    if self._closing:
+                        raise ConnectionError("the client was closed")
+                    await self.reconnect()
+                    await self._resume_from(request_id, last)
+                    continue
+                seq = int(frame["seq"])
+                if seq <= last:
+                    continue
+                pending[seq] = frame
             while last + 1 in pending:
                 last += 1
                 ev = pending.pop(last)
