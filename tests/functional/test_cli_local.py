@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from streamer.cli.local import add_subcommand, options_from
+from streamer.cli.local import arguments, options_from
 from streamer.local.stack import LocalOptions
 
 
 def _parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="streamer")
-    add_subcommand(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["local", *argv])
+    parser = argparse.ArgumentParser(prog="streamer local")
+    arguments(parser)
+    return parser.parse_args(argv)
 
 
 def test_defaults_are_the_stacks(monkeypatch: pytest.MonkeyPatch) -> None:

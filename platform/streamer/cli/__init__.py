@@ -1,8 +1,10 @@
 """The ``streamer`` command: every subcommand, and the only place the package uses ``argparse``.
 
-Each subcommand group is one module with ``add_parser(subparsers)``, which registers its parser(s) and sets
-``func`` (``args.func(args) -> int``, the exit code). The modules call plain library functions
-(``streamer.client``, ``streamer.deploy.*``, ``streamer.local``); nothing outside this package imports it.
+Each subcommand is one module named after it, declaring ``HELP`` (its line in ``streamer --help``),
+``DESCRIPTION`` (its own ``--help``'s; argparse folds the lines) and ``arguments(parser)``, which adds its arguments
+(or its own subcommands) and sets ``func`` (``args.func(args) -> int``, the exit code); :func:`build_parser`
+registers them all. The modules call plain library functions (``streamer.client``, ``streamer.deploy.*``,
+``streamer.local``); nothing outside this package imports it.
 
 ``streamer --help`` lists, in this order: ``local`` (the whole platform on this machine), ``submit`` (send
 one request and watch it), ``token`` (a development JWT), ``demo`` (what ``make run`` shows), ``console``
@@ -14,11 +16,25 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Protocol
 
 from streamer.cli import build, console, cost, demo, executions, plugins, statemachines, submit, token
 
 __all__ = ["build_parser", "main"]
 
+
+class _Command(Protocol):
+    """A subcommand's module (the module docstring above)."""
+
+    __name__: str
+    HELP: str
+    DESCRIPTION: str
+
+    def arguments(self, parser: argparse.ArgumentParser, /) -> None: ...
+
+
+#: The subcommands after ``local`` (which needs the ``local`` extra), in ``streamer --help`` order.
+_COMMANDS: tuple[_Command, ...] = (submit, token, demo, console, executions, plugins, statemachines, build, cost)
 
 #: Top-level modules of the ``local`` extra (``pip install 'streamer[local]'``).
 _LOCAL_EXTRA = frozenset({"aiohttp", "jsonata", "moto", "rich", "samtranslator", "statelint", "websockets", "yaml"})
@@ -26,6 +42,11 @@ _LOCAL_EXTRA = frozenset({"aiohttp", "jsonata", "moto", "rich", "samtranslator",
 
 def _missing_extra(exc: ModuleNotFoundError) -> bool:
     return (exc.name or "").partition(".")[0] in _LOCAL_EXTRA
+
+
+def _add(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], command: _Command) -> None:
+    name = command.__name__.rpartition(".")[2]
+    command.arguments(subparsers.add_parser(name, help=command.HELP, description=command.DESCRIPTION))
 
 
 def _add_local(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,7 +69,7 @@ def _add_local(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         # Whatever options follow are those of the real command: accepted here, so the error is the one above.
         p.set_defaults(func=unavailable, any_options=True)
         return
-    local.add_subcommand(subparsers)
+    _add(subparsers, local)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,15 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_local(sub)
-    submit.add_parser(sub)
-    token.add_parser(sub)
-    demo.add_parser(sub)
-    console.add_subcommand(sub)
-    executions.add_parser(sub)
-    plugins.add_parser(sub)
-    statemachines.add_parser(sub)
-    build.add_parser(sub)
-    cost.add_parser(sub)
+    for command in _COMMANDS:
+        _add(sub, command)
     return parser
 
 

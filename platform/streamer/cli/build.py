@@ -12,7 +12,13 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["add_parser"]
+__all__ = ["DESCRIPTION", "HELP", "arguments"]
+
+HELP = "build the Lambda artifact (streamer + every plugin + dependencies) and check it"
+DESCRIPTION = """Build the Lambda artifact (the template's CodeUri) from the streamer source tree with every
+plugin and their dependencies, then check in a fresh interpreter that it imports and finds its plugins on its own.
+Exit code 0 when built (and verified, unless skipped or built for another platform), 1 otherwise with the reason
+on stderr; the check's report (plugins and their steps) is printed as JSON."""
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -49,15 +55,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        "build",
-        help="build the Lambda artifact (streamer + every plugin + dependencies) and check it",
-        description="Build the Lambda artifact (the template's CodeUri) from the streamer source tree with every "
-        "plugin and their dependencies, then check in a fresh interpreter that it imports and finds its plugins "
-        "on its own. Exit code 0 when built (and verified, unless skipped or built for another platform), 1 "
-        "otherwise with the reason on stderr; the check's report (plugins and their steps) is printed as JSON.",
-    )
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--project-dir",
         type=Path,

@@ -18,7 +18,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_PORT", "READY_PREFIX", "add_subcommand", "run_console"]
+__all__ = ["DEFAULT_PORT", "DESCRIPTION", "HELP", "READY_PREFIX", "arguments", "run_console"]
+
+HELP = "the web console (executions, graphs, connections, overview) against a stack or `streamer local`"
+DESCRIPTION = """The web console (executions, each execution's graph and history, connections, overview) against a
+deployed stack (--stack NAME, read from its CloudFormation outputs) or a running `streamer local` (which also serves
+it itself at http://HOST:PORT/console/). Binds 127.0.0.1; another interface needs a token. See docs/console.md."""
 
 READY_PREFIX = "streamer console ready "
 DEFAULT_PORT = 8780
@@ -86,16 +91,7 @@ def run_console(args: argparse.Namespace) -> int:
         return 1
 
 
-def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``streamer console`` on the ``streamer`` command's subparsers."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "console",
-        help="the web console (executions, graphs, connections, overview) against a stack or `streamer local`",
-        description="The web console (executions, each execution's graph and history, connections, overview) "
-        "against a deployed stack (--stack NAME, read from its CloudFormation outputs) or a running `streamer "
-        "local` (which also serves it itself at http://HOST:PORT/console/). Binds 127.0.0.1; another interface "
-        "needs a token. See docs/console.md.",
-    )
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stack", default=None, help="deployed stack name (default: a running `streamer local`)")
     p.add_argument("--profile", default=None, help="AWS profile (with --stack)")
     p.add_argument("--region", default=None, help="AWS region (with --stack)")
@@ -108,4 +104,3 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         help="require this token on every request (default $STREAMER_CONSOLE_TOKEN); open URL?token=… once",
     )
     p.set_defaults(func=run_console)
-    return p

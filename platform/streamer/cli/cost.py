@@ -43,7 +43,13 @@ from streamer.cost import (
     write_units,
 )
 
-__all__ = ["add_parser", "measure", "report"]
+__all__ = ["DESCRIPTION", "HELP", "arguments", "measure", "report"]
+
+HELP = "what one request of a workflow costs on AWS (runs it once, in-process, and prices the counts)"
+DESCRIPTION = f"""Run one request of WORKFLOW through the platform's handlers on in-process moto, count what it
+uses (AWS calls, DynamoDB units, WebSocket messages, Lambda invocations and durations, state transitions) and
+price it for a Standard and an Express state machine, with the break-even. Prices: us-east-1 list prices as of
+{PRICES_AS_OF} (streamer.cost) — verify them before relying on them."""
 
 _COUNTED_SERVICES = frozenset({"dynamodb", "stepfunctions", "apigatewaymanagementapi", "events"})
 _REGION = LOCAL_REGION
@@ -349,15 +355,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        "cost",
-        help="what one request of a workflow costs on AWS (runs it once, in-process, and prices the counts)",
-        description="Run one request of WORKFLOW through the platform's handlers on in-process moto, count "
-        "what it uses (AWS calls, DynamoDB units, WebSocket messages, Lambda invocations and durations, state "
-        "transitions) and price it for a Standard and an Express state machine, with the break-even. Prices: "
-        f"us-east-1 list prices as of {PRICES_AS_OF} (streamer.cost) — verify them before relying on them.",
-    )
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("workflow", metavar="WORKFLOW", help="an installed workflow, e.g. echo or textstats")
     p.add_argument("--payload", default='{"message": "hello"}', help="the request's payload, a JSON object")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the execution (default 120)")

@@ -19,7 +19,11 @@ import time
 from streamer.cli.submit import run_submit
 from streamer.errors import StreamerError
 
-__all__ = ["add_parser", "run_demo"]
+__all__ = ["DESCRIPTION", "HELP", "arguments", "run_demo"]
+
+HELP = "start `streamer local`, send three requests through it, stop it (what `make run` does)"
+DESCRIPTION = """Start `streamer local`, send three requests through it with live progress (echo, textstats, and
+an echo that fails on purpose), stop it. Exit code 0 when the first two succeeded and the third failed as asked."""
 
 #: How long `streamer local` may take to print its readiness line.
 _START_TIMEOUT = 60
@@ -94,13 +98,6 @@ def _run(args: argparse.Namespace) -> int:
         return 1
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        "demo",
-        help="start `streamer local`, send three requests through it, stop it (what `make run` does)",
-        description="Start `streamer local`, send three requests through it with live progress (echo, textstats, "
-        "and an echo that fails on purpose), stop it. Exit code 0 when the first two succeeded and the third "
-        "failed as asked.",
-    )
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=0, help="WebSocket port of the stack (default 0: a free one)")
     p.set_defaults(func=_run)

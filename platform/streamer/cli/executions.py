@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 
     from streamer.observe import ExecutionDetail, Sources, StateRun
 
-__all__ = ["add_parser", "parse_duration"]
+__all__ = ["DESCRIPTION", "HELP", "arguments", "parse_duration"]
+
+HELP = "list, show, watch, cancel executions (a running `streamer local` or --stack NAME)"
+DESCRIPTION = (__doc__ or "").split("\n\n")[0]
 
 _STATUSES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT")
 _COLOURS = {
@@ -464,13 +467,8 @@ def _common(p: argparse.ArgumentParser, *, with_id: bool = True, with_json: bool
     )
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``streamer executions`` and its subcommands."""
-    parser = subparsers.add_parser(
-        "executions",
-        help="list, show, watch, cancel executions (a running `streamer local` or --stack NAME)",
-        description=(__doc__ or "").split("\n\n")[0],
-    )
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """``streamer executions``' subcommands."""
     sub = parser.add_subparsers(dest="executions_command", required=True, metavar="SUBCOMMAND")
 
     p = sub.add_parser("list", help="requests and their executions, newest first (paged)")

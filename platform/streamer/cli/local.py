@@ -16,14 +16,12 @@ from typing import Any
 from streamer.config import Env
 from streamer.local.stack import DEFAULT_HOST, DEFAULT_PORT, LocalOptions, run_local
 
-__all__ = ["add_subcommand", "options_from"]
+__all__ = ["DESCRIPTION", "HELP", "arguments", "options_from"]
 
-_DESCRIPTION = (
-    "The whole platform on this machine — no AWS account, no Docker: the WebSocket gateway and Management "
-    "API, the Lambda Invoke endpoint running the template's handlers, moto (DynamoDB, DynamoDB Streams, "
-    "Step Functions executing the state machines), the stream poller and the EventBridge stand-in, all from "
-    "infra/template.yaml."
-)
+HELP = "run the whole platform on this machine (no AWS account, no Docker)"
+DESCRIPTION = """The whole platform on this machine — no AWS account, no Docker: the WebSocket gateway and Management
+API, the Lambda Invoke endpoint running the template's handlers, moto (DynamoDB, DynamoDB Streams, Step Functions
+executing the state machines), the stream poller and the EventBridge stand-in, all from infra/template.yaml."""
 
 
 def _env(name: str, kind: Callable[[str], Any], default: Any) -> Any:
@@ -83,13 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     return run_local(options_from(args))
 
 
-def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``streamer local`` on the ``streamer`` command's subparsers."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "local",
-        help="run the whole platform on this machine (no AWS account, no Docker)",
-        description=_DESCRIPTION,
-    )
+def arguments(p: argparse.ArgumentParser) -> None:
     for flag, env, kind, default, text in _FLAGS:
         p.add_argument(flag, type=kind, default=_env(env, kind, default), help=f"{text}; ${env}")
     p.add_argument(
@@ -118,4 +110,3 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         help="text for people, json lines for machines (default text; $STREAMER_LOG_FORMAT)",
     )
     p.set_defaults(func=_run)
-    return p

@@ -8,7 +8,11 @@ import argparse
 import json
 import sys
 
-__all__ = ["add_parser"]
+__all__ = ["DESCRIPTION", "HELP", "arguments"]
+
+HELP = "list the installed plugins, their steps and workflows"
+DESCRIPTION = """List the installed plugins (entry-point group streamer.plugins), their steps and workflows. Exit
+code 1 when a plugin failed to load or the plugin set is inconsistent (each reason on stderr)."""
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -37,12 +41,6 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        "plugins",
-        help="list the installed plugins, their steps and workflows",
-        description="List the installed plugins (entry-point group streamer.plugins), their steps and workflows. "
-        "Exit code 1 when a plugin failed to load or the plugin set is inconsistent (each reason on stderr).",
-    )
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the listing as JSON")
     p.set_defaults(func=_run)

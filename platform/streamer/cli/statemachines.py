@@ -17,7 +17,13 @@ from pathlib import Path
 from streamer.config import Settings
 from streamer.deploy.statemachines import DEFAULT_NAME_PREFIX
 
-__all__ = ["add_parser"]
+__all__ = ["DESCRIPTION", "HELP", "arguments"]
+
+HELP = "validate the workflows' state machine definitions, or deploy them to Step Functions"
+DESCRIPTION = """`validate` checks definitions against the platform's rules; `deploy` creates or updates the
+workflows' Step Functions state machines, and nothing else of the stack (`sam deploy` deploys the stack:
+docs/deploy.md). Without PATHs both take the project's definitions (--project-dir DIR's statemachines/, else
+$STREAMER_STATEMACHINES_DIR, else the ones bundled with streamer) plus those plugins ship."""
 
 
 def _definitions(args: argparse.Namespace) -> dict[str, Path]:
@@ -128,16 +134,7 @@ def _add_sources(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sm = subparsers.add_parser(
-        "statemachines",
-        help="validate the workflows' state machine definitions, or deploy them to Step Functions",
-        description="`validate` checks definitions against the platform's rules; `deploy` creates or updates the "
-        "workflows' Step Functions state machines, and nothing else of the stack (`sam deploy` deploys the "
-        "stack: docs/deploy.md). Without PATHs both take the project's definitions (--project-dir DIR's "
-        "statemachines/, else $STREAMER_STATEMACHINES_DIR, else the ones bundled with streamer) plus those "
-        "plugins ship.",
-    )
+def arguments(sm: argparse.ArgumentParser) -> None:
     sm_sub = sm.add_subparsers(dest="statemachines_command", required=True, metavar="COMMAND")
 
     v = sm_sub.add_parser(

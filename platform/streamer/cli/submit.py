@@ -27,7 +27,12 @@ from typing import Any
 
 from streamer.config import Env, dev_jwt_secret
 
-__all__ = ["DEFAULT_URL", "add_parser", "run_submit"]
+__all__ = ["DEFAULT_URL", "DESCRIPTION", "HELP", "arguments", "run_submit"]
+
+HELP = "submit one request, show its live progress, print its result"
+DESCRIPTION = """Connect to a streamer WebSocket endpoint (`streamer local` by default), submit one request for
+WORKFLOW, print each progress event and then the result or the error. Exit code 0 when the request succeeded, 1
+when it failed, was refused or timed out, 2 for a bad --payload."""
 
 DEFAULT_URL = "ws://127.0.0.1:8765/"
 
@@ -255,14 +260,7 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        "submit",
-        help="submit one request, show its live progress, print its result",
-        description="Connect to a streamer WebSocket endpoint (`streamer local` by default), submit one request "
-        "for WORKFLOW, print each progress event and then the result or the error. Exit code 0 when the "
-        "request succeeded, 1 when it failed, was refused or timed out, 2 for a bad --payload.",
-    )
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("workflow", metavar="WORKFLOW", help="the workflow to run (see `streamer plugins`)")
     p.add_argument("--payload", default="{}", help="the request's input, a JSON object (default {})")
     p.add_argument("--request-id", help="idempotency key, [A-Za-z0-9_-]{1,64} (default: the server assigns one)")

@@ -7,7 +7,12 @@ import os
 
 from streamer.config import Env, dev_jwt_secret
 
-__all__ = ["add_parser"]
+__all__ = ["DESCRIPTION", "HELP", "arguments"]
+
+HELP = "print a development JWT (HS256) for `streamer local`"
+DESCRIPTION = """Print an HS256 JWT signed with --secret, else $STREAMER_JWT_SECRET, else the public local
+development secret: the secret `streamer local` verifies with. A deployed stack never accepts the development
+secret."""
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -25,14 +30,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        "token",
-        help="print a development JWT (HS256) for `streamer local`",
-        description="Print an HS256 JWT signed with --secret, else $STREAMER_JWT_SECRET, else the public local "
-        "development secret: the secret `streamer local` verifies with. A deployed stack never accepts the "
-        "development secret.",
-    )
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sub", required=True, help="the user id (the JWT's sub claim)")
     p.add_argument("--ttl", type=int, default=3600, help="seconds until the token expires (default 3600)")
     p.add_argument("--secret", help="HS256 secret (default: $STREAMER_JWT_SECRET, else the local development one)")
