@@ -161,26 +161,10 @@ def _deploy_textstats100(ep: dict[str, Any]) -> None:
 
 def _submit_direct(ep: dict[str, Any], user: str, workflow: str, payload: dict[str, Any]) -> str:
     """Submit through ``RequestService.submit`` (the router's path, past its plugin check) of this stack."""
-    import tempfile
-
     from streamer.observe import Sources
-    from streamer.observe.localstate import LocalState, write_state
+    from streamer.observe.localstate import ready_state
 
-    state = LocalState(
-        pid=ep["pid"],
-        ws_url=ep["ws"],
-        http_url=ep["http"],
-        moto_url=ep["moto"],
-        lambda_url=ep["lambda"],
-        sfn_url=ep["sfn"],
-        region="us-east-1",
-        connections_table="streamer-connections",
-        requests_table="streamer-requests",
-        events_table="streamer-events",
-        state_machine_arn_prefix="arn:aws:states:us-east-1:123456789012:stateMachine:streamer-",
-    )
-    with tempfile.TemporaryDirectory() as d:
-        src = Sources.local(write_state(state, Path(d) / "local.json"))
+    src = Sources.from_state(ready_state(ep["pid"], ep["ws"], ep))
     return str(src.service.submit(user, workflow, payload, None).request.request_id)
 
 

@@ -22,6 +22,7 @@ from streamer.observe.localstate import (
     pid_alive,
     publish,
     read_state,
+    ready_state,
     remove_state,
     write_state,
 )
@@ -131,6 +132,18 @@ def _stack() -> SimpleNamespace:
         moto_url="http://127.0.0.1:2",
         lambda_url="http://127.0.0.1:3",
         sfn_url="http://127.0.0.1:2",
+    )
+
+
+def test_ready_state_takes_the_ready_lines_urls_and_the_templates_names() -> None:
+    urls = {"http": "http://127.0.0.1:1", "lambda": "http://127.0.0.1:3", "moto": "http://127.0.0.1:2", "sfn": "x"}
+    state = ready_state(42, "ws://127.0.0.1:1", {**urls, "pid": "42"})
+    assert (state.pid, state.ws_url) == (42, "ws://127.0.0.1:1")
+    assert {key: getattr(state, f"{key}_url") for key in urls} == urls
+    assert (state.region, state.requests_table, state.state_machine_arn_prefix) == (
+        "us-east-1",
+        "streamer-requests",
+        "arn:aws:states:us-east-1:123456789012:stateMachine:streamer-",
     )
 
 

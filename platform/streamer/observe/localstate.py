@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from streamer.config import LOCAL_REGION, Env
+from streamer.config import LOCAL_REGION, Env, Settings
 from streamer.errors import StreamerError
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "pid_alive",
     "publish",
     "read_state",
+    "ready_state",
     "remove_state",
     "state_of",
     "write_state",
@@ -159,6 +160,28 @@ def state_of(stack: Any) -> LocalState:
         workflows=[sm.workflow for sm in plan.state_machines],
         started_at=time.time(),
         metrics_file=str(local_metrics_file()),
+    )
+
+
+def ready_state(pid: int, ws_url: str, urls: Mapping[str, str]) -> LocalState:
+    """What a ``streamer local`` child process on the bundled template's names records, from its ready line's URLs.
+
+    ``ws_url`` is the line's first URL, ``urls`` its ``http``, ``lambda``, ``moto`` and ``sfn`` fields (other keys
+    are ignored): for a harness that started the stack itself and reads no state file.
+    """
+    names = Settings()  # the table names and state machine ARN prefix streamer.local.plan gives the template
+    return LocalState(
+        pid=pid,
+        ws_url=ws_url,
+        http_url=urls["http"],
+        moto_url=urls["moto"],
+        lambda_url=urls["lambda"],
+        sfn_url=urls["sfn"],
+        region=LOCAL_REGION,
+        connections_table=names.connections_table,
+        requests_table=names.requests_table,
+        events_table=names.events_table,
+        state_machine_arn_prefix=names.state_machine_arn_prefix,
     )
 
 

@@ -23,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -245,35 +244,21 @@ async def record_protocol(ep: dict[str, str], names: list[str]) -> None:
 
 def record_deployed(ep: dict[str, str], names: list[str]) -> None:
     from streamer.observe import Sources
-    from streamer.observe.localstate import LocalState, write_state
+    from streamer.observe.localstate import ready_state
 
     sfn, ddb = _client("stepfunctions", ep["sfn"]), _client("dynamodb", ep["moto"])
     prefix = "arn:aws:states:us-east-1:123456789012:stateMachine:streamer-"
     role = sfn.describe_state_machine(stateMachineArn=prefix + "echo")["roleArn"]
-    state = LocalState(
-        pid=int(ep["pid"]),
-        ws_url=ep["ws"],
-        http_url=ep["http"],
-        moto_url=ep["moto"],
-        lambda_url=ep["lambda"],
-        sfn_url=ep["sfn"],
-        region="us-east-1",
-        connections_table="streamer-connections",
-        requests_table="streamer-requests",
-        events_table="streamer-events",
-        state_machine_arn_prefix=prefix,
-    )
+    service = Sources.from_state(ready_state(int(ep["pid"]), ep["ws"], ep)).service
     lambda_arn = "arn:aws:lambda:us-east-1:123456789012:function:"
-    with tempfile.TemporaryDirectory() as d:
-        service = Sources.local(write_state(state, Path(d) / "local.json")).service
-        for name in names:
-            definition, payload = DEPLOYED[name]
-            workflow = name.replace("_", "")
-            text = json.dumps(definition).replace("${StepRunnerFunctionArn}", lambda_arn + "StepRunnerFunction")
-            text = text.replace("${NotifyFunctionArn}", lambda_arn + "NotifyFunction")
-            sfn.create_state_machine(name=f"streamer-{workflow}", definition=text, roleArn=role)
-            rid = service.submit("recorder", workflow, payload, f"rec-{name}-{uuid.uuid4().hex[:8]}").request.request_id
-            _save(name, sfn, _arn_of(ddb, "recorder", rid), [])
+    for name in names:
+        definition, payload = DEPLOYED[name]
+        workflow = name.replace("_", "")
+        text = json.dumps(definition).replace("${StepRunnerFunctionArn}", lambda_arn + "StepRunnerFunction")
+        text = text.replace("${NotifyFunctionArn}", lambda_arn + "NotifyFunction")
+        sfn.create_state_machine(name=f"streamer-{workflow}", definition=text, roleArn=role)
+        rid = service.submit("recorder", workflow, payload, f"rec-{name}-{uuid.uuid4().hex[:8]}").request.request_id
+        _save(name, sfn, _arn_of(ddb, "recorder", rid), [])
 
 
 def main(names: list[str]) -> None:
