@@ -333,16 +333,22 @@ def test_connections_and_overview_pages(local_stack: Any, page: Any, client: Cli
     screenshot(page, "console-overview.png")
 
 
-#: Every ASL state type the console draws, in one small workflow (deployed only for this test).
+#: The recorded ``map_in_parallel`` case's definition (``tests/unit/data/observe/record.py``): a Parallel whose
+#: second branch is a Map of twelve two-state iterations over ``$.items``, then the top-level ``Done``.
+RECORDED = ROOT / "tests" / "unit" / "data" / "observe"
+MAP_IN_PARALLEL = json.loads((RECORDED / "map_in_parallel.json").read_text())["definition"]
+
+#: Every ASL state type the console draws, in one small workflow (deployed only for this test); its Parallel is
+#: the recorded ``map_in_parallel`` one.
 ALL_TYPES = {
     "Comment": "console test: one state of every type",
     "StartAt": "Prepare",
     "States": {
-        "Prepare": {"Type": "Pass", "Result": {"items": list(range(1, 13))}, "ResultPath": "$.data", "Next": "Pause"},
+        "Prepare": {"Type": "Pass", "Result": list(range(1, 13)), "ResultPath": "$.items", "Next": "Pause"},
         "Pause": {"Type": "Wait", "Seconds": 1, "Next": "Route"},
         "Route": {
             "Type": "Choice",
-            "Choices": [{"Variable": "$.data.items[0]", "NumericEquals": 1, "Next": "Work"}],
+            "Choices": [{"Variable": "$.items[0]", "NumericEquals": 1, "Next": "Work"}],
             "Default": "Reject",
         },
         "Work": {
@@ -357,29 +363,7 @@ ALL_TYPES = {
             "ResultPath": "$.echo",
             "Next": "Fan",
         },
-        "Fan": {
-            "Type": "Parallel",
-            "Branches": [
-                {"StartAt": "Left", "States": {"Left": {"Type": "Pass", "End": True}}},
-                {
-                    "StartAt": "Each",
-                    "States": {
-                        "Each": {
-                            "Type": "Map",
-                            "ItemsPath": "$.data.items",
-                            "ItemProcessor": {
-                                "ProcessorConfig": {"Mode": "INLINE"},
-                                "StartAt": "Double",
-                                "States": {"Double": {"Type": "Pass", "End": True}},
-                            },
-                            "End": True,
-                        }
-                    },
-                },
-            ],
-            "ResultPath": "$.fan",
-            "Next": "Done",
-        },
+        "Fan": MAP_IN_PARALLEL["States"]["Fan"],
         "Reject": {"Type": "Fail", "Error": "Rejected", "Cause": "no route"},
         "Done": {"Type": "Succeed"},
     },

@@ -230,20 +230,20 @@ def _event(eid: int, prev: int, etype: str, **details: Any) -> dict[str, Any]:
     return event
 
 
+def _parallel_both(second: tuple[str, dict[str, Any]], **leaving: Any) -> dict[str, Any]:
+    """A definition starting at the Parallel ``Both`` of two one-state branches, the Pass ``A`` and ``second`` (its
+    name and state); ``leaving`` is the Parallel's ``End``, or its ``Next`` (a Succeed) and ``Catch``."""
+    branches = [
+        {"StartAt": name, "States": {name: state}} for name, state in [("A", {"Type": "Pass", "End": True}), second]
+    ]
+    states: dict[str, Any] = {"Both": {"Type": "Parallel", "Branches": branches, **leaving}}
+    if "Next" in leaving:
+        states[leaving["Next"]] = {"Type": "Succeed"}
+    return {"StartAt": "Both", "States": states}
+
+
 def test_parallel_branches_are_attributed_by_the_definition() -> None:
-    definition = {
-        "StartAt": "Both",
-        "States": {
-            "Both": {
-                "Type": "Parallel",
-                "Branches": [
-                    {"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}},
-                    {"StartAt": "B", "States": {"B": {"Type": "Wait", "Seconds": 5, "End": True}}},
-                ],
-                "End": True,
-            }
-        },
-    }
+    definition = _parallel_both(("B", {"Type": "Wait", "Seconds": 5, "End": True}), End=True)
     entered = {"stateEnteredEventDetails": {"name": "Both", "input": "{}"}}
     events = [
         _event(1, 0, "ExecutionStarted", executionStartedEventDetails={"input": "{}"}),
@@ -271,21 +271,8 @@ def test_parallel_branches_are_attributed_by_the_definition() -> None:
 def test_a_parallel_failure_and_exit_naming_a_branch_event_belong_to_the_parallel() -> None:
     # As moto writes them: ParallelStateFailed names the failing branch's last event, ParallelStateExited the
     # event before it; the Catch's next state is at the top level.
-    definition = {
-        "StartAt": "Both",
-        "States": {
-            "Both": {
-                "Type": "Parallel",
-                "Branches": [
-                    {"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}},
-                    {"StartAt": "Bad", "States": {"Bad": {"Type": "Fail", "Error": "E", "Cause": "c"}}},
-                ],
-                "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "After"}],
-                "Next": "After",
-            },
-            "After": {"Type": "Succeed"},
-        },
-    }
+    catch = [{"ErrorEquals": ["States.ALL"], "Next": "After"}]
+    definition = _parallel_both(("Bad", {"Type": "Fail", "Error": "E", "Cause": "c"}), Catch=catch, Next="After")
     events = [
         _event(1, 0, "ExecutionStarted", executionStartedEventDetails={"input": "{}"}),
         _event(2, 1, "ParallelStateEntered", stateEnteredEventDetails={"name": "Both", "input": "{}"}),
