@@ -22,75 +22,20 @@ An id is a request id, an execution ARN or an :attr:`ExecutionSummary.id`. Error
 
 from __future__ import annotations
 
-from streamer.observe.api import (
-    AmbiguousError,
-    CursorError,
-    NotFoundError,
-    cancel,
-    connections,
-    execution_history,
-    list_executions,
-    overview,
-    rerun,
-    resolve,
-    show_execution,
-    summary_id,
-)
+from streamer.observe import api, models
+from streamer.observe.api import *  # noqa: F403 (api.__all__: the operations, their errors, the requests table's GSIs)
 from streamer.observe.localstate import LocalState, NoLocalStackError, default_state_file
-from streamer.observe.models import (
-    BranchRun,
-    ConnectionInfo,
-    DurationStat,
-    ExecutionDetail,
-    ExecutionInfo,
-    ExecutionPage,
-    ExecutionSummary,
-    MapIteration,
-    MapSummary,
-    MinuteCount,
-    Overview,
-    RequestInfo,
-    RetryAttempt,
-    StateRun,
-    StoredEvent,
-    UserConnections,
-)
+from streamer.observe.models import *  # noqa: F403 (models.__all__: every result)
 from streamer.observe.sources import SourceError, Sources
 from streamer.observe.states import state_runs
 
 __all__ = [
-    "AmbiguousError",
-    "BranchRun",
-    "ConnectionInfo",
-    "CursorError",
-    "DurationStat",
-    "ExecutionDetail",
-    "ExecutionInfo",
-    "ExecutionPage",
-    "ExecutionSummary",
+    *api.__all__,
+    *models.__all__,
     "LocalState",
-    "MapIteration",
-    "MapSummary",
-    "MinuteCount",
     "NoLocalStackError",
-    "NotFoundError",
-    "Overview",
-    "RequestInfo",
-    "RetryAttempt",
     "SourceError",
     "Sources",
-    "StateRun",
-    "StoredEvent",
-    "UserConnections",
-    "cancel",
-    "connections",
     "default_state_file",
-    "execution_history",
-    "list_executions",
-    "overview",
-    "rerun",
-    "resolve",
-    "show_execution",
     "state_runs",
-    "summary_id",
 ]
