@@ -13,14 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,91 +25,52 @@ from streamer.auth import mint_token
 from streamer.local.inprocess import DEFAULT_WORKERS
 from streamer.local.lambda_endpoint import POOL_SIZE as LAMBDA_POOL
 from streamer.local.moto_server import POOL_SIZE as MOTO_POOL
+from tests.e2e.conftest import LocalStack, free_port
+from tests.e2e.conftest import launch as start_local
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = "local-fast-stack-" + "s" * 32
-READY = "streamer local ready "
 #: Threads a process of the stack has besides its pools: the event loop, the pollers, the supervisor's pipe
 #: readers, the stdin watchers, asyncio's default executor (min(32, cores + 4)), moto's engine.
 OTHER_THREADS = 40
 
 
-@dataclass
-class Stack:
-    proc: subprocess.Popen[str]
-    ws: str
-    stderr: Path
-
-    def processes(self) -> dict[int, str]:
-        """pid → role (gateway, lambda, moto) of the stack's live processes."""
-        found = {self.proc.pid: "gateway"}
+def _roles(stack: LocalStack) -> dict[int, str]:
+    """pid → role (gateway, lambda, moto) of the stack's live processes."""
+    found = {stack.proc.pid: "gateway"}
+    try:  # cheaper than stack.children() (a scan of /proc): this is sampled every 20 ms
+        children = Path(f"/proc/{stack.proc.pid}/task/{stack.proc.pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for pid in map(int, children):
         try:
-            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
-            children = []
-        for pid in map(int, children):
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            found[pid] = "lambda" if "lambda_endpoint" in cmd else "moto" if "moto_server" in cmd else "other"
-        return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+            continue
+        found[pid] = "lambda" if "lambda_endpoint" in cmd else "moto" if "moto_server" in cmd else "other"
+    return found
 
 
 @pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Any]:
-    started: list[Stack] = []
+def launch(tmp_path: Path) -> Iterator[Callable[..., LocalStack]]:
+    """Start ``streamer local`` (``tests.e2e.conftest.launch``) with ``env``; each one is stopped, exit code 0."""
+    started: list[LocalStack] = []
 
-    def start(**env: str) -> Stack:
-        err = tmp_path / f"stack-{len(started)}.stderr"
-        full_env = {
-            **os.environ,
+    def start(**env: str) -> LocalStack:
+        limits = {
             "STREAMER_JWT_SECRET": SECRET,
             "STREAMER_RATE_LIMIT_PER_MINUTE": str(10**9),
             "STREAMER_MAX_MESSAGES_PER_SECOND_PER_USER": "0",  # one user's burst is what we send
-            **env,
         }
-        with err.open("w") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "streamer.cli", "local", "--port", str(_free_port()), "--log-level", "WARNING"],
-                stdout=subprocess.PIPE,
-                stderr=fh,
-                stdin=subprocess.DEVNULL,
-                text=True,
-                env=full_env,
-                cwd=ROOT,
-            )
-        assert proc.stdout is not None
-        line = ""
-        deadline = time.monotonic() + 180
-        while not line.startswith(READY):
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, f"streamer local exited:\n{err.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "streamer local not ready"
-        stack = Stack(proc, line[len(READY) :].split()[0], err)
+        args = ("--port", str(free_port()), "--log-level", "WARNING")
+        stack = start_local(tmp_path, *args, env={**limits, **env}, timeout=180)
         started.append(stack)
         return stack
 
     try:
         yield start
     finally:
-        for stack in started:
-            stack.proc.send_signal(signal.SIGINT)
-        for stack in started:
-            try:
-                assert stack.proc.wait(60) == 0, stack.stderr.read_text()[-3000:]
-            finally:
-                if stack.proc.poll() is None:
-                    stack.proc.kill()
-                    stack.proc.wait(10)
-                assert stack.proc.stdout is not None
-                stack.proc.stdout.close()
+        codes = [stack.stop(timeout=60) for stack in started]
+        assert codes == [0] * len(started), "\n".join(stack.stderr()[-3000:] for stack in started)
 
 
 async def _open(url: str, user: str) -> ClientConnection:
@@ -131,7 +86,7 @@ async def _open(url: str, user: str) -> ClientConnection:
 class _PeakThreads:
     """The most threads each role's process had while the block ran (sampled every 20 ms)."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: LocalStack) -> None:
         self.stack = stack
         self.peak: dict[str, int] = {}
         self._stop = threading.Event()
@@ -139,7 +94,7 @@ class _PeakThreads:
 
     def _run(self) -> None:
         while not self._stop.wait(0.02):
-            for pid, role in self.stack.processes().items():
+            for pid, role in _roles(self.stack).items():
                 try:
                     n = len(os.listdir(f"/proc/{pid}/task"))
                 except OSError:
@@ -160,7 +115,7 @@ def test_a_2000_ping_burst_over_10_connections_is_answered_with_bounded_threads(
     burst, n_conns = 2000, 10
 
     async def scenario() -> list[str]:
-        conns = [await _open(stack.ws, f"burst-{i}") for i in range(n_conns)]
+        conns = [await _open(stack.ws_url, f"burst-{i}") for i in range(n_conns)]
         frames: list[str] = []
 
         async def read(ws: ClientConnection, expected: int) -> None:
@@ -184,7 +139,7 @@ def test_a_2000_ping_burst_over_10_connections_is_answered_with_bounded_threads(
     assert threads.peak["gateway"] <= DEFAULT_WORKERS + OTHER_THREADS, threads.peak
     assert threads.peak["lambda"] <= 2 * LAMBDA_POOL + OTHER_THREADS, threads.peak
     assert threads.peak["moto"] <= MOTO_POOL + OTHER_THREADS, threads.peak
-    text = stack.stderr.read_text()
+    text = stack.stderr()
     assert "Connection pool is full" not in text and "Traceback" not in text
 
 
@@ -220,8 +175,8 @@ async def _replies(url: str, user: str) -> list[Any]:
 def test_in_process_and_http_route_functions_give_the_same_replies(launch: Any) -> None:
     fast = launch()
     http = launch(STREAMER_LOCAL_INVOKE="http")
-    ours = asyncio.run(_replies(fast.ws, "parity-a"))
-    theirs = asyncio.run(_replies(http.ws, "parity-a"))
+    ours = asyncio.run(_replies(fast.ws_url, "parity-a"))
+    theirs = asyncio.run(_replies(http.ws_url, "parity-a"))
     assert ours == theirs
     assert ours[0] == {"type": "pong"}
     assert [s.get("code") for s in ours[1:5]] == [s.get("code") for s in theirs[1:5]] and all(
