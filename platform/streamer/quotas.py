@@ -29,13 +29,14 @@ https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html).
 
 Each user has their own item, so one user's excess never slows another's writes. 0 turns a limit off.
 
-**Refusals this container already knows** (:class:`KnownRefusals`): a user over a limit in the current second
-is refused again without a DynamoDB call until that second ends — a flood of messages then costs the platform
-no write per message, and nothing one user sends makes the quota table slower for others. Exact for messages per
-second (a window's count only grows within it). For requests in flight it can refuse, for the rest of the
-second, a submit that a slot freed by another container in that second would have admitted; a submit retrying
-a request already holding a slot is never refused this way, and a release in this container forgets the
-refusal at once.
+**Refusals this container already knows** (:class:`KnownRefusals`): a user over the message quota is refused
+again without a DynamoDB call until that second ends — a flood of messages then costs the platform no write per
+message, and nothing one user sends makes the quota table slower for others; exact (a window's count only grows
+within it). A user whose in-flight map was found full against the tables is refused without asking again for
+:attr:`Quotas.REFUSAL_SECONDS` (1 s), and while one thread checks a full map the user's other submits wait for
+its verdict: this can refuse, for up to a second, a submit that a slot freed meanwhile by another container
+would have admitted; a submit retrying a request already holding a slot is never refused this way, and a
+release in this container forgets the refusal at once.
 """
 
 from __future__ import annotations
@@ -78,41 +79,56 @@ class QuotaLimits:
 
 
 class KnownRefusals:
-    """Who this container refused in which second: ``(user, quota)`` → (second, the request ids then holding
-    the user's slots), and each refused connection's user. Only the current second is kept (thread-safe)."""
+    """What this container refused, until when: ``(user, quota)`` → (expiry, the request ids then holding the
+    user's slots), and each refused connection's user (until the end of its second). Thread-safe; expired
+    entries are dropped as new ones come."""
+
+    _PRUNE_AT = 1024
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._second = -1
-        self._refused: dict[tuple[str, str], frozenset[str]] = {}
-        self._users: dict[str, str] = {}
+        self._refused: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
+        self._users: dict[str, tuple[float, str]] = {}
+        self._verifying: dict[tuple[str, str], threading.Lock] = {}
 
     def add(
-        self, second: int, user_id: str, quota: str, holders: Collection[str] = (), connection_id: str = ""
+        self,
+        now: float,
+        until: float,
+        user_id: str,
+        quota: str,
+        holders: Collection[str] = (),
+        connection_id: str = "",
     ) -> None:
         with self._lock:
-            if second != self._second:
-                if second < self._second:
-                    return  # a late writer: the newer second's refusals stand
-                self._second, self._refused, self._users = second, {}, {}
-            self._refused[(user_id, quota)] = frozenset(holders)
+            if len(self._refused) + len(self._users) > self._PRUNE_AT:
+                self._refused = {k: v for k, v in self._refused.items() if v[0] > now}
+                self._users = {k: v for k, v in self._users.items() if v[0] > now}
+            self._refused[(user_id, quota)] = (until, frozenset(holders))
             if connection_id:
-                self._users[connection_id] = user_id
+                self._users[connection_id] = (until, user_id)
 
-    def refused(self, second: int, user_id: str, quota: str, member: str = "") -> bool:
-        """``user_id`` was refused ``quota`` in this second (and ``member`` holds none of its slots)."""
+    def refused(self, now: float, user_id: str, quota: str, member: str = "") -> bool:
+        """``user_id`` is still refused ``quota`` (and ``member`` holds none of its slots)."""
         with self._lock:
-            holders = self._refused.get((user_id, quota)) if second == self._second else None
-            return holders is not None and member not in holders
+            until, holders = self._refused.get((user_id, quota), (0.0, frozenset()))
+        return now < until and member not in holders
 
-    def user_of(self, second: int, connection_id: str) -> str | None:
-        """The user of a connection refused in this second, else None."""
+    def user_of(self, now: float, connection_id: str) -> str | None:
+        """The user of a connection refused until later than ``now``, else None."""
         with self._lock:
-            return self._users.get(connection_id) if second == self._second else None
+            until, user_id = self._users.get(connection_id, (0.0, ""))
+        return user_id if now < until else None
 
     def forget(self, user_id: str, quota: str) -> None:
         with self._lock:
             self._refused.pop((user_id, quota), None)
+
+    def verifying(self, user_id: str, quota: str) -> threading.Lock:
+        """One lock per ``(user, quota)``: one thread checks a full map against the tables, the others wait
+        for its verdict instead of asking the same questions at once."""
+        with self._lock:
+            return self._verifying.setdefault((user_id, quota), threading.Lock())
 
 
 class Quotas:
@@ -134,6 +150,9 @@ class Quotas:
 
     def _now(self) -> int:
         return int(self.clock())
+
+    #: How long a full in-flight map, checked against the tables, is taken as full without asking again.
+    REFUSAL_SECONDS = 1.0
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -168,8 +187,7 @@ class Quotas:
         limit = self.limits.requests_in_flight_per_user
         if limit <= 0:
             return
-        now = self._now()
-        if self.known.refused(now, user_id, REQUESTS, request_id) or not self._reserve(
+        if self.known.refused(self.clock(), user_id, REQUESTS, request_id) or not self._reserve(
             user_id, REQUESTS, request_id, limit, self._stale_requests
         ):
             raise ProtocolError(
@@ -190,18 +208,19 @@ class Quotas:
         limit = self.limits.messages_per_second_per_user
         if limit <= 0:
             return
-        now = self._now()
-        if not self.known.refused(now, user_id, MESSAGES):
-            if self.store.count_message(user_id, now) <= limit:
-                return
-            self.known.add(now, user_id, MESSAGES, connection_id=connection_id)
+        now = self.clock()
+        if not self.known.refused(now, user_id, MESSAGES) and self.store.count_message(user_id, int(now)) <= limit:
+            return
+        # Refused until the second ends; each of the user's connections refused in it is then refused before its
+        # row is read.
+        self.known.add(now, int(now) + 1, user_id, MESSAGES, connection_id=connection_id)
         raise self._messages_refused(limit)
 
     def refuse_known(self, connection_id: str) -> None:
         """Raise the user's RATE_LIMITED at once when this container refused the connection's user for messages
         in this second (no DynamoDB call: before the connection row is even read)."""
         limit = self.limits.messages_per_second_per_user
-        now = self._now()
+        now = self.clock()
         user_id = self.known.user_of(now, connection_id) if limit > 0 else None
         if user_id is not None and self.known.refused(now, user_id, MESSAGES):
             raise self._messages_refused(limit)
@@ -227,6 +246,20 @@ class Quotas:
         now = self._now()
         if self.store.reserve(user_id, kind, member, limit, now):
             return True
+        with self.known.verifying(user_id, kind):
+            if self.known.refused(self.clock(), user_id, kind, member):  # another thread just checked
+                return False
+            return self._verify_and_reserve(user_id, kind, member, limit, stale)
+
+    def _verify_and_reserve(
+        self,
+        user_id: str,
+        kind: str,
+        member: str,
+        limit: int,
+        stale: Callable[[str, dict[str, int], int], list[str]],
+    ) -> bool:
+        now = self._now()
         members = self.store.members(user_id, kind)
         if members is None:  # the user's first reservation of this kind
             self.store.ensure_map(user_id, kind)
@@ -234,7 +267,8 @@ class Quotas:
         gone = stale(user_id, {m: t for m, t in members.items() if m != member}, now)
         if not gone:
             if kind == REQUESTS:
-                self.known.add(now, user_id, kind, holders=members)
+                at = self.clock()
+                self.known.add(at, at + self.REFUSAL_SECONDS, user_id, kind, holders=members)
             return False
         logger.info("stale quota reservations released", extra={"kind": kind, "count": len(gone)})
         self.store.release(user_id, kind, gone)

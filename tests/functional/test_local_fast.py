@@ -89,6 +89,49 @@ def test_a_daemon_pool_passes_exceptions_and_refuses_work_after_shutdown() -> No
         DaemonPool(0)
 
 
+def test_keyed_work_is_served_round_robin_so_a_flooding_key_waits_behind_itself() -> None:
+    pool = DaemonPool(1)
+    gate, running, order = threading.Event(), threading.Event(), []
+
+    def hold() -> None:
+        running.set()
+        gate.wait(10)
+
+    pool.submit_keyed("flood", hold)
+    assert running.wait(10)
+    futures = [pool.submit_keyed("flood", order.append, f"flood-{i}") for i in range(5)]
+    futures += [pool.submit_keyed("quiet", order.append, "quiet-0"), pool.submit(order.append, "unkeyed")]
+    futures.append(pool.submit_keyed("quiet", order.append, "quiet-1"))
+    gate.set()
+    for f in futures:
+        f.result(10)
+    assert order == ["flood-0", "quiet-0", "unkeyed", "flood-1", "quiet-1", "flood-2", "flood-3", "flood-4"]
+    pool.shutdown()
+
+
+def test_the_in_process_invoker_queues_each_connection_behind_itself_only() -> None:
+    """One worker, a connection with 20 queued invocations, then another connection's: it runs second."""
+    order: list[str] = []
+    invoker = InProcessInvoker(
+        {"Fn": FunctionSpec(lambda e, c: order.append(e["requestContext"]["connectionId"]), timeout=5)},
+        max_workers=1,
+    )
+
+    def event(cid: str) -> dict[str, Any]:
+        return {"requestContext": {"connectionId": cid}}
+
+    async def scenario() -> None:
+        try:
+            flood = [asyncio.ensure_future(invoker("Fn", event("flood"))) for _ in range(20)]
+            await asyncio.sleep(0)
+            await asyncio.gather(invoker("Fn", event("quiet")), *flood)
+        finally:
+            await invoker.close()
+
+    _run(scenario())
+    assert order.index("quiet") <= 2 and len(order) == 21
+
+
 # -- the Lambda endpoint under a burst ---------------------------------------------------------------------
 
 

@@ -9,7 +9,9 @@ functions the same event and the same Lambda context, in this process:
 * the functions' environment (``streamer.local.plan.function_environment``, what the Lambda endpoint's
   process gets) is applied to ``os.environ`` before any handler is imported (restored by :meth:`close`), and
   boto3's default session is rebuilt under it; each handler module is imported once (:meth:`preload`);
-* invocations run in a bounded thread pool (``max_workers``): a burst queues instead of creating threads;
+* invocations run in a bounded thread pool (``max_workers``): a burst queues instead of creating threads,
+  in one queue per WebSocket connection, the connections taking turns (one flooding client waits behind
+  itself, not in front of the others);
   boto3 clients made here get a connection pool as large as that (no "connection pool is full");
 * results are the Lambda endpoint's, as one :class:`~streamer.local.invoke.InvokeResult`: the return value
   (after a JSON round trip, as the Invoke API would serialise it; a value JSON cannot hold is
@@ -222,7 +224,11 @@ class InProcessInvoker:
             started_at.append(time.monotonic())
             loop.call_soon_threadsafe(started.set)
 
-        future = loop.run_in_executor(self._pool, self._run, function_name, spec, event, on_start)
+        # Queued per connection, connections taking turns (streamer.local.serving.DaemonPool.submit_keyed).
+        key = (event.get("requestContext") or {}).get("connectionId")
+        future = asyncio.wrap_future(
+            self._pool.submit_keyed(key, self._run, function_name, spec, event, on_start), loop=loop
+        )
         starting: asyncio.Future[Any] = asyncio.ensure_future(started.wait())
         first: set[asyncio.Future[Any]] = {future, starting}
         await asyncio.wait(first, timeout=self.integration_timeout, return_when=asyncio.FIRST_COMPLETED)

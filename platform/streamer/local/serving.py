@@ -15,18 +15,23 @@ A closed kept-alive connection costs the client a new TCP connection on loopback
 
 :class:`DaemonPool` is the bounded executor behind both: like ``ThreadPoolExecutor`` (threads started on
 demand up to ``size``, then work queues), but its threads are daemons, so a handler stuck past its timeout
-never keeps the process from exiting (``ThreadPoolExecutor`` joins its threads at exit).
+never keeps the process from exiting (``ThreadPoolExecutor`` joins its threads at exit). Work submitted with a
+key (:meth:`DaemonPool.submit_keyed`; the gateway's route functions use the WebSocket connection id) waits in
+a queue per key, and a free thread takes the next call from the keys in turn: a client that floods the local
+stack queues behind itself, not in front of everybody else (on AWS each message is its own Lambda invocation;
+one process with a few threads can only share them fairly).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
 from concurrent.futures import Executor, Future
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
-__all__ = ["CLIENT_IDLE_SECONDS", "IDLE_SECONDS", "DaemonPool", "PooledMixIn", "YieldingHandlerMixIn"]
+__all__ = ["CLIENT_IDLE_SECONDS", "IDLE_SECONDS", "DaemonPool", "FairQueue", "PooledMixIn", "YieldingHandlerMixIn"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -37,6 +42,45 @@ IDLE_SECONDS = 5.0
 CLIENT_IDLE_SECONDS = 2.0
 
 
+class FairQueue(Generic[_T]):
+    """A blocking queue with one FIFO per key; :meth:`get` serves the keys round-robin (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queues: OrderedDict[Hashable, deque[_T]] = OrderedDict()
+        self._size = 0
+
+    def put(self, item: _T, key: Hashable = None) -> None:
+        with self._cond:
+            self._queues.setdefault(key, deque()).append(item)
+            self._size += 1
+            self._cond.notify()
+
+    def get(self) -> _T:
+        with self._cond:
+            while not self._size:
+                self._cond.wait()
+            key, items = next(iter(self._queues.items()))
+            item = items.popleft()
+            self._size -= 1
+            del self._queues[key]
+            if items:  # the key goes to the back of the round
+                self._queues[key] = items
+            return item
+
+    def get_nowait(self) -> _T:
+        with self._cond:
+            if not self._size:
+                raise queue.Empty
+            return self.get()
+
+    def qsize(self) -> int:
+        return self._size
+
+
+_Work = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
 class DaemonPool(Executor):
     """At most ``size`` daemon threads run the submitted calls; the rest wait in order (see the module)."""
 
@@ -45,8 +89,7 @@ class DaemonPool(Executor):
             raise ValueError("a pool needs at least one thread")
         self.size = size
         self.name = name
-        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None]
-        self._queue = queue.SimpleQueue()
+        self._queue: FairQueue[_Work | None] = FairQueue()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._idle = 0
@@ -62,11 +105,15 @@ class DaemonPool(Executor):
         return len(self._threads)
 
     def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        return self.submit_keyed(None, fn, *args, **kwargs)
+
+    def submit_keyed(self, key: Hashable, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        """:meth:`submit`, queued behind the earlier calls of the same ``key`` only (keys take turns)."""
         future: Future[_T] = Future()
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new calls after shutdown")
-            self._queue.put((future, fn, args, kwargs))
+            self._queue.put((future, fn, args, kwargs), key)
             if self._idle == 0 and len(self._threads) < self.size:
                 t = threading.Thread(target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True)
                 self._threads.append(t)
