@@ -21,9 +21,9 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from botocore.exceptions import ClientError
 
+from streamer.aws.store import LazyBoto3Client
 from streamer.errors import StreamerError
 from streamer.events import ExecutionStatusDetail, StepFunctionsError
 from streamer.limits import MAX_ERROR_MESSAGE_CHARS, WORKFLOW_NAME_PATTERN
@@ -104,18 +104,14 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-class Executions:
+class Executions(LazyBoto3Client["SFNClient"]):
     """The Step Functions adapter: one lazily created ``stepfunctions`` client per container."""
 
-    def __init__(self, state_machine_arn_prefix: str, client: SFNClient | None = None) -> None:
-        self.state_machine_arn_prefix = state_machine_arn_prefix
-        self._client = client
+    service = "stepfunctions"
 
-    @property
-    def client(self) -> SFNClient:
-        if self._client is None:
-            self._client = boto3.client("stepfunctions")
-        return self._client
+    def __init__(self, state_machine_arn_prefix: str, client: SFNClient | None = None) -> None:
+        super().__init__(client)
+        self.state_machine_arn_prefix = state_machine_arn_prefix
 
     def state_machine_arn(self, workflow: str) -> str:
         """ARN of workflow W's state machine: the configured prefix + W."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import boto3
 from botocore.exceptions import ClientError
@@ -32,19 +32,38 @@ from streamer.protocol import RequestStatus
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-__all__ = ["ConnectionStore", "EventStore", "LazyClient", "RequestStore", "TerminalAlreadyError", "from_ddb"]
+__all__ = [
+    "ConnectionStore",
+    "EventStore",
+    "LazyBoto3Client",
+    "LazyClient",
+    "RequestStore",
+    "TerminalAlreadyError",
+    "from_ddb",
+]
 
-class LazyClient:
-    """A DynamoDB client given, or created on first use (one per container)."""
+ClientT = TypeVar("ClientT")
 
-    def __init__(self, client: DynamoDBClient | None) -> None:
+
+class LazyBoto3Client(Generic[ClientT]):
+    """A boto3 client of the class's ``service`` given, or created on first use (one per container)."""
+
+    service: ClassVar[str]
+
+    def __init__(self, client: ClientT | None) -> None:
         self._client = client
 
     @property
-    def client(self) -> DynamoDBClient:
+    def client(self) -> ClientT:
         if self._client is None:
-            self._client = boto3.client("dynamodb")
+            self._client = boto3.client(self.service)  # type: ignore[call-overload]  # a runtime service name
         return self._client
+
+
+class LazyClient(LazyBoto3Client["DynamoDBClient"]):
+    """A DynamoDB client given, or created on first use: the base of the tables' stores."""
+
+    service = "dynamodb"
 
 
 def _is_condition_failure(exc: ClientError) -> bool:
