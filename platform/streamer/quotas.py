@@ -78,6 +78,11 @@ class QuotaLimits:
         )
 
 
+def _over(limit: int, what: str, quota: str) -> ProtocolError:
+    """The RATE_LIMITED refusal of a quota, with the quota's name and limit in ``details``."""
+    return ProtocolError(ErrorCode.RATE_LIMITED, f"more than {limit} {what}", {"quota": quota, "limit": limit})
+
+
 class KnownRefusals:
     """What this container refused, until when: ``(user, quota)`` → (expiry, the request ids then holding the
     user's slots), and each refused connection's user (until the end of its second). Thread-safe; expired
@@ -171,11 +176,7 @@ class Quotas:
             return self._stale_connections(user, members, now, alive)
 
         if limit > 0 and not self._reserve(user_id, CONNECTIONS, connection_id, limit, stale):
-            raise ProtocolError(
-                ErrorCode.RATE_LIMITED,
-                f"more than {limit} connections for this user",
-                {"quota": "connections", "limit": limit},
-            )
+            raise _over(limit, "connections for this user", "connections")
 
     def release_connection(self, user_id: str, connection_id: str) -> None:
         self.store.release(user_id, CONNECTIONS, [connection_id])
@@ -190,11 +191,7 @@ class Quotas:
         if self.known.refused(self.clock(), user_id, REQUESTS, request_id) or not self._reserve(
             user_id, REQUESTS, request_id, limit, self._stale_requests
         ):
-            raise ProtocolError(
-                ErrorCode.RATE_LIMITED,
-                f"more than {limit} requests in flight for this user",
-                {"quota": "requests_in_flight", "limit": limit},
-            )
+            raise _over(limit, "requests in flight for this user", "requests_in_flight")
 
     def release_request(self, user_id: str, request_id: str) -> None:
         """Free the slot of an ended request now (else it is freed when the user's map is next full)."""
@@ -214,7 +211,7 @@ class Quotas:
         # Refused until the second ends; each of the user's connections refused in it is then refused before its
         # row is read.
         self.known.add(now, int(now) + 1, user_id, MESSAGES, connection_id=connection_id)
-        raise self._messages_refused(limit)
+        raise _over(limit, "messages a second for this user", "messages_per_second")
 
     def refuse_known(self, connection_id: str) -> None:
         """Raise the user's RATE_LIMITED at once when this container refused the connection's user for messages
@@ -223,15 +220,7 @@ class Quotas:
         now = self.clock()
         user_id = self.known.user_of(now, connection_id) if limit > 0 else None
         if user_id is not None and self.known.refused(now, user_id, MESSAGES):
-            raise self._messages_refused(limit)
-
-    @staticmethod
-    def _messages_refused(limit: int) -> ProtocolError:
-        return ProtocolError(
-            ErrorCode.RATE_LIMITED,
-            f"more than {limit} messages a second for this user",
-            {"quota": "messages_per_second", "limit": limit},
-        )
+            raise _over(limit, "messages a second for this user", "messages_per_second")
 
     # -- the reservation protocol ---------------------------------------------------------------
 
@@ -246,33 +235,23 @@ class Quotas:
         now = self._now()
         if self.store.reserve(user_id, kind, member, limit, now):
             return True
+        # Full (or no map yet): one thread checks the members against the tables; the others wait for it.
         with self.known.verifying(user_id, kind):
             if self.known.refused(self.clock(), user_id, kind, member):  # another thread just checked
                 return False
-            return self._verify_and_reserve(user_id, kind, member, limit, stale)
-
-    def _verify_and_reserve(
-        self,
-        user_id: str,
-        kind: str,
-        member: str,
-        limit: int,
-        stale: Callable[[str, dict[str, int], int], list[str]],
-    ) -> bool:
-        now = self._now()
-        members = self.store.members(user_id, kind)
-        if members is None:  # the user's first reservation of this kind
-            self.store.ensure_map(user_id, kind)
+            members = self.store.members(user_id, kind)
+            if members is None:  # the user's first reservation of this kind
+                self.store.ensure_map(user_id, kind)
+                return self.store.reserve(user_id, kind, member, limit, now)
+            gone = stale(user_id, {m: t for m, t in members.items() if m != member}, now)
+            if not gone:
+                if kind == REQUESTS:
+                    at = self.clock()
+                    self.known.add(at, at + self.REFUSAL_SECONDS, user_id, kind, holders=members)
+                return False
+            logger.info("stale quota reservations released", extra={"kind": kind, "count": len(gone)})
+            self.store.release(user_id, kind, gone)
             return self.store.reserve(user_id, kind, member, limit, now)
-        gone = stale(user_id, {m: t for m, t in members.items() if m != member}, now)
-        if not gone:
-            if kind == REQUESTS:
-                at = self.clock()
-                self.known.add(at, at + self.REFUSAL_SECONDS, user_id, kind, holders=members)
-            return False
-        logger.info("stale quota reservations released", extra={"kind": kind, "count": len(gone)})
-        self.store.release(user_id, kind, gone)
-        return self.store.reserve(user_id, kind, member, limit, now)
 
     def _stale_connections(
         self, user_id: str, members: dict[str, int], now: int, alive: Callable[[str], bool] | None

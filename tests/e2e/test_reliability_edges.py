@@ -307,6 +307,10 @@ NOISY_SUBMITS = int(os.environ.get("STREAMER_NOISY_SUBMITS", "150"))
 #: Submits per second of the noisy user (over its 20 connections): far above its 20 messages a second, within
 #: what one machine's local stack serves (every refused message still costs the Lambda endpoint a call).
 NOISY_RATE = float(os.environ.get("STREAMER_NOISY_RATE", "100"))
+#: What each accepted noisy request runs: `echo` with this many progress events, this long apart (held in flight
+#: past the burst; every event goes to all 20 of the noisy user's connections).
+NOISY_STEPS = int(os.environ.get("STREAMER_NOISY_STEPS", "20"))
+NOISY_DELAY_MS = int(os.environ.get("STREAMER_NOISY_DELAY_MS", "3000"))
 
 
 def _p99(values: list[float]) -> float:
@@ -336,7 +340,7 @@ def test_one_user_cannot_take_more_than_the_in_flight_limit(start_local: Any) ->
         token = stack.token(noisy)
         conns = [await connect(stack.ws_url, subprotocols=_protocols(token), ping_interval=None) for _ in range(20)]
         # Each accepted request runs for minutes: every one accepted during the burst is still in flight at its end.
-        payload = {"message": "n", "steps": 20, "delay_ms": 3000}
+        payload = {"message": "n", "steps": NOISY_STEPS, "delay_ms": NOISY_DELAY_MS}
         for i in range(NOISY_SUBMITS):
             msg = {"action": "submit", "workflow": "echo", "payload": payload, "request_id": f"n{i}"}
             await conns[i % 20].send(json.dumps(msg))

@@ -54,8 +54,7 @@ from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION, Env, restore_environ
 from streamer.faults import RawBody
 from streamer.local.invoke import InvokeResult
 from streamer.local.lambda_endpoint import (
-    HandlerFn,
-    HandlerTable,
+    FunctionHost,
     LambdaContext,
     _error_body,
     function_arn,
@@ -125,7 +124,7 @@ def _functions_log_to_stderr() -> None:
         h.addFilter(not_functions)
 
 
-class InProcessInvoker:
+class InProcessInvoker(FunctionHost):
     """Run ``functions`` in this process (see the module docstring). ``await close()`` when done."""
 
     def __init__(
@@ -138,13 +137,10 @@ class InProcessInvoker:
         region: str = LOCAL_REGION,
         account: str = LOCAL_ACCOUNT,
     ) -> None:
-        self.functions = dict(functions)
+        super().__init__(functions, region, account)
         self.integration_timeout = integration_timeout
-        self.region = region
-        self.account = account
         self.max_workers = max_workers
         self._pool = DaemonPool(max_workers, name="route-fn")
-        self._handlers = HandlerTable(self.functions)
         self._saved_env: dict[str, str | None] = {}
         self._gateway: Gateway | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -173,13 +169,9 @@ class InProcessInvoker:
                 os.environ[key] = value
         size_client_pools(self.max_workers)  # a new default session, under this environment
 
-    def handler_for(self, name: str) -> HandlerFn:
-        return self._handlers(name)
-
     def preload(self) -> None:
         """Import every function's handler now (a broken one raises here, at start-up)."""
-        for name in self.functions:
-            self.handler_for(name)
+        super().preload()
         _functions_log_to_stderr()
 
     # -- invoking ---------------------------------------------------------------------------------------

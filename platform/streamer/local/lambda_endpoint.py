@@ -158,7 +158,26 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-class LambdaEndpoint(PooledMixIn, HTTPServer):
+class FunctionHost:
+    """What runs a fixed set of functions, here or in the gateway's process (``streamer.local.inprocess``): the
+    functions, the account they run in, their handlers imported once on first use."""
+
+    def __init__(self, functions: Mapping[str, FunctionSpec], region: str, account: str) -> None:
+        self.functions = dict(functions)
+        self.region = region
+        self.account = account
+        self._handlers = HandlerTable(self.functions)
+
+    def handler_for(self, name: str) -> HandlerFn:
+        return self._handlers(name)
+
+    def preload(self) -> None:
+        """Import every handler now, so a broken one fails at start-up rather than on first use."""
+        for name in self.functions:
+            self.handler_for(name)
+
+
+class LambdaEndpoint(PooledMixIn, HTTPServer, FunctionHost):
     """An HTTP server speaking the Lambda Invoke API for a fixed set of functions.
 
     Bounded (``streamer.local.serving``): connections are served by ``pool_size`` threads and handlers run
@@ -180,14 +199,11 @@ class LambdaEndpoint(PooledMixIn, HTTPServer):
         sock: socket.socket | None = None,
         enforce_timeouts: bool = True,
     ) -> None:
-        self.functions = dict(functions)
-        self.region = region
-        self.account = account
+        FunctionHost.__init__(self, functions, region, account)
         self.enforce_timeouts = enforce_timeouts
         from streamer.faults import LambdaFaults  # test-only fault injection (docs/reliability.md)
 
         self.faults = LambdaFaults.from_env()
-        self._handlers = HandlerTable(self.functions)
         self._runners = DaemonPool(self.pool_size, name="lambda-fn")
         if sock is None:
             super().__init__(address, _InvokeHandler)
@@ -201,14 +217,6 @@ class LambdaEndpoint(PooledMixIn, HTTPServer):
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host!s}:{port}"
-
-    def handler_for(self, name: str) -> HandlerFn:
-        return self._handlers(name)
-
-    def preload(self) -> None:
-        """Import every handler now, so a broken one fails at start-up rather than on first use."""
-        for name in self.functions:
-            self.handler_for(name)
 
     def invoke(self, name: str, event: Any) -> tuple[bool, Any]:
         """Run one invocation of function ``name``: ``(ok, result_or_error_body)``. Never raises."""
