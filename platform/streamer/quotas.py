@@ -44,6 +44,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -85,33 +86,24 @@ def _over(limit: int, what: str, quota: str) -> ProtocolError:
 
 class KnownRefusals:
     """What this container refused, until when: ``(user, quota)`` → (expiry, the request ids then holding the
-    user's slots), and each refused connection's user (until the end of its second). Thread-safe; expired
-    entries are dropped as new ones come."""
+    user's slots); and the user of each connection it has seen (a connection's user never changes), so a
+    refused user's next message is refused before its connection row is read. Thread-safe and bounded:
+    expired refusals are dropped as new ones come, the oldest connections beyond :attr:`CONNECTIONS_KEPT`."""
 
     _PRUNE_AT = 1024
+    CONNECTIONS_KEPT = 10_000
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._refused: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
-        self._users: dict[str, tuple[float, str]] = {}
+        self._users: OrderedDict[str, str] = OrderedDict()
         self._verifying: dict[tuple[str, str], threading.Lock] = {}
 
-    def add(
-        self,
-        now: float,
-        until: float,
-        user_id: str,
-        quota: str,
-        holders: Collection[str] = (),
-        connection_id: str = "",
-    ) -> None:
+    def add(self, now: float, until: float, user_id: str, quota: str, holders: Collection[str] = ()) -> None:
         with self._lock:
-            if len(self._refused) + len(self._users) > self._PRUNE_AT:
+            if len(self._refused) > self._PRUNE_AT:
                 self._refused = {k: v for k, v in self._refused.items() if v[0] > now}
-                self._users = {k: v for k, v in self._users.items() if v[0] > now}
             self._refused[(user_id, quota)] = (until, frozenset(holders))
-            if connection_id:
-                self._users[connection_id] = (until, user_id)
 
     def refused(self, now: float, user_id: str, quota: str, member: str = "") -> bool:
         """``user_id`` is still refused ``quota`` (and ``member`` holds none of its slots)."""
@@ -119,11 +111,17 @@ class KnownRefusals:
             until, holders = self._refused.get((user_id, quota), (0.0, frozenset()))
         return now < until and member not in holders
 
-    def user_of(self, now: float, connection_id: str) -> str | None:
-        """The user of a connection refused until later than ``now``, else None."""
+    def seen(self, connection_id: str, user_id: str) -> None:
+        """Remember the connection's user."""
         with self._lock:
-            until, user_id = self._users.get(connection_id, (0.0, ""))
-        return user_id if now < until else None
+            self._users[connection_id] = user_id
+            self._users.move_to_end(connection_id)
+            if len(self._users) > self.CONNECTIONS_KEPT:
+                self._users.popitem(last=False)
+
+    def user_of(self, connection_id: str) -> str | None:
+        with self._lock:
+            return self._users.get(connection_id)
 
     def forget(self, user_id: str, quota: str) -> None:
         with self._lock:
@@ -205,21 +203,21 @@ class Quotas:
         limit = self.limits.messages_per_second_per_user
         if limit <= 0:
             return
+        if connection_id:
+            self.known.seen(connection_id, user_id)
         now = self.clock()
         if not self.known.refused(now, user_id, MESSAGES) and self.store.count_message(user_id, int(now)) <= limit:
             return
-        # Refused until the second ends; each of the user's connections refused in it is then refused before its
-        # row is read.
-        self.known.add(now, int(now) + 1, user_id, MESSAGES, connection_id=connection_id)
+        # Refused until the second ends; the user's connections are then refused before their rows are read.
+        self.known.add(now, int(now) + 1, user_id, MESSAGES)
         raise _over(limit, "messages a second for this user", "messages_per_second")
 
     def refuse_known(self, connection_id: str) -> None:
         """Raise the user's RATE_LIMITED at once when this container refused the connection's user for messages
         in this second (no DynamoDB call: before the connection row is even read)."""
         limit = self.limits.messages_per_second_per_user
-        now = self.clock()
-        user_id = self.known.user_of(now, connection_id) if limit > 0 else None
-        if user_id is not None and self.known.refused(now, user_id, MESSAGES):
+        user_id = self.known.user_of(connection_id) if limit > 0 else None
+        if user_id is not None and self.known.refused(self.clock(), user_id, MESSAGES):
             raise _over(limit, "messages a second for this user", "messages_per_second")
 
     # -- the reservation protocol ---------------------------------------------------------------

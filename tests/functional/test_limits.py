@@ -95,19 +95,31 @@ def test_known_refusals_cost_no_dynamodb_call_and_end_with_their_second(
     holds a slot is still recognised, and the next second asks the tables again."""
     quotas = _quotas(ddb, clock, requests_in_flight_per_user=2, messages_per_second_per_user=3)
     router = Router(service, lambda: CATALOG, quotas=quotas)
-    _conn(service, "c1", "alice")
-    _conn(service, "c2", "bob")
-    calls: list[str] = []
-    ddb.meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+    for cid, user in (("c1", "alice"), ("c2", "bob"), ("c3", "alice"), ("c4", "alice")):
+        _conn(service, cid, user)
+    calls: list[str] = []  # operation:table of each DynamoDB call
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        calls.append(f"{model.name}:{params.get('TableName')}")
+
+    ddb.meta.events.register("provide-client-params.dynamodb", record)
     ping = json.dumps({"action": "ping"})
-    assert [router.handle_message("c1", ping)[0]["type"] for _ in range(3)] == ["pong"] * 3
+    assert [router.handle_message(c, ping)[0]["type"] for c in ("c1", "c1", "c3")] == ["pong"] * 3
     calls.clear()
     over = router.handle_message("c1", ping)[0]
     assert over["details"] == {"quota": "messages_per_second", "limit": 3}
-    assert calls == ["UpdateItem", "UpdateItem"]  # the connection row and the user's window, once
+    # The connection row and the user's window, once.
+    assert calls == ["UpdateItem:streamer-connections", "UpdateItem:streamer-quotas"]
     calls.clear()
-    assert [router.handle_message("c1", ping)[0]["code"] for _ in range(50)] == ["RATE_LIMITED"] * 50
-    assert calls == []  # known: no call at all
+    assert [router.handle_message(c, ping)[0]["code"] for c in ["c1", "c3"] * 25] == ["RATE_LIMITED"] * 50
+    assert calls == []  # known (c3 was seen before): no call at all
+    assert router.handle_message("c4", ping)[0]["code"] == "RATE_LIMITED"
+    # A connection not seen yet: its row is read to learn its user (its first window: add, then start), the
+    # user's window is not.
+    assert set(calls) == {"UpdateItem:streamer-connections"}
+    calls.clear()
+    assert router.handle_message("c4", ping)[0]["code"] == "RATE_LIMITED"
+    assert calls == []
     assert router.handle_message("c2", ping)[0]["type"] == "pong"  # another user is not refused
     clock.now += 1
     assert router.handle_message("c1", ping)[0]["type"] == "pong"  # a new second asks again
