@@ -3,11 +3,14 @@
 ``python -m benchmarks.aws_calls [--steps N] [--connections N] [--json]`` drives one ``echo`` request through the
 handlers' own code paths against moto in-process, with one connection open by default:
 
-1. the router (``$default``): ``Router.handle_message`` of the submit frame, then ``RequestService.reply`` (the
-   connection has sent a message before: its rate window exists, as in the steady state);
+1. the router (``$default``): ``Router.handle_message`` of the submit frame, then
+   ``RequestService.reply_by_route_response`` — the ack is the route's response, as the template deploys it
+   (``--post-replies``: ``RequestService.reply``, posted; an older checkout without route responses posts). The
+   connection has sent a message before: its rate window exists, as in the steady state;
 2. the stream router: ``handlers.stream_router.handler`` with the requests table's INSERT record;
 3. the step runner: ``handlers.step_runner.handle`` running the installed ``echo`` step (``steps`` progress
-   reports, no delay; the progress throttle sends the first and the last: 2 events);
+   reports, no delay; the progress throttle sends the first and the last: 2 events, pushed to one read of the
+   user's connections);
 4. the notify task: ``handlers.notify.handler`` with the step's result.
 
 Every call the boto3 clients make is counted by a botocore ``before-call`` hook (per service and operation),
@@ -57,8 +60,13 @@ class Counting:
             self.calls[f"{model.service_model.service_name}:{model.name}"] += 1
 
 
-def count_echo_request(service: Any, mgmt_api: Any, *, steps: int = 3, connections: int = 1) -> Counter[str]:
-    """The calls of one echo request with ``connections`` open connections of its user (see the module doc)."""
+def count_echo_request(
+    service: Any, mgmt_api: Any, *, steps: int = 3, connections: int = 1, route_response: bool = True
+) -> Counter[str]:
+    """The calls of one echo request with ``connections`` open connections of its user (see the module doc).
+
+    ``route_response``: the router's reply is its route response, as the template deploys it
+    (``STREAMER_REPLY_ROUTE_RESPONSE``), when this checkout has it; else it is posted."""
     from streamer import plugins
     from streamer.handlers import _runtime, notify, step_runner, stream_router
     from streamer.models import Connection
@@ -81,7 +89,12 @@ def count_echo_request(service: Any, mgmt_api: Any, *, steps: int = 3, connectio
     try:
         router.handle_message("c0", '{"action": "ping"}')  # the connection's rate window exists (steady state)
         counter.on = counter_mgmt.on = True
-        service.reply("c0", router.handle_message("c0", frame))  # 1. $default
+        replies = router.handle_message("c0", frame)  # 1. $default
+        if route_response and hasattr(service, "reply_by_route_response"):
+            answered = [service.reply_by_route_response("c0", replies)]  # returned to API Gateway, not posted
+        else:
+            service.reply("c0", replies)
+            answered = []
         counter.on = counter_mgmt.on = False
         item = service.requests.client.get_item(
             TableName=service.requests.table, Key={"user_id": {"S": "alice"}, "request_id": {"S": "r1"}}
@@ -101,7 +114,7 @@ def count_echo_request(service: Any, mgmt_api: Any, *, steps: int = 3, connectio
     finally:
         counter.on = counter_mgmt.on = False
         _runtime.reset()
-    received = mgmt_api.received("c0")
+    received = answered + mgmt_api.received("c0")
     assert received[0]["type"] == "ack" and received[-1]["type"] == "result", received
     return counter.calls + counter_mgmt.calls
 
@@ -123,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=3, help="echo progress reports (default 3)")
     ap.add_argument("--connections", type=int, default=1, help="open connections of the user (default 1)")
     ap.add_argument("--json", action="store_true", help="print the counts as JSON")
+    ap.add_argument(
+        "--post-replies", action="store_true", help="post the router's reply (no route response)"
+    )
     args = ap.parse_args(argv)
     import boto3
 
@@ -140,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                 manager=ConnectionManager(api.url),
                 executions=Executions(s.state_machine_arn_prefix, boto3.client("stepfunctions")),
             )
-            calls = count_echo_request(service, api, steps=args.steps, connections=args.connections)
+            calls = count_echo_request(
+                service, api, steps=args.steps, connections=args.connections, route_response=not args.post_replies
+            )
     finally:
         api.stop()
     if args.json:

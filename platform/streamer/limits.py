@@ -14,6 +14,7 @@ __all__ = [
     "MAX_EXECUTION_NAME",
     "MAX_MESSAGE_BYTES",
     "MAX_STEP_OUTPUT_BYTES",
+    "PROGRESS_AUDIENCE_SECONDS",
     "STEP_NAME_PATTERN",
     "SUBPROTOCOL",
     "WORKFLOW_NAME_PATTERN",
@@ -47,6 +48,11 @@ MAX_ERROR_MESSAGE_CHARS = 1000
 
 #: Step names (``Step.name``) and workflow names (the state machine is ``<prefix><workflow>``, so a workflow
 #: name obeys the execution-name alphabet).
+#: How long one step invocation's progress events reuse the user's connection set they read (one DynamoDB
+#: ``Query`` for a burst of events instead of one per event). A connection opened meanwhile gets the step's
+#: events from the next read on (at most this much later); ``resume`` returns what it missed.
+PROGRESS_AUDIENCE_SECONDS = 1.0
+
 STEP_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}$"
 WORKFLOW_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 from pydantic import ValidationError
 
 from streamer import metrics
-from streamer.aws.connections import ConnectionManager, SendReport
+from streamer.aws.connections import ConnectionManager, SendReport, encode_message
 from streamer.aws.executions import (
     CANCEL_CAUSE,
     ENDING_STATUSES,
@@ -44,14 +45,14 @@ from streamer.aws.store import ConnectionStore, EventStore, RequestStore
 from streamer.config import Settings
 from streamer.errors import ProtocolError, StreamerError, TerminalAlreadyError, WebSocketDisconnectedError
 from streamer.events import ExecutionStatusDetail, RequestInsert
-from streamer.limits import MAX_CONNECTION_SECONDS, clamp_percent
+from streamer.limits import MAX_CONNECTION_SECONDS, PROGRESS_AUDIENCE_SECONDS, clamp_percent
 from streamer.models import OPEN_SHARDS, Connection, Request, RequestEvent, RequestRef, new_incarnation, payload_hash
 from streamer.protocol import MAX_MESSAGE_BYTES, ErrorCode, RequestStatus
 
 if TYPE_CHECKING:
     from streamer.quotas import Quotas
 
-__all__ = ["Admission", "Ending", "RequestService", "SubmitResult"]
+__all__ = ["Admission", "Audience", "Ending", "RequestService", "StepProgress", "SubmitResult"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,48 @@ class SubmitResult:
             "workflow": self.request.workflow,
             "status": RequestStatus.PENDING.value,
         }
+
+
+class Audience:
+    """A user's connection ids, read once and reused for ``max_age`` seconds (thread-safe): what one step
+    invocation's progress events are pushed to, one DynamoDB ``Query`` for a burst of events instead of one per
+    event. Connections found gone are dropped at once; one opened meanwhile is found by the next read, at most
+    ``max_age`` later (``resume`` returns what it missed). Terminal events never use one: they read afresh."""
+
+    def __init__(
+        self, read: Callable[[], list[str]], max_age: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._read = read
+        self.max_age = max_age
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._ids: list[str] | None = None
+        self._read_at = 0.0
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            now = self._clock()
+            if self._ids is None or now - self._read_at >= self.max_age:
+                self._ids, self._read_at = self._read(), now
+            return list(self._ids)
+
+    def drop(self, gone: list[str]) -> None:
+        with self._lock:
+            if self._ids is not None and gone:
+                self._ids = [c for c in self._ids if c not in gone]
+
+
+class StepProgress:
+    """The :class:`~streamer.runner.ProgressSink` of one step invocation: :meth:`RequestService.progress`
+    with one :class:`Audience` per user for the invocation's events."""
+
+    def __init__(self, service: RequestService) -> None:
+        self.service = service
+        self._audiences: dict[str, Audience] = {}
+
+    def progress(self, ref: RequestRef, step: str, percent: int, message: str) -> RequestEvent | None:
+        audience = self._audiences.setdefault(ref.user_id, self.service.audience(ref.user_id))
+        return self.service.progress(ref, step, percent, message, audience)
 
 
 class RequestService:
@@ -209,6 +252,22 @@ class RequestService:
                 break
             sent += 1
         return sent
+
+    def reply_by_route_response(self, connection_id: str, frames: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """For a two-way route: post every reply but the last, in order (as :meth:`reply`), and return the last
+        for the integration response (it reaches the client after the posted ones); ``None`` when there is
+        nothing to return (no replies, or a post failed: the sequence stops, as in :meth:`reply`). A last reply
+        over the frame limit is returned as its PAYLOAD_TOO_LARGE error frame."""
+        if not frames:
+            return None
+        *first, last = frames
+        if self.reply(connection_id, first) < len(first):
+            return None
+        try:
+            encode_message(last)
+        except ProtocolError as exc:
+            return exc.to_wire()
+        return last
 
     def _forget(self, connection_ids: list[str]) -> None:
         """Delete the rows of connections API Gateway says are gone."""
@@ -511,7 +570,7 @@ class RequestService:
 
     # -- events ---------------------------------------------------------------------------------
 
-    def emit(self, ref: RequestRef, body: dict[str, Any]) -> RequestEvent:
+    def emit(self, ref: RequestRef, body: dict[str, Any], audience: Audience | None = None) -> RequestEvent:
         """Store a (non-terminal) event at the next seq, then push it to every connection of the user.
 
         Two writes: the seq claim on the request item (conditional: not ended, this incarnation) and the
@@ -522,19 +581,23 @@ class RequestService:
         if seq is None:
             raise TerminalAlreadyError(f"request {ref.request_key} already ended")
         event = self.events.put(ref.request_key, seq, {**body, "request_id": ref.request_id, "seq": seq}, now)
-        self.push(ref.user_id, event.body)
+        self.push(ref.user_id, event.body, audience)
         return event
 
-    def push(self, user_id: str, body: dict[str, Any]) -> SendReport:
-        """Send to every current connection of the user; delete the rows of those that are gone.
+    def push(self, user_id: str, body: dict[str, Any], audience: Audience | None = None) -> SendReport:
+        """Send to every current connection of the user (read now, or ``audience``'s recent read); delete the
+        rows of those that are gone.
 
         Best effort: the event is stored and ``resume`` recovers it, so a failure here is logged, not raised.
         """
         try:
-            report = self.manager.send_many((c.connection_id for c in self.connections.for_user(user_id)), body)
+            ids = audience.ids() if audience is not None else self._connection_ids(user_id)
+            report = self.manager.send_many(ids, body)
         except Exception:
             logger.exception("push failed", extra={"request_id": body.get("request_id")})
             return SendReport()
+        if audience is not None:
+            audience.drop(report.gone)
         if report.gone:
             metrics.add(metrics.PUSHES_TO_GONE_CONNECTIONS, len(report.gone))
         if report.failed:
@@ -542,12 +605,27 @@ class RequestService:
         self._forget(report.gone)
         return report
 
-    def progress(self, ref: RequestRef, step: str, percent: int, message: str) -> RequestEvent | None:
+    def _connection_ids(self, user_id: str) -> list[str]:
+        return [c.connection_id for c in self.connections.for_user(user_id)]
+
+    def audience(self, user_id: str, max_age: float = PROGRESS_AUDIENCE_SECONDS) -> Audience:
+        """The user's connections, read on first use and reused for ``max_age`` seconds (see :class:`Audience`)."""
+        return Audience(lambda: self._connection_ids(user_id), max_age)
+
+    def step_progress(self) -> StepProgress:
+        """The progress sink of one step invocation: its events share one read of the user's connections."""
+        return StepProgress(self)
+
+    def progress(
+        self, ref: RequestRef, step: str, percent: int, message: str, audience: Audience | None = None
+    ) -> RequestEvent | None:
         """A progress event; dropped (None) once the request has ended — decided by the seq claim's condition,
         in the same write, so no progress is ever stored after the terminal event."""
         pct = clamp_percent(percent)
         try:
-            event = self.emit(ref, {"type": "progress", "step": step, "percent": pct, "message": message})
+            event = self.emit(
+                ref, {"type": "progress", "step": step, "percent": pct, "message": message}, audience=audience
+            )
         except TerminalAlreadyError:
             return None
         metrics.add(metrics.PROGRESS_EVENTS_PUSHED, workflow=ref.workflow)

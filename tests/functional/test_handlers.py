@@ -290,3 +290,70 @@ def test_a_reply_over_the_frame_limit_becomes_payload_too_large(
     (too_large, pong) = mgmt_api.received(CID)
     assert too_large["type"] == "error" and too_large["code"] == "PAYLOAD_TOO_LARGE"
     assert pong == {"type": "pong"}
+
+
+# -- the $default route's route response (STREAMER_REPLY_ROUTE_RESPONSE; infra/template.yaml DefaultRouteResponse) --
+
+
+@pytest.fixture
+def two_way(service: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    import dataclasses
+
+    monkeypatch.setattr(service, "settings", dataclasses.replace(service.settings, reply_route_response=True))
+    return service
+
+
+def test_the_last_reply_is_the_route_response_and_earlier_ones_are_posted_first(
+    two_way: Any, mgmt_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect.handler(connect_event(token()), None)
+    mgmt_api.open(CID)
+    assert router.handler(message({"action": "ping"}), None) == {"statusCode": 200, "body": '{"type":"pong"}'}
+    assert mgmt_api.received(CID) == []  # no PostToConnection for a one-frame answer
+    submit = {"action": "submit", "workflow": "echo", "payload": {"message": "hi"}, "request_id": "rr1"}
+    ack = json.loads(router.handler(message(submit), None)["body"])
+    assert ack == {"type": "ack", "request_id": "rr1", "workflow": "echo", "status": "PENDING"}
+    frames = [{"type": "progress", "seq": 1}, {"type": "progress", "seq": 2}, {"type": "result", "seq": 3}]
+    monkeypatch.setattr(router.Router, "handle_message", lambda self, cid, raw: frames)
+    out = router.handler(message({"action": "resume", "request_id": "rr1"}), None)
+    assert mgmt_api.received(CID) == frames[:2] and json.loads(out["body"]) == frames[2]  # order kept
+    monkeypatch.setattr(router.Router, "handle_message", lambda self, cid, raw: [])
+    assert router.handler(message({"action": "cancel", "request_id": "rr1"}), None) == {"statusCode": 200}
+
+
+def test_a_route_response_over_the_frame_limit_is_payload_too_large(
+    two_way: Any, mgmt_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect.handler(connect_event(token()), None)
+    mgmt_api.open(CID)
+    huge = {"type": "status", "blob": "x" * (130 * 1024)}
+    monkeypatch.setattr(router.Router, "handle_message", lambda self, cid, raw: [huge])
+    out = json.loads(router.handler(message({"action": "status", "request_id": "r"}), None)["body"])
+    assert out["code"] == "PAYLOAD_TOO_LARGE" and out["details"]["limit"] == 128 * 1024
+
+
+def test_no_route_response_after_a_post_failed_and_none_to_a_connection_being_closed(
+    two_way: Any, mgmt_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from streamer.models import Connection
+
+    connect.handler(connect_event(token()), None)  # the caller is gone: the first post meets a 410
+    monkeypatch.setattr(router.Router, "handle_message", lambda self, cid, raw: [{"type": "a"}, {"type": "b"}])
+    assert router.handler(message({"action": "ping"}), None) == {"statusCode": 200}
+    assert service_row_gone(two_way, CID)
+    monkeypatch.undo()
+    monkeypatch.setattr(
+        two_way, "settings", dataclasses.replace(two_way.settings, reply_route_response=True, apigw_endpoint=mgmt_api.url)
+    )
+    now = int(time.time())
+    two_way.connections.put(Connection(connection_id="old", user_id="alice", connected_at=now - 7300, expires_at=now - 1))
+    mgmt_api.open("old")
+    # The token expired: the FORBIDDEN frame is posted (a route response would follow the close), then closed.
+    assert router.handler(message({"action": "ping"}, cid="old"), None) == {"statusCode": 200}
+    assert mgmt_api.received("old")[0]["details"] == {"reason": "token_expired"} and mgmt_api.deleted == ["old"]
+
+
+def service_row_gone(service: Any, cid: str) -> bool:
+    return service.connections.get(cid) is None

@@ -816,6 +816,27 @@ def test_a_timed_out_integration_sends_api_gateways_timeout_frame(gateway: Gatew
     assert frame["connectionId"] and frame["requestId"]
 
 
+def test_a_route_with_a_route_response_sends_the_integrations_body_and_others_do_not() -> None:
+    from websockets.sync.client import connect
+
+    answer = lambda e: {"statusCode": 200, "body": json.dumps({"echo": e["body"]})}  # noqa: E731
+    nothing = lambda e: {"statusCode": 200}  # noqa: E731
+    functions = {"Connect": _accept, "Disconnect": nothing, "Default": answer, "Quiet": answer, "Empty": nothing}
+    routes = {"quiet": "Quiet", "empty": "Empty"}
+    gw = GatewayThread(functions, routes=routes, route_responses=frozenset({"$default", "empty"}))
+    try:
+        with connect(gw.url) as ws:
+            ws.send('{"action": "quiet"}')  # a one-way route: its body is dropped, as API Gateway drops it
+            ws.send('{"action": "empty"}')  # two-way, but no body: nothing is sent
+            ws.send('{"action": "other"}')
+            assert json.loads(ws.recv(timeout=20)) == {"echo": '{"action": "other"}'}
+            with pytest.raises(TimeoutError):
+                ws.recv(timeout=0.5)
+        assert len(gw.named("Quiet")) == len(gw.named("Empty")) == 1
+    finally:
+        gw.close()
+
+
 def test_management_api_errors_parse_as_botocore_exceptions(gateway: GatewayThread) -> None:
     api = boto3.client("apigatewaymanagementapi", endpoint_url=gateway.http, **CREDS)
     try:

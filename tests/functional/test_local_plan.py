@@ -124,3 +124,14 @@ def test_provisioning_creates_the_plans_tables_and_state_machines_and_a_failed_d
         plan.state_machines.append(StateMachinePlan("ghost", tmp_path / "ghost.asl.json", {}))
         with pytest.raises(StartupError, match=r"^state machines: .*ghost"):
             deploy_state_machines(plan, sfn)
+
+
+def test_the_plan_knows_the_two_way_route_and_refuses_a_router_replying_into_nothing(tmp_path: Path) -> None:
+    assert plan_from_template(check_plugins=False).route_responses == {"$default"}
+
+    def change(tpl: dict[str, Any]) -> None:
+        del tpl["Resources"]["DefaultRouteResponse"]
+        tpl["Resources"]["Stage"]["DependsOn"].remove("DefaultRouteResponse")
+
+    with pytest.raises(StartupError, match=r"RouterFunction sets STREAMER_REPLY_ROUTE_RESPONSE but route \$default"):
+        plan_from_template(_changed(tmp_path, change), check_plugins=False)

@@ -280,3 +280,33 @@ def test_connect_admits_under_the_quota_stores_the_row_and_releases_a_failed_wri
     with pytest.raises(RuntimeError):
         service.connect("b2", "bob", now + 60, quotas=quotas)
     assert set(store.members("bob", CONNECTIONS) or {}) == {"b1"}
+
+
+def test_a_steps_progress_events_share_one_read_of_the_users_connections(service: Any, mgmt_api: Any) -> None:
+    """StepProgress: one Query for a burst of events; a connection opened meanwhile is found by the next read
+    (after PROGRESS_AUDIENCE_SECONDS), a gone one is dropped at once, and the terminal event reads afresh."""
+    from streamer.service import Audience
+
+    connect(service, mgmt_api, "c1", "alice")
+    connect(service, mgmt_api, "gone", "alice")
+    mgmt_api.close("gone")
+    ref = service.submit("alice", "echo", {}, "shared").request.ref
+    queries: list[str] = []
+    service.connections.client.meta.events.register(
+        "before-call.dynamodb.Query", lambda **_: queries.append("Query")
+    )
+    clock = [100.0]
+    sink = service.step_progress()
+    sink._audiences["alice"] = Audience(lambda: service._connection_ids("alice"), 1.0, clock=lambda: clock[0])
+    sink.progress(ref, "s", 10, "one")  # reads: c1 and gone; gone's 410 deletes its row and drops it
+    connect(service, mgmt_api, "c2", "alice")
+    sink.progress(ref, "s", 20, "two")  # within the second: the same read, c2 not known yet
+    assert len(queries) == 1
+    assert mgmt_api.received("c2") == [] and [e["percent"] for e in mgmt_api.received("c1")] == [10, 20]
+    assert service.connections.get("gone") is None
+    clock[0] += 1.0
+    sink.progress(ref, "s", 30, "three")  # a second later: read again, c2 gets it
+    assert len(queries) == 2 and [e["percent"] for e in mgmt_api.received("c2")] == [30]
+    connect(service, mgmt_api, "c3", "alice")
+    service.finish(ref, RequestStatus.SUCCEEDED, output={"ok": True})  # terminal: reads afresh
+    assert mgmt_api.received("c3")[-1]["type"] == "result" and len(queries) == 3

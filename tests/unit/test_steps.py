@@ -476,6 +476,9 @@ def test_the_default_handler_uses_the_container_service_and_its_settings(monkeyp
     class Service(RecordingSink):
         settings = Settings(progress_interval_ms=60_000)
 
+        def step_progress(self) -> Service:  # RequestService.step_progress: the invocation's sink
+            return self
+
     built: list[Service] = []
 
     def fake_get_service() -> Service:

@@ -54,6 +54,7 @@ __all__ = [
     "stream_mappings",
     "table_definitions",
     "translate",
+    "websocket_route_responses",
     "websocket_routes",
 ]
 
@@ -397,6 +398,30 @@ def route_selection_expression(template: dict[str, Any] | None = None) -> str:
     if not isinstance(expr, str):
         raise ValueError(f"{apis[0]}: RouteSelectionExpression must be a string")
     return expr
+
+
+def websocket_route_responses(template: dict[str, Any] | None = None) -> frozenset[str]:
+    """The route keys whose integration response goes back to the client (two-way routes): the route has a
+    ``RouteResponseSelectionExpression`` and an ``AWS::ApiGatewayV2::RouteResponse`` with
+    ``RouteResponseKey: $default`` names it
+    (https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-websocket-api-route-response.html).
+    """
+    cfn = translate(template if template is not None else load_template())
+    apis = set(_websocket_api_ids(cfn))
+    routes = {
+        logical_id: props.get("RouteKey")
+        for logical_id, props in _of_type(cfn, "AWS::ApiGatewayV2::Route")
+        if set(_referenced_ids(props.get("ApiId"))) & apis and props.get("RouteResponseSelectionExpression")
+    }
+    out: set[str] = set()
+    for _, props in _of_type(cfn, "AWS::ApiGatewayV2::RouteResponse"):
+        if props.get("RouteResponseKey") != "$default":
+            continue
+        for route_id in _referenced_ids(props.get("RouteId")):
+            key = routes.get(route_id)
+            if isinstance(key, str):
+                out.add(key)
+    return frozenset(out)
 
 
 def websocket_routes(template: dict[str, Any] | None = None) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""What the edge handlers ($connect, $default) share beyond the service: the quotas (and the closer).
+"""What the edge handlers ($connect, $default) share beyond the service: the quotas.
 
 The quotas follow the container's service (``_runtime.get_service``): a new service (tests inject one per test)
 gets new ones, so their lazily created client is bound to the same endpoints as the service's.
@@ -6,11 +6,10 @@ gets new ones, so their lazily created client is bound to the same endpoints as 
 
 from __future__ import annotations
 
-from streamer.events import WebSocketEvent
 from streamer.quotas import Quotas
 from streamer.service import RequestService
 
-__all__ = ["get_closer", "get_quotas"]
+__all__ = ["get_quotas"]
 
 _QUOTAS: tuple[RequestService, Quotas] | None = None
 
@@ -20,10 +19,3 @@ def get_quotas(service: RequestService) -> Quotas:
     if _QUOTAS is None or _QUOTAS[0] is not service:
         _QUOTAS = (service, Quotas.from_settings(service.settings))
     return _QUOTAS[1]
-
-
-def get_closer(service: RequestService, event: WebSocketEvent) -> RequestService:
-    """What closes a connection (``DELETE @connections/{id}``): the service itself, through its own
-    ConnectionManager (``RequestService.close``) — the one bound to the settings' endpoint, else the event's,
-    that already sends the replies. Kept for ``handlers/router.py``, which can call ``service.close`` directly."""
-    return service

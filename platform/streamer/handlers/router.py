@@ -9,7 +9,7 @@ from typing import Any
 from streamer import metrics, plugins
 from streamer.errors import StreamerError
 from streamer.events import WebSocketEvent
-from streamer.handlers._edges import get_closer, get_quotas
+from streamer.handlers._edges import get_quotas
 from streamer.handlers._runtime import correlate, get_logger, get_service, lambda_handler
 from streamer.protocol import ErrorCode
 from streamer.router import Router, closes_connection
@@ -61,13 +61,23 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             correlate(request_id=frame.get("request_id"), workflow=frame.get("workflow"))
         elif frame.get("code") == ErrorCode.RATE_LIMITED.value:
             metrics.add(metrics.MESSAGES_RATE_LIMITED)
-    service.reply(cid, replies)
-    logger.info("message handled", extra={"replies": len(replies)})
     if closes_connection(replies):
-        # The token expired: the reason went out as the FORBIDDEN frame; now close (docs/protocol.md).
+        # The token expired: the reason goes out as the FORBIDDEN frame, then the connection is closed
+        # (docs/protocol.md) — posted, since a route response would come after the close.
+        service.reply(cid, replies)
+        logger.info("message handled", extra={"replies": len(replies)})
         try:
-            get_closer(service, ev).close(cid)
+            service.close(cid)
             logger.info("closed: token expired")
         except StreamerError:
             logger.warning("expired connection not closed; API Gateway's idle timeout will")
+        return {"statusCode": 200}
+    logger.info("message handled", extra={"replies": len(replies)})
+    if service.settings.reply_route_response:
+        # The $default route's route response sends the body to the asker (infra/template.yaml).
+        last = service.reply_by_route_response(cid, replies)
+        if last is None:
+            return {"statusCode": 200}
+        return {"statusCode": 200, "body": json.dumps(last, separators=(",", ":"), ensure_ascii=False)}
+    service.reply(cid, replies)
     return {"statusCode": 200}

@@ -77,7 +77,7 @@ def handle(
     if sink is None:
         # The container's RequestService, built on first use; its settings are read once per container.
         service = get_service()
-        sink = service
+        sink = service.step_progress()  # this invocation's events share one read of the user's connections
         if interval_ms is None:
             interval_ms = service.settings.progress_interval_ms
     return run_step(step, event, sink, interval_ms=interval_ms)

@@ -74,6 +74,8 @@ class GatewayConfig:
 
     routes: Mapping[str, str]
     route_selection_expression: str = "$request.body.action"
+    #: Route keys with a route response: the integration response's ``body`` (a string) goes to the client.
+    route_responses: frozenset[str] = frozenset()
     stage: str = "local"
     api_id: str = "local"
     region: str = LOCAL_REGION
@@ -408,6 +410,12 @@ class Gateway:
             log.error("route %s on %s: %s", route, conn.connection_id, outcome.error)
             message = "Endpoint request timed out" if outcome.timed_out else "Internal server error"
             await self._send_error(conn, message, ctx)
+        elif route in cfg.route_responses and isinstance(outcome.payload, dict):
+            # A two-way route: a Lambda proxy integration's response body is the message to the client.
+            answer = outcome.payload.get("body")
+            if isinstance(answer, str) and answer and not conn.ws.closed:
+                with contextlib.suppress(Exception):
+                    await conn.ws.send_str(answer)
 
     async def _send_error(self, conn: _Connection, message: str, ctx: Mapping[str, Any]) -> None:
         """What API Gateway sends the client when an integration fails."""

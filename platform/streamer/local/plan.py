@@ -98,6 +98,8 @@ class LocalPlan:
     stream_mappings: list[MappingConfig] = field(default_factory=list)
     #: EventBridge rules that receive execution status changes
     event_rules: list[RuleConfig] = field(default_factory=list)
+    #: Route keys whose integration response the gateway sends back to the client (route responses)
+    route_responses: frozenset[str] = frozenset()
 
     def state_machine_arn_prefix(self) -> str:
         return f"arn:aws:states:{LOCAL_REGION}:{LOCAL_ACCOUNT}:stateMachine:{STACK_NAME}-"
@@ -128,6 +130,7 @@ def plan_from_template(
         template = tpl.load_template(path)
         functions = tpl.functions(template)
         routes = tpl.websocket_routes(template)
+        route_responses = tpl.websocket_route_responses(template)
         expression = tpl.route_selection_expression(template)
         tables = tpl.table_definitions(template)
         machines = tpl.state_machines(template, path)
@@ -137,12 +140,20 @@ def plan_from_template(
     for route, fn in routes.items():
         if fn not in functions:
             raise StartupError(f"template {path}: route {route} targets unknown function {fn}")
+    for route, fn in routes.items():
+        reply_env = str(functions[fn].environment.get(Env.REPLY_ROUTE_RESPONSE, "")).lower()
+        if reply_env == "true" and route not in route_responses:
+            raise StartupError(
+                f"template {path}: {fn} sets {Env.REPLY_ROUTE_RESPONSE} but route {route} has no route response "
+                "(AWS::ApiGatewayV2::RouteResponse): its replies would never reach the client"
+            )
     plan = LocalPlan(
         template_path=path,
         template=template,
         functions=dict(functions),
         routes=dict(routes),
         route_selection_expression=expression,
+        route_responses=route_responses,
         stage=params.get("StageName", "local"),
         tables=tables,
         table_names=local_table_names(template),

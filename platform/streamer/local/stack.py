@@ -209,6 +209,7 @@ class LocalStack:
             GatewayConfig(
                 routes=self.plan.routes,
                 route_selection_expression=self.plan.route_selection_expression,
+                route_responses=self.plan.route_responses,
                 stage=self.plan.stage,
                 idle_timeout=opts.idle_timeout,
                 max_duration=opts.max_connection_duration,
