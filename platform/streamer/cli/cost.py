@@ -131,9 +131,11 @@ def _environment(meter: _Meter) -> Iterator[None]:
     """The handlers' environment (settings, secret, endpoint) and the meter on the default boto3 session."""
     import boto3
 
-    saved = {k: os.environ.get(k) for k in (Env.JWT_SECRET, Env.APIGW_ENDPOINT, "AWS_DEFAULT_REGION",
-                                             "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}  # fmt: skip
-    os.environ.update({Env.JWT_SECRET: _SECRET, Env.APIGW_ENDPOINT: _ENDPOINT,
+    keys = (Env.JWT_SECRET, Env.APIGW_ENDPOINT, Env.REPLY_ROUTE_RESPONSE, "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY")  # fmt: skip
+    saved = {k: os.environ.get(k) for k in keys}
+    # As the template deploys the router: its reply is the $default route's route response.
+    os.environ.update({Env.JWT_SECRET: _SECRET, Env.APIGW_ENDPOINT: _ENDPOINT, Env.REPLY_ROUTE_RESPONSE: "true",
                        "AWS_DEFAULT_REGION": _REGION})  # fmt: skip
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "cost")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "cost")
@@ -248,7 +250,9 @@ def measure(workflow: str, payload: dict[str, Any], *, timeout: float = 120.0) -
         frame = json.dumps({"action": "submit", "workflow": workflow, "payload": payload})
         counts.ws_messages = max(1, math.ceil(len(frame.encode()) / WS_MESSAGE_BYTES))
         started = time.monotonic()
-        timed(router)(_ws_event("$default", cid, body=frame), None)
+        answer = timed(router)(_ws_event("$default", cid, body=frame), None)
+        if isinstance(answer, dict) and isinstance(answer.get("body"), str):  # the route response: a message too
+            counts.ws_messages += max(1, math.ceil(len(answer["body"].encode()) / WS_MESSAGE_BYTES))
 
         stream_arn = ddb.describe_table(TableName=settings.requests_table)["Table"]["LatestStreamArn"]
         records: list[dict[str, Any]] = []
