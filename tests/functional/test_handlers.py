@@ -279,17 +279,23 @@ def test_router_rate_limits_a_connection(service: Any, mgmt_api: Any, monkeypatc
     assert got[2]["code"] == "RATE_LIMITED" and got[2]["details"] == {"limit_per_minute": 2}
 
 
+@pytest.mark.parametrize("route_response", [False, True])
 def test_a_reply_over_the_frame_limit_becomes_payload_too_large(
-    service: Any, mgmt_api: Any, monkeypatch: pytest.MonkeyPatch
+    service: Any, mgmt_api: Any, monkeypatch: pytest.MonkeyPatch, route_response: bool
 ) -> None:
+    """Posted, or returned as the route response (the last reply): either way its PAYLOAD_TOO_LARGE frame."""
+    import dataclasses
+
+    monkeypatch.setattr(service, "settings", dataclasses.replace(service.settings, reply_route_response=route_response))
     connect.handler(connect_event(token()), None)
     mgmt_api.open(CID)
     huge = {"type": "status", "blob": "x" * (130 * 1024)}
-    monkeypatch.setattr(router.Router, "handle_message", lambda self, cid, raw: [huge, {"type": "pong"}])
-    router.handler(message({"action": "status", "request_id": "r"}), None)
-    (too_large, pong) = mgmt_api.received(CID)
+    monkeypatch.setattr(router.Router, "handle_message", lambda self, cid, raw: [huge, {"type": "pong"}, huge])
+    out = router.handler(message({"action": "status", "request_id": "r"}), None)
+    (too_large, pong, *last) = mgmt_api.received(CID) + ([json.loads(out["body"])] if route_response else [])
     assert too_large["type"] == "error" and too_large["code"] == "PAYLOAD_TOO_LARGE"
     assert pong == {"type": "pong"}
+    assert last[0]["code"] == "PAYLOAD_TOO_LARGE" and last[0]["details"]["limit"] == 128 * 1024
 
 
 # -- the $default route's route response (STREAMER_REPLY_ROUTE_RESPONSE; infra/template.yaml DefaultRouteResponse) --
@@ -319,17 +325,6 @@ def test_the_last_reply_is_the_route_response_and_earlier_ones_are_posted_first(
     assert mgmt_api.received(CID) == frames[:2] and json.loads(out["body"]) == frames[2]  # order kept
     monkeypatch.setattr(router.Router, "handle_message", lambda self, cid, raw: [])
     assert router.handler(message({"action": "cancel", "request_id": "rr1"}), None) == {"statusCode": 200}
-
-
-def test_a_route_response_over_the_frame_limit_is_payload_too_large(
-    two_way: Any, mgmt_api: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    connect.handler(connect_event(token()), None)
-    mgmt_api.open(CID)
-    huge = {"type": "status", "blob": "x" * (130 * 1024)}
-    monkeypatch.setattr(router.Router, "handle_message", lambda self, cid, raw: [huge])
-    out = json.loads(router.handler(message({"action": "status", "request_id": "r"}), None)["body"])
-    assert out["code"] == "PAYLOAD_TOO_LARGE" and out["details"]["limit"] == 128 * 1024
 
 
 def test_no_route_response_after_a_post_failed_and_none_to_a_connection_being_closed(
