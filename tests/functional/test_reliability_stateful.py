@@ -1,9 +1,10 @@
 """A Hypothesis state machine over the request lifecycle (issue 10's invariants), against moto in-process.
 
-Rules: submit, duplicate submit, redeliver a stream record (of this incarnation or an expired one), start,
-cancel, progress, finish (from this incarnation's execution or a stale one), expire (TTL) + resubmit the same
-id, resume, a stream router that crashes between StartExecution and ``mark_running``, and a reconciler sweep
-(after which nothing is left PENDING). After every step the invariants hold:
+Rules: connect, drop a connection (no close frame, no ``$disconnect``: its row stays), submit, duplicate submit,
+redeliver a stream record (of this incarnation or an expired one), start, cancel, progress, finish (from this
+incarnation's execution or a stale one), expire (TTL) + resubmit the same id, resume, a stream router that
+crashes between StartExecution and ``mark_running``, and a reconciler sweep (after which nothing is left
+PENDING). After every step the invariants hold:
 
 * at most one execution per incarnation (its name is derived from it), and none for an incarnation that was
   never started;
@@ -11,7 +12,10 @@ id, resume, a stream router that crashes between StartExecution and ``mark_runni
   event, and when the request has ended exactly one, the last;
 * nothing stored after the terminal event (no events-table item at or past the terminal seq);
 * a cancelled request's execution is not running;
-* an expired request's events are never read by its successor (its request key is another).
+* an expired request's events are never read by its successor (its request key is another);
+* every open connection of the user keeps its row and receives each request's events in seq order, each at most
+  once, the terminal one last; a dropped connection's row is gone once an event was pushed to the user;
+* another user's open connection receives nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from streamer.models import Request, RequestRef
 from streamer.protocol import RequestStatus
 from streamer.reconciler import Reconciler
 from streamer.service import RequestService
+from tests.conftest import ManagementApi
 from tests.functional.conftest import create_tables
 
 ECHO = "arn:aws:states:us-east-1:123456789012:stateMachine:streamer-echo"
@@ -63,13 +68,14 @@ def shared_service() -> RequestService:
             roleArn="arn:aws:iam::123456789012:role/sfn",
         )
         s = Settings()
+        api = _SHARED["api"] = ManagementApi()
         _SHARED["service"] = RequestService(
             s,
             connections=ConnectionStore(s.connections_table, ddb),
             requests=RequestStore(s.requests_table, ddb),
             events=EventStore(s.events_table, ddb),
-            # No connection is open: every push finds nobody (the pushes are tested elsewhere).
-            manager=ConnectionManager("http://127.0.0.1:9"),
+            # A Management API that knows which connections are open (410 for the others) and what each got.
+            manager=ConnectionManager(api.url, max_retries=0),
             executions=Executions(s.state_machine_arn_prefix, sfn),
         )
     service: RequestService = _SHARED["service"]
@@ -86,6 +92,30 @@ class Lifecycle(RuleBasedStateMachine):
         self.images: dict[str, list[Request]] = {}
         #: incarnations whose INSERT was handled at least once (start or redeliver)
         self.started: set[str] = set()
+        self.api: ManagementApi = _SHARED["api"]
+        #: this example's connection ids: open ones, and dropped ones whose row may still be there
+        self.open: set[str] = set()
+        self.dropped: set[str] = set()
+        self.gone: set[str] = set()  # dropped, and their rows found gone
+        #: per open connection: (index in what it received, request id) where that id's successor begins
+        self.successors: dict[str, list[tuple[int, str]]] = {}
+        # Another user's open connection: it must never receive anything of this user's.
+        self.bystander = f"{self.user}-other"
+        self._connect_row(self.bystander, f"{self.user}-x")
+        self.api.open(self.bystander)
+
+    def _connect_row(self, cid: str, user: str) -> None:
+        from streamer.models import Connection
+
+        now = self.svc.now()
+        self.svc.connections.put(Connection(connection_id=cid, user_id=user, connected_at=now, expires_at=now + 3600))
+
+    def pushed(self) -> None:
+        """An event went to the user: every dropped connection's row met its 410 and is gone."""
+        for cid in self.dropped:
+            assert self.svc.connections.get(cid) is None, f"stale row {cid} kept after a push"
+        self.gone |= self.dropped
+        self.dropped.clear()
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
@@ -96,6 +126,21 @@ class Lifecycle(RuleBasedStateMachine):
         return [img.ref for img in self.images.get(rid, [])]
 
     # -- rules -----------------------------------------------------------------------------------------------
+
+    @rule()
+    def connect(self) -> None:
+        cid = f"{self.user}-c{len(self.open) + len(self.dropped) + len(self.gone)}"  # ids are never reused
+        self._connect_row(cid, self.user)
+        self.api.open(cid)
+        self.open.add(cid)
+
+    @rule(which=st.integers(0, 7))
+    def drop(self, which: int) -> None:
+        if self.open:  # gone without a close frame and without $disconnect: its row stays
+            cid = sorted(self.open)[which % len(self.open)]
+            self.api.close(cid)
+            self.open.discard(cid)
+            self.dropped.add(cid)
 
     @rule(rid=IDS)
     def submit(self, rid: str) -> None:
@@ -124,21 +169,22 @@ class Lifecycle(RuleBasedStateMachine):
     @rule(rid=IDS)
     def cancel(self, rid: str) -> None:
         try:
-            self.svc.cancel(self.user, rid)
+            if self.svc.cancel(self.user, rid):
+                self.pushed()
         except ProtocolError:
             assert self.current(rid) is None
 
     @rule(rid=IDS, stale=st.booleans(), pct=st.integers(0, 100))
     def progress(self, rid: str, stale: bool, pct: int) -> None:
         refs = self.refs(rid)
-        if refs:
-            self.svc.progress(refs[0] if stale else refs[-1], "s", pct, "")
+        if refs and self.svc.progress(refs[0] if stale else refs[-1], "s", pct, "") is not None:
+            self.pushed()
 
     @rule(rid=IDS, stale=st.booleans(), status=ENDINGS)
     def finish(self, rid: str, stale: bool, status: RequestStatus) -> None:
         refs = self.refs(rid)
-        if refs:
-            self.svc.finish(refs[0] if stale else refs[-1], status, output={"ok": True})
+        if refs and self.svc.finish(refs[0] if stale else refs[-1], status, output={"ok": True}) is not None:
+            self.pushed()
 
     @rule(rid=IDS)
     def expire_and_resubmit(self, rid: str) -> None:
@@ -147,6 +193,8 @@ class Lifecycle(RuleBasedStateMachine):
         self.svc.requests.client.delete_item(
             TableName=self.svc.requests.table, Key={"user_id": {"S": self.user}, "request_id": {"S": rid}}
         )
+        for cid in self.open:  # from here on, rid's frames are the successor's: its seqs start again
+            self.successors.setdefault(cid, []).append((len(self.api.received(cid)), rid))
         self.submit(rid)
 
     @rule(rid=IDS)
@@ -214,6 +262,22 @@ class Lifecycle(RuleBasedStateMachine):
             assert all(e.request_key == req.ref.request_key for e in events)
 
     @invariant()
+    def connections_get_each_event_once_in_order_and_others_nothing(self) -> None:
+        if not hasattr(self, "svc"):
+            return
+        assert self.api.received(self.bystander) == []
+        for cid in self.open:
+            assert self.svc.connections.get(cid) is not None, f"open connection {cid} lost its row"
+            last: dict[str, int] = {}
+            starts = list(self.successors.get(cid, []))  # in order of their index
+            for i, frame in enumerate(self.api.received(cid)):
+                while starts and starts[0][0] <= i:
+                    last[starts.pop(0)[1]] = 0  # a successor incarnation from here: its seqs start again
+                rid, seq = frame["request_id"], frame["seq"]
+                assert seq > last.get(rid, 0), f"{cid}: {rid} seq {seq} after {last.get(rid)} (twice or out of order)"
+                last[rid] = seq
+
+    @invariant()
     def cancelled_executions_are_stopped(self) -> None:
         if not hasattr(self, "svc"):
             return
@@ -242,6 +306,9 @@ pytestmark = pytest.mark.timeout(900)
 
 
 def teardown_module() -> None:
+    api = _SHARED.pop("api", None)
+    if api is not None:
+        api.stop()
     mock = _SHARED.pop("mock", None)
     _SHARED.clear()
     if mock is not None:
