@@ -99,6 +99,11 @@ def _flag(value: str | None, default: bool) -> bool:
     return default if value is None else value.strip().lower() not in ("0", "false", "no")
 
 
+def _keys(value: str) -> tuple[str, ...]:
+    """A comma-separated list, blanks dropped."""
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     connections_table: str = "streamer-connections"
@@ -110,9 +115,9 @@ class Settings:
     apigw_endpoint: str | None = None
     progress_interval_ms: int = 100
     rate_limit_per_minute: int = 120
-    #: The ``$default`` route has a route response: the router returns its last reply as the integration
-    #: response's body instead of posting it (one ``PostToConnection`` less per message).
-    reply_route_response: bool = False
+    #: The route keys that have a route response (``$default``): on them the router returns its last reply as
+    #: the integration response's body instead of posting it (one ``PostToConnection`` less per message).
+    reply_route_response: tuple[str, ...] = ()
     request_ttl_seconds: int = 7 * 24 * 3600
     max_execution_input_bytes: int = MAX_EXECUTION_INPUT_BYTES
     #: Per-user quotas (``streamer.quotas``; 0 turns one off). A well-behaved client never meets them.
@@ -142,7 +147,7 @@ class Settings:
             apigw_endpoint=env.get(Env.APIGW_ENDPOINT) or None,
             progress_interval_ms=int(env.get(Env.PROGRESS_INTERVAL_MS, d.progress_interval_ms)),
             rate_limit_per_minute=int(env.get(Env.RATE_LIMIT_PER_MINUTE, d.rate_limit_per_minute)),
-            reply_route_response=_flag(env.get(Env.REPLY_ROUTE_RESPONSE), d.reply_route_response),
+            reply_route_response=_keys(env.get(Env.REPLY_ROUTE_RESPONSE, "")),
             request_ttl_seconds=int(env.get(Env.REQUEST_TTL_SECONDS, d.request_ttl_seconds)),
             quotas_table=env.get(Env.QUOTAS_TABLE, d.quotas_table),
             max_connections_per_user=int(env.get(Env.MAX_CONNECTIONS_PER_USER, d.max_connections_per_user)),
@@ -152,7 +157,7 @@ class Settings:
             max_messages_per_second_per_user=int(
                 env.get(Env.MAX_MESSAGES_PER_SECOND_PER_USER, d.max_messages_per_second_per_user)
             ),
-            allowed_origins=tuple(o.strip() for o in env.get(Env.ALLOWED_ORIGINS, "").split(",") if o.strip()),
+            allowed_origins=_keys(env.get(Env.ALLOWED_ORIGINS, "")),
             allow_missing_origin=_flag(env.get(Env.ALLOW_MISSING_ORIGIN), d.allow_missing_origin),
             reconcile_pending_after_seconds=int(
                 env.get(Env.RECONCILE_PENDING_AFTER_SECONDS, d.reconcile_pending_after_seconds)

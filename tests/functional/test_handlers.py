@@ -286,7 +286,7 @@ def test_a_reply_over_the_frame_limit_becomes_payload_too_large(
     """Posted, or returned as the route response (the last reply): either way its PAYLOAD_TOO_LARGE frame."""
     import dataclasses
 
-    monkeypatch.setattr(service, "settings", dataclasses.replace(service.settings, reply_route_response=route_response))
+    monkeypatch.setattr(service, "settings", dataclasses.replace(service.settings, reply_route_response=("$default",) if route_response else ()))
     connect.handler(connect_event(token()), None)
     mgmt_api.open(CID)
     huge = {"type": "status", "blob": "x" * (130 * 1024)}
@@ -305,7 +305,7 @@ def test_a_reply_over_the_frame_limit_becomes_payload_too_large(
 def two_way(service: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     import dataclasses
 
-    monkeypatch.setattr(service, "settings", dataclasses.replace(service.settings, reply_route_response=True))
+    monkeypatch.setattr(service, "settings", dataclasses.replace(service.settings, reply_route_response=("$default",)))
     return service
 
 
@@ -340,7 +340,7 @@ def test_no_route_response_after_a_post_failed_and_none_to_a_connection_being_cl
     assert service_row_gone(two_way, CID)
     monkeypatch.undo()
     monkeypatch.setattr(
-        two_way, "settings", dataclasses.replace(two_way.settings, reply_route_response=True, apigw_endpoint=mgmt_api.url)
+        two_way, "settings", dataclasses.replace(two_way.settings, reply_route_response=("$default",), apigw_endpoint=mgmt_api.url)
     )
     now = int(time.time())
     two_way.connections.put(Connection(connection_id="old", user_id="alice", connected_at=now - 7300, expires_at=now - 1))

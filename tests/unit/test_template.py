@@ -477,7 +477,7 @@ def test_websocket_routes(tpl: dict[str, Any], resources: dict[str, Any]) -> Non
     assert T.route_selection_expression(tpl) == "$request.body.action"
     # Two-way $default: the router's last reply is its integration response (STREAMER_REPLY_ROUTE_RESPONSE).
     assert T.websocket_route_responses(tpl) == {"$default"}
-    assert T.functions(tpl)["RouterFunction"].environment["STREAMER_REPLY_ROUTE_RESPONSE"] == "true"
+    assert T.functions(tpl)["RouterFunction"].environment["STREAMER_REPLY_ROUTE_RESPONSE"] == "$default"
     for res in resources.values():
         if res["Type"] == "AWS::ApiGatewayV2::Route":
             assert res["Properties"]["AuthorizationType"] == "NONE"  # $connect checks the JWT itself

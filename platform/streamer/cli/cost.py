@@ -135,7 +135,7 @@ def _environment(meter: _Meter) -> Iterator[None]:
             "AWS_SECRET_ACCESS_KEY")  # fmt: skip
     saved = {k: os.environ.get(k) for k in keys}
     # As the template deploys the router: its reply is the $default route's route response.
-    os.environ.update({Env.JWT_SECRET: _SECRET, Env.APIGW_ENDPOINT: _ENDPOINT, Env.REPLY_ROUTE_RESPONSE: "true",
+    os.environ.update({Env.JWT_SECRET: _SECRET, Env.APIGW_ENDPOINT: _ENDPOINT, Env.REPLY_ROUTE_RESPONSE: "$default",
                        "AWS_DEFAULT_REGION": _REGION})  # fmt: skip
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "cost")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "cost")

@@ -73,7 +73,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             logger.warning("expired connection not closed; API Gateway's idle timeout will")
         return {"statusCode": 200}
     logger.info("message handled", extra={"replies": len(replies)})
-    if service.settings.reply_route_response:
+    if ev.request_context.route_key in service.settings.reply_route_response:
         # The $default route's route response sends the body to the asker (infra/template.yaml).
         last = service.reply_by_route_response(cid, replies)
         if last is None:

@@ -140,13 +140,14 @@ def plan_from_template(
     for route, fn in routes.items():
         if fn not in functions:
             raise StartupError(f"template {path}: route {route} targets unknown function {fn}")
-    for route, fn in routes.items():
-        reply_env = str(functions[fn].environment.get(Env.REPLY_ROUTE_RESPONSE, "")).lower()
-        if reply_env == "true" and route not in route_responses:
-            raise StartupError(
-                f"template {path}: {fn} sets {Env.REPLY_ROUTE_RESPONSE} but route {route} has no route response "
-                "(AWS::ApiGatewayV2::RouteResponse): its replies would never reach the client"
-            )
+    for fn_id, spec in functions.items():
+        named = str(spec.environment.get(Env.REPLY_ROUTE_RESPONSE, ""))
+        for route in (r.strip() for r in named.split(",") if r.strip()):
+            if route not in route_responses:
+                raise StartupError(
+                    f"template {path}: {fn_id} sets {Env.REPLY_ROUTE_RESPONSE} but route {route} has no route "
+                    "response (AWS::ApiGatewayV2::RouteResponse): its replies would never reach the client"
+                )
     plan = LocalPlan(
         template_path=path,
         template=template,
