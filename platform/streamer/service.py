@@ -132,7 +132,9 @@ class StepProgress:
         self._audiences: dict[str, Audience] = {}
 
     def progress(self, ref: RequestRef, step: str, percent: int, message: str) -> RequestEvent | None:
-        audience = self._audiences.setdefault(ref.user_id, self.service.audience(ref.user_id))
+        audience = self._audiences.get(ref.user_id)
+        if audience is None:  # built once per user, not once per event
+            audience = self._audiences.setdefault(ref.user_id, self.service.audience(ref.user_id))
         return self.service.progress(ref, step, percent, message, audience)
 
 
@@ -362,7 +364,10 @@ class RequestService:
 
         The terminal write comes first and is conditional; the execution to stop is the one the request
         names *in that write's result*, so a ``start`` that marked it RUNNING after we read it is seen. A
-        ``start`` that has not marked it yet loses its own conditional write and stops what it started.
+        ``start`` that has not marked it yet loses its own conditional write and stops what it started. A
+        request that names no execution (still PENDING) may still have one: a stream router that died
+        between StartExecution and ``mark_running``. Its name is derived from the incarnation, so cancel stops
+        it by that name (StopExecution of an execution that does not exist is a no-op).
         """
         req = self.get_owned(user_id, request_id)
         if req.status.terminal:
@@ -370,8 +375,7 @@ class RequestService:
         ended = self._end(req.ref, RequestStatus.CANCELLED, code=ErrorCode.CANCELLED, message=CANCEL_CAUSE)
         if ended is None:
             return False
-        if ended.execution_arn:
-            self.executions.stop(ended.execution_arn)
+        self.executions.stop(ended.execution_arn or self.execution_of(req.ref))
         self._announce(req.ref, ended)
         return True
 

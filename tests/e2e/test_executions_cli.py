@@ -86,9 +86,13 @@ def finished(stack: tuple[LocalStack, Path]) -> dict[str, tuple[str, str]]:
     alice, bob = uid("alice"), uid("bob")
     ok, seen = submit_and_watch(local, alice, "echo", {"message": "hi", "steps": 3, "delay_ms": 150})
     CLIENT_SAW[:] = seen
+    failed = submit(local, bob, "echo", {"message": "no", "fail": True})
+    # ``created_at`` is in whole seconds (as the GSIs' sort key), so "newest first" orders requests created in
+    # different seconds; requests of the same second tie. Alice's second request starts in a later second.
+    time.sleep(1.05)
     return {
         "ok": (alice, ok),
-        "failed": (bob, submit(local, bob, "echo", {"message": "no", "fail": True})),
+        "failed": (bob, failed),
         "text": (alice, submit(local, alice, "textstats", {"text": TEXT, "top": 3})),
     }
 

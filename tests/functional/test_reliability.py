@@ -183,6 +183,20 @@ def test_cancel_before_start_execution_is_stopped_when_started(service: Any, sfn
     assert service.replay("alice", "r", 0)[-1].body["status"] == "CANCELLED"
 
 
+def test_cancel_after_a_stream_router_crashed_between_start_and_mark_running_stops_it(service: Any, sfn: Any) -> None:
+    """Defect 3, found by the stateful test: the stream router started the execution and died before
+    ``mark_running``, so the request is PENDING with no ARN while its execution runs. Cancel names the
+    incarnation's execution itself (its name is derived from the request) and stops it; before, it stopped
+    nothing and the execution ran to completion unless the record was redelivered."""
+    req = service.submit("alice", "echo", {"message": "x"}, "r").request
+    name = execution_name("alice", "r", req.incarnation)
+    sfn.start_execution(stateMachineArn=ECHO, name=name, input=execution_input(req.ref, req.payload))
+    assert service.cancel("alice", "r") is True
+    assert status_of(sfn, execution_arn(ECHO, name)) == "ABORTED"
+    assert service.requests.get("alice", "r").status is RequestStatus.CANCELLED
+    assert service.start(insert_of(req)) == "cancelled"  # the record, redelivered later: nothing restarts
+
+
 def test_cancel_after_running_stops_the_execution(service: Any, sfn: Any) -> None:
     req = service.submit("alice", "echo", {"message": "x"}, "r").request
     service.start(insert_of(req))
