@@ -169,6 +169,59 @@ def bench_router_memory() -> None:
         report("router: 500 submits (peak memory)", "500 pings", peaks[0], peaks[1], unit="B")
 
 
+def bench_moto_query() -> None:
+    """The local stack's Query (``streamer.local.moto_server.speed_up_dynamodb_queries``) vs moto's own, on
+    the same tables, interleaved: a request's events (``EventStore.after``; 5,000 events of 500 requests in the
+    table) and a user's connections (``ConnectionStore.for_user``, the ``by_user`` index; 2,000 rows)."""
+    from moto import mock_aws
+    from moto.dynamodb.models.table import Table
+
+    from streamer.local.moto_server import speed_up_dynamodb_queries
+
+    speed_up_dynamodb_queries()
+    fast = Table.query
+    moto_own = getattr(fast, "__wrapped__", fast)
+    with mock_aws():
+        ddb, svc = _service()
+        for i in range(5000):
+            ddb.put_item(
+                TableName=svc.events.table,
+                Item={
+                    "request_key": {"S": f"k{i % 500}"},
+                    "seq": {"N": str(i // 500 + 1)},
+                    "body": {"S": "{}"},
+                    "created_at": {"N": "0"},
+                },
+            )
+        for i in range(2000):
+            ddb.put_item(
+                TableName=svc.connections.table,
+                Item={
+                    "connection_id": {"S": f"c{i}"},
+                    "user_id": {"S": f"u{i % 400}"},
+                    "connected_at": {"N": "0"},
+                    "expires_at": {"N": str(2**31)},
+                },
+            )
+
+        def using(query: Any, call: Callable[[], Any]) -> Callable[[], None]:
+            def run() -> None:
+                Table.query = query  # type: ignore[method-assign]
+                call()
+
+            return run
+
+        try:
+            for label, call in (
+                ("events Query, 5,000 in table", lambda: list(svc.events.after("k7", 0))),
+                ("by_user Query, 2,000 rows", lambda: svc.connections.for_user("u7")),
+            ):
+                base, subj = interleaved(using(moto_own, call), using(fast, call), rounds=7, inner=20)
+                report(f"local {label}", "moto's own Query", base, subj)
+        finally:
+            Table.query = fast  # type: ignore[method-assign]
+
+
 def bench_local_roundtrip() -> None:
     """Through `streamer local` (subprocess, real sockets): a whole echo request (submit → stream → Step
     Functions → step → notify → result) vs a ping round trip on the same connection."""
@@ -205,12 +258,13 @@ BENCHMARKS: dict[str, Callable[[], None] | str] = {
     "append": bench_event_append,
     "router_message": bench_router_message,
     "router_memory": bench_router_memory,
+    "moto_query": bench_moto_query,
     "local_roundtrip": bench_local_roundtrip,
     "console_list": "benchmarks.console:bench_console_list",
     "console_execution": "benchmarks.console:bench_console_execution",
 }
 #: What the quick mode runs besides ``goals`` (in-process, seconds each).
-QUICK = ("parse", "append", "router_message", "router_memory")
+QUICK = ("parse", "append", "router_message", "router_memory", "moto_query")
 DEFAULT_OUT = os.path.join(".artifacts", "bench")
 
 

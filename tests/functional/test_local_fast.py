@@ -112,10 +112,15 @@ def test_keyed_work_is_served_round_robin_so_a_flooding_key_waits_behind_itself(
 def test_the_in_process_invoker_queues_each_connection_behind_itself_only() -> None:
     """One worker, a connection with 20 queued invocations, then another connection's: it runs second."""
     order: list[str] = []
-    invoker = InProcessInvoker(
-        {"Fn": FunctionSpec(lambda e, c: order.append(e["requestContext"]["connectionId"]), timeout=5)},
-        max_workers=1,
-    )
+    # The worker holds the first invocation until the quiet one is queued: else a fast worker can finish the
+    # whole flood before the quiet connection asks, which says nothing about the queue.
+    gate = threading.Event()
+
+    def fn(e: dict[str, Any], c: Any) -> None:
+        gate.wait(5)
+        order.append(e["requestContext"]["connectionId"])
+
+    invoker = InProcessInvoker({"Fn": FunctionSpec(fn, timeout=10)}, max_workers=1)
 
     def event(cid: str) -> dict[str, Any]:
         return {"requestContext": {"connectionId": cid}}
@@ -124,7 +129,10 @@ def test_the_in_process_invoker_queues_each_connection_behind_itself_only() -> N
         try:
             flood = [asyncio.ensure_future(invoker("Fn", event("flood"))) for _ in range(20)]
             await asyncio.sleep(0)
-            await asyncio.gather(invoker("Fn", event("quiet")), *flood)
+            quiet = asyncio.ensure_future(invoker("Fn", event("quiet")))
+            await asyncio.sleep(0.05)
+            gate.set()
+            await asyncio.gather(quiet, *flood)
         finally:
             await invoker.close()
 

@@ -24,7 +24,11 @@ What moto's interpreter supports and does not, and what it costs: ``docs/local.m
 from __future__ import annotations
 
 import argparse
+import base64
+import functools
 import http.client
+import inspect
+import json
 import logging
 import os
 import re
@@ -45,6 +49,8 @@ __all__ = [
     "main",
     "make_app",
     "speed_up_dispatch",
+    "speed_up_dynamodb_queries",
+    "speed_up_dynamodb_responses",
     "speed_up_sfn",
 ]
 
@@ -162,6 +168,177 @@ def speed_up_dispatch() -> None:
     setattr(responses, "method_names_from_class", functools.lru_cache(maxsize=None)(original))  # noqa: B010
 
 
+class _QueryView:
+    """A moto ``Table`` as ``Table.query`` sees it, whose ``all_items`` holds only the items that can match:
+    the partition's (a table query) or those whose index hash key attributes match (an index query). Their
+    order does not matter: moto's query sorts them by the range key (a table query: unique in a partition) or
+    by the index's keys and then the table's (an index query: unique), which is why ``all_items`` sorting the
+    whole table is wasted. Everything else is the table's."""
+
+    def __init__(self, table: Any, hash_key: Any, conditions: list[tuple[str, Any]] | None) -> None:
+        self._table = table
+        self._hash_key = hash_key
+        self._conditions = conditions
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._table, name)
+
+    def all_items(self) -> list[Any]:
+        table = self._table
+        if self._conditions is None:  # the table's own key: one partition, no scan (.get: items is a defaultdict)
+            found = table.items.get(self._hash_key)
+            if found is None:
+                return []
+            candidates = list(found.values()) if table.range_key_attr else [found]
+        else:
+            # moto's own test (``not value or value != expected``), with strings and binaries compared as
+            # they are (their cast value is the value) instead of through DynamoType's cast on every item.
+            plain = [(a, e.type, e.value) for a, e in self._conditions if e.type in ("S", "B")]
+            other = [(a, e) for a, e in self._conditions if e.type not in ("S", "B")]
+            candidates = []
+            for hash_set in table.items.values():
+                for item in hash_set.values() if table.range_key_attr else [hash_set]:
+                    attrs = item.attrs
+                    if all(
+                        (v := attrs.get(a)) is not None and v.type == t and v.value == x for a, t, x in plain
+                    ) and all((v := attrs.get(a)) and v == e for a, e in other):
+                        candidates.append(item)
+        return candidates  # no sort: moto's query sorts what matches by the index's and the table's keys
+
+
+def speed_up_dynamodb_queries() -> None:
+    """moto 5.2.5's ``Query`` sorts every item of the table (``Table.all_items``) and then keeps the
+    partition's, so each Query costs O(n log n) in the table's size: on the events table, which grows with
+    every request, and on the connections table's ``by_user`` index, read for every push. DynamoDB reads one
+    partition (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Query.html). Here a query
+    on the table reads its partition only, and one on an index filters on the index's hash key before the
+    sort; moto's query does the rest unchanged, so the results, their order and the pages are the same
+    (``tests/functional/test_moto_speedups.py`` compares both on the same tables). Idempotent."""
+    from moto.dynamodb.models.table import Table
+
+    original: Any = Table.query
+    if getattr(original, "_streamer_fast", False):
+        return
+
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(self, hash_key, *args, **kwargs).arguments
+        index_name = bound.get("index_name")
+        conditions = bound.get("hash_key_conditions")
+        if index_name:
+            if not conditions:
+                return original(self, hash_key, *args, **kwargs)
+            view = _QueryView(self, hash_key, list(conditions))
+        elif hash_key is None:
+            return original(self, hash_key, *args, **kwargs)
+        else:
+            view = _QueryView(self, hash_key, None)
+        return original(view, hash_key, *args, **kwargs)
+
+    query._streamer_fast = True  # type: ignore[attr-defined]
+    Table.query = query  # type: ignore[method-assign]
+
+
+#: DynamoDB's item operations: their results are plain JSON data (items, keys, counts, capacity).
+_FAST_DYNAMODB = frozenset(
+    {
+        "GetItem",
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "Query",
+        "Scan",
+        "BatchGetItem",
+        "BatchWriteItem",
+        "TransactGetItems",
+        "TransactWriteItems",
+    }
+)
+
+
+#: Set by ``speed_up_dynamodb_responses(check=True)``: render both ways and compare.
+_RESPONSE_CHECK = threading.Event()
+
+
+class _NotPlain(Exception):
+    """A result holds something moto's serializer would have to interpret (an object, a date, a Decimal)."""
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as moto's JSON serializer writes a DynamoDB item operation's result: members that are None
+    left out, binaries base64-encoded; anything but JSON data, bytes and None raises :class:`_NotPlain`."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if kind is list:
+        return [_plain(v) for v in value]
+    if kind is str or kind is int or kind is bool or kind is float:
+        return value
+    if kind is bytes:
+        return base64.b64encode(value).decode("ascii")
+    if value is None:  # in a list (a member that is None was left out above)
+        return None
+    raise _NotPlain(kind.__name__)
+
+
+def speed_up_dynamodb_responses(*, check: bool = False) -> None:
+    """moto 5.2.5 renders every response with its generic, model-driven serializer, which walks the output
+    shape and looks each member up under several spellings: for an item operation that is most of moto's own
+    time after the operation itself (a Query answering 10 items: ~400 lookups). DynamoDB's item operations
+    answer plain JSON, and the result moto builds is already that JSON's data, so for them the result's
+    members become the body directly (:func:`_plain`: ``None`` members left out, binaries base64 as the
+    serializer writes them), provided its top-level members are all in the operation's output shape; any
+    other result (an error, an object, a member the shape does not name) goes through moto's serializer.
+
+    ``check=True`` renders both and raises on any difference, from then on in this process: the functional
+    tests run with it, so every item operation they make compares the two
+    (``tests/functional/test_moto_speedups.py`` covers the shapes they do not). Idempotent.
+    """
+    from moto.core.responses import ActionResult
+
+    if check:
+        _RESPONSE_CHECK.set()
+    original = ActionResult.execute_result
+    if getattr(original, "_streamer_fast", False):
+        return
+    members: dict[str, frozenset[str]] = {}
+
+    @functools.wraps(original)
+    def execute_result(self: Any, context: Any) -> Any:
+        operation = context.operation_model
+        result = self.result
+        if (
+            type(result) is dict
+            and operation.name in _FAST_DYNAMODB
+            and operation.service_model.service_name == "dynamodb"
+            and type(self).execute_result is execute_result  # not a result class with its own rendering
+            and not getattr(context.response, "RESPONSE_KEY_PATH_TO_TRANSFORMER", None)
+        ):
+            names = members.get(operation.name)
+            if names is None:
+                names = members[operation.name] = frozenset(operation.output_shape.members)
+            if names.issuperset(result):
+                try:
+                    body = json.dumps(_plain(result))
+                except _NotPlain:
+                    pass
+                else:
+                    status = operation.http.get("responseCode", 200)
+                    version = operation.service_model.metadata.get("jsonVersion", "1.0")
+                    fast = status, {"Content-Type": f"application/x-amz-json-{version}"}, body
+                    if _RESPONSE_CHECK.is_set():
+                        slow = original(self, context)
+                        if (slow[0], slow[1], json.loads(slow[2])) != (fast[0], fast[1], json.loads(body)):
+                            raise AssertionError(f"{operation.name}: fast {fast!r} != moto's {slow!r}")
+                    return fast
+        return original(self, context)
+
+    execute_result._streamer_fast = True  # type: ignore[attr-defined]
+    ActionResult.execute_result = execute_result  # type: ignore[method-assign]
+
+
 def _engine_client(region: str, service: str, endpoint: str | None) -> Any:
     """A client like moto's ``boto_client_for`` builds, at ``endpoint`` (default: this moto server)."""
     import boto3
@@ -255,6 +432,8 @@ def make_app(lambda_endpoint: str | None) -> WSGIApp:
     enable_jsonata()
     speed_up_sfn(lambda_endpoint)
     speed_up_dispatch()
+    speed_up_dynamodb_queries()
+    speed_up_dynamodb_responses()
     from streamer.local.moto_atomic import reliable_stop, serialize_dynamodb, unique_execution_names
 
     serialize_dynamodb()  # single-item writes atomic, as DynamoDB's are (streamer.aws.store relies on it)

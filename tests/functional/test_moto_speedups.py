@@ -1,0 +1,283 @@
+"""The local stack's moto speed-ups answer exactly as moto does without them.
+
+``speed_up_dynamodb_queries``: moto's Query reads one partition (or filters on the index's hash key) instead
+of sorting the whole table. ``speed_up_dynamodb_responses``: DynamoDB's item operations answer their result's
+JSON directly instead of through moto's model-driven serializer.
+
+The queries run against the same tables (the template's, filled by a seeded generator with the shapes that make a
+Query hard to get right: ties on an index's range key, numbers written two ways, items missing an index
+attribute, several pages); every query is sent with the patch and without it, and the responses compared.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.dynamodb.models.table import Table
+
+from streamer.local import moto_server
+from streamer.local.moto_server import speed_up_dynamodb_queries, speed_up_dynamodb_responses
+from tests.functional.conftest import TABLE_NAMES, create_tables
+
+CONNECTIONS, REQUESTS, EVENTS = (
+    TABLE_NAMES["ConnectionsTable"],
+    TABLE_NAMES["RequestsTable"],
+    TABLE_NAMES["EventsTable"],
+)
+
+
+@pytest.fixture
+def tables() -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_tables(client)
+        rng = random.Random(7)
+        for i in range(300):
+            user = f"u{rng.randrange(12)}"
+            item = {
+                "connection_id": {"S": f"c{i}"},
+                "expires_at": {"N": str(1000 + i)},
+                "connected_at": {"N": str(rng.randrange(5))},
+            }
+            if rng.random() < 0.9:  # the rest are not in the by_user index
+                item["user_id"] = {"S": user}
+            client.put_item(TableName=CONNECTIONS, Item=item)
+        for i in range(300):
+            item = {
+                "user_id": {"S": f"u{rng.randrange(8)}"},
+                "request_id": {"S": f"r{rng.randrange(60):03d}"},
+                "workflow": {"S": rng.choice(["echo", "textstats", "fanout"])},
+                # ties on the indexes' range key, and one number written two ways
+                "created_at": {"N": rng.choice(["100", "100.0", "101", "102", "7"])},
+                "status": {"S": rng.choice(["PENDING", "RUNNING", "SUCCEEDED"])},
+                "payload": {"M": {"b": {"B": bytes([i % 256])}, "n": {"N": str(i)}}},
+            }
+            if rng.random() < 0.3:
+                item["open_shard"] = {"S": str(rng.randrange(3))}
+            client.put_item(TableName=REQUESTS, Item=item)
+        for i in range(400):
+            client.put_item(
+                TableName=EVENTS,
+                Item={
+                    "request_key": {"S": f"k{rng.randrange(20)}"},
+                    "seq": {"N": str(rng.randrange(1, 40))},
+                    "body": {"S": "x" * rng.randrange(50)},
+                },
+            )
+        # An item updated in place after it was indexed, and one deleted.
+        client.update_item(
+            TableName=CONNECTIONS,
+            Key={"connection_id": {"S": "c3"}},
+            UpdateExpression="SET user_id = :u",
+            ExpressionAttributeValues={":u": {"S": "u0"}},
+        )
+        client.delete_item(TableName=CONNECTIONS, Key={"connection_id": {"S": "c5"}})
+        yield client
+
+
+def queries() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for user in ("u0", "u3", "u11", "nobody"):
+        out.append(
+            {
+                "TableName": CONNECTIONS,
+                "IndexName": "by_user",
+                "KeyConditionExpression": "user_id = :u",
+                "ExpressionAttributeValues": {":u": {"S": user}},
+            }
+        )
+    for user in ("u1", "u5", "nobody"):
+        for forward in (True, False):
+            out.append(
+                {
+                    "TableName": REQUESTS,
+                    "KeyConditionExpression": "user_id = :u",
+                    "ExpressionAttributeValues": {":u": {"S": user}},
+                    "ScanIndexForward": forward,
+                }
+            )
+            out.append(
+                {
+                    "TableName": REQUESTS,
+                    "IndexName": "by_user_created",
+                    "KeyConditionExpression": "user_id = :u AND created_at >= :c",
+                    "ExpressionAttributeValues": {":u": {"S": user}, ":c": {"N": "100"}},
+                    "ScanIndexForward": forward,
+                    "Limit": 4,
+                }
+            )
+    for workflow in ("echo", "fanout"):
+        out.append(
+            {
+                "TableName": REQUESTS,
+                "IndexName": "by_workflow_created",
+                "KeyConditionExpression": "workflow = :w",
+                "ExpressionAttributeValues": {":w": {"S": workflow}, ":s": {"S": "RUNNING"}},
+                "FilterExpression": "#s = :s",
+                "ExpressionAttributeNames": {"#s": "status"},
+                "ScanIndexForward": False,
+                "Limit": 7,
+            }
+        )
+    for shard in ("0", "2"):
+        out.append(
+            {
+                "TableName": REQUESTS,
+                "IndexName": "by_open",
+                "KeyConditionExpression": "open_shard = :s AND created_at < :c",
+                "ExpressionAttributeValues": {":s": {"S": shard}, ":c": {"N": "102"}},
+            }
+        )
+    out.append(
+        {
+            "TableName": REQUESTS,
+            "IndexName": "by_request_id",
+            "KeyConditionExpression": "request_id = :r",
+            "ExpressionAttributeValues": {":r": {"S": "r007"}},
+        }
+    )
+    for key in ("k0", "k7", "k19", "missing"):
+        out.append(
+            {
+                "TableName": EVENTS,
+                "KeyConditionExpression": "request_key = :k AND seq > :s",
+                "ExpressionAttributeValues": {":k": {"S": key}, ":s": {"N": "5"}},
+                "Limit": 3,
+                "ConsistentRead": True,
+            }
+        )
+        out.append(
+            {
+                "TableName": EVENTS,
+                "KeyConditionExpression": "request_key = :k AND seq BETWEEN :a AND :b",
+                "ExpressionAttributeValues": {":k": {"S": key}, ":a": {"N": "2"}, ":b": {"N": "30"}},
+                "ScanIndexForward": False,
+                "ProjectionExpression": "seq",
+            }
+        )
+    return out
+
+
+def all_pages(client: Any, query: dict[str, Any]) -> list[dict[str, Any]]:
+    pages, start = [], None
+    while True:
+        page = client.query(**query, **({"ExclusiveStartKey": start} if start else {}))
+        page.pop("ResponseMetadata", None)
+        pages.append(page)
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            return pages
+
+
+def test_the_fast_query_answers_as_moto_does(tables: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = getattr(Table.query, "__wrapped__", Table.query)
+    monkeypatch.setattr(Table, "query", original)
+    expected = [all_pages(tables, q) for q in queries()]
+    speed_up_dynamodb_queries()
+    assert Table.query is not original
+    got = [all_pages(tables, q) for q in queries()]
+    assert sum(len(p["Items"]) for pages in got for p in pages) > 200  # the queries do find things
+    assert sum(len(pages) > 1 for pages in got) >= 5  # and several need more than one page
+    for query, want, have in zip(queries(), expected, got, strict=True):
+        assert have == want, query
+    speed_up_dynamodb_queries()  # idempotent
+    assert getattr(Table.query, "__wrapped__", None) is original
+
+
+def test_a_query_with_an_unknown_index_still_fails_as_moto_does(tables: Any) -> None:
+    speed_up_dynamodb_queries()
+    with pytest.raises(tables.exceptions.ClientError, match="Invalid index"):
+        tables.query(
+            TableName=CONNECTIONS,
+            IndexName="by_nothing",
+            KeyConditionExpression="user_id = :u",
+            ExpressionAttributeValues={":u": {"S": "u0"}},
+        )
+
+
+def test_item_responses_rendered_directly_equal_moto_serializers(
+    tables: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every item operation's shapes (binary and set values, nested maps, each ReturnValues, batches and
+    transactions, unprocessed and missing keys), rendered both ways and compared (check mode raises on a
+    difference); an error and a table description still go through moto's serializer."""
+    speed_up_dynamodb_responses(check=True)
+    rendered: list[Any] = []
+    real = moto_server._plain
+    monkeypatch.setattr(moto_server, "_plain", lambda value: rendered.append(value) or real(value))
+    item = {
+        "user_id": {"S": "zed"},
+        "request_id": {"S": "r1"},
+        "workflow": {"S": "echo"},
+        "created_at": {"N": "12.50"},
+        "blob": {"B": b"\x00\xffbin"},
+        "blobs": {"BS": [b"a", b"\x01"]},
+        "nums": {"NS": ["1", "2.5"]},
+        "strs": {"SS": ["x", "y"]},
+        "nested": {"M": {"l": {"L": [{"S": "a"}, {"N": "1"}, {"NULL": True}, {"BOOL": False}, {"B": b"z"}]}}},
+        "empty": {"S": ""},
+    }
+    key = {"user_id": {"S": "zed"}, "request_id": {"S": "r1"}}
+    tables.put_item(TableName=REQUESTS, Item=item)
+    tables.put_item(TableName=REQUESTS, Item=item, ReturnValues="ALL_OLD", ReturnConsumedCapacity="TOTAL")
+    assert tables.get_item(TableName=REQUESTS, Key=key)["Item"]["blob"]["B"] == b"\x00\xffbin"
+    tables.get_item(TableName=REQUESTS, Key={**key, "request_id": {"S": "missing"}})
+    tables.get_item(
+        TableName=REQUESTS, Key=key, ProjectionExpression="nested.l[0], #b", ExpressionAttributeNames={"#b": "blob"}
+    )
+    for returns in ("NONE", "ALL_NEW", "ALL_OLD", "UPDATED_NEW", "UPDATED_OLD"):
+        tables.update_item(
+            TableName=REQUESTS,
+            Key=key,
+            UpdateExpression="ADD seq :one SET #b = :b",
+            ExpressionAttributeNames={"#b": "blob"},
+            ExpressionAttributeValues={":one": {"N": "1"}, ":b": {"B": b"\x02"}},
+            ReturnValues=returns,
+        )
+    tables.query(
+        TableName=REQUESTS,
+        KeyConditionExpression="user_id = :u",
+        ExpressionAttributeValues={":u": {"S": "zed"}},
+        ReturnConsumedCapacity="INDEXES",
+    )
+    tables.query(
+        TableName=REQUESTS, KeyConditionExpression="user_id = :u", ExpressionAttributeValues={":u": {"S": "u1"}}, Select="COUNT"
+    )
+    tables.scan(TableName=EVENTS, Limit=5)
+    tables.batch_get_item(RequestItems={REQUESTS: {"Keys": [key, {**key, "request_id": {"S": "nope"}}]}})
+    tables.batch_write_item(
+        RequestItems={EVENTS: [{"PutRequest": {"Item": {"request_key": {"S": "bw"}, "seq": {"N": "1"}}}}]},
+        ReturnItemCollectionMetrics="SIZE",
+    )
+    tables.transact_get_items(TransactItems=[{"Get": {"TableName": REQUESTS, "Key": key}}])
+    tables.transact_write_items(
+        TransactItems=[
+            {"Put": {"TableName": EVENTS, "Item": {"request_key": {"S": "tw"}, "seq": {"N": "1"}}}},
+            {"Update": {"TableName": REQUESTS, "Key": key, "UpdateExpression": "SET #s = :s",
+                        "ExpressionAttributeNames": {"#s": "status"}, "ExpressionAttributeValues": {":s": {"S": "X"}}}},
+        ]
+    )
+    tables.delete_item(TableName=REQUESTS, Key=key, ReturnValues="ALL_OLD")
+    tables.delete_item(TableName=REQUESTS, Key=key)
+    assert len(rendered) >= 20  # every call above but the errors and the description took the direct path
+    before = len(rendered)
+    with pytest.raises(tables.exceptions.ConditionalCheckFailedException):
+        tables.put_item(TableName=REQUESTS, Item=item, ConditionExpression="attribute_exists(user_id)")
+    with pytest.raises(tables.exceptions.ResourceNotFoundException):
+        tables.get_item(TableName="no-such-table", Key=key)
+    assert tables.describe_table(TableName=REQUESTS)["Table"]["TableName"] == REQUESTS
+    assert len(rendered) == before
+
+
+def test_a_result_that_is_not_plain_json_goes_through_moto_serializer() -> None:
+    from decimal import Decimal
+
+    assert moto_server._plain({"a": [1, None, {"b": None, "c": b"\x00"}], "d": None}) == {"a": [1, None, {"c": "AA=="}]}
+    for odd in (Decimal("1"), object(), (1, 2)):
+        with pytest.raises(moto_server._NotPlain):
+            moto_server._plain({"x": [odd]})
