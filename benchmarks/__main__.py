@@ -169,18 +169,29 @@ def bench_router_memory() -> None:
         report("router: 500 submits (peak memory)", "500 pings", peaks[0], peaks[1], unit="B")
 
 
-def bench_moto_query() -> None:
-    """The local stack's Query (``streamer.local.moto_server.speed_up_dynamodb_queries``) vs moto's own, on
-    the same tables, interleaved: a request's events (``EventStore.after``; 5,000 events of 500 requests in the
-    table) and a user's connections (``ConnectionStore.for_user``, the ``by_user`` index; 2,000 rows)."""
+def bench_moto_speedups() -> None:
+    """The local stack's DynamoDB in moto (``streamer.local.moto_server``: ``speed_up_dynamodb_queries`` and
+    ``speed_up_dynamodb_responses``) vs moto's own, in one process, interleaved (the patches switched per
+    call): a request's events (``EventStore.after``; 5,000 events of 500 requests in the table), a user's
+    connections (``ConnectionStore.for_user``, the ``by_user`` index; 2,000 rows), a ``ping`` through the router
+    (one ``UpdateItem``) and a request's life in the service (submit, two progress events, the result, a
+    replay; moto in-process, no push)."""
     from moto import mock_aws
+    from moto.core.responses import ActionResult
     from moto.dynamodb.models.table import Table
 
-    from streamer.local.moto_server import speed_up_dynamodb_queries
+    from streamer.local.moto_atomic import serialize_dynamodb
+    from streamer.local.moto_server import speed_up_dispatch, speed_up_dynamodb_queries, speed_up_dynamodb_responses
+    from streamer.models import Connection
+    from streamer.protocol import RequestStatus
+    from streamer.router import Router
 
+    speed_up_dispatch()  # in both: the local moto server has it either way
+    serialize_dynamodb()
     speed_up_dynamodb_queries()
-    fast = Table.query
-    moto_own = getattr(fast, "__wrapped__", fast)
+    speed_up_dynamodb_responses()
+    fast = (Table.query, ActionResult.execute_result)
+    moto_own = tuple(getattr(f, "__wrapped__", f) for f in fast)
     with mock_aws():
         ddb, svc = _service()
         for i in range(5000):
@@ -203,23 +214,37 @@ def bench_moto_query() -> None:
                     "expires_at": {"N": str(2**31)},
                 },
             )
+        svc.connections.put(Connection(connection_id="pinger", user_id="p", connected_at=0, expires_at=2**31))
+        router = Router(svc, dict, rate_limit_per_minute=10**9)
+        svc.executions.start = lambda workflow, name, body: "arn:aws:states:us-east-1:1:execution:x:" + name
+        n = iter(range(10**9))
 
-        def using(query: Any, call: Callable[[], Any]) -> Callable[[], None]:
+        def life() -> None:
+            req = svc.submit("life", "echo", {"message": "x"}, f"r{next(n)}").request
+            svc.requests.mark_running(req.ref, "arn:x", svc.now())
+            svc.progress(req.ref, "echo", 50, "")
+            svc.progress(req.ref, "echo", 100, "")
+            svc.finish(req.ref, RequestStatus.SUCCEEDED, output={"ok": True})
+            svc.replay("life", req.ref.request_id, 0)
+
+        def using(patches: tuple[Any, Any], call: Callable[[], Any]) -> Callable[[], None]:
             def run() -> None:
-                Table.query = query  # type: ignore[method-assign]
+                Table.query, ActionResult.execute_result = patches  # type: ignore[method-assign]
                 call()
 
             return run
 
         try:
-            for label, call in (
-                ("events Query, 5,000 in table", lambda: list(svc.events.after("k7", 0))),
-                ("by_user Query, 2,000 rows", lambda: svc.connections.for_user("u7")),
+            for label, call, inner in (
+                ("events Query, 5,000 in table", lambda: list(svc.events.after("k7", 0)), 20),
+                ("by_user Query, 2,000 rows", lambda: svc.connections.for_user("u7"), 20),
+                ("ping (router, one UpdateItem)", lambda: router.handle_message("pinger", '{"action":"ping"}'), 50),
+                ("request life (service, no push)", life, 5),
             ):
-                base, subj = interleaved(using(moto_own, call), using(fast, call), rounds=7, inner=20)
-                report(f"local {label}", "moto's own Query", base, subj)
+                base, subj = interleaved(using(moto_own, call), using(fast, call), rounds=7, inner=inner)
+                report(f"local moto: {label}", "moto's own", base, subj)
         finally:
-            Table.query = fast  # type: ignore[method-assign]
+            Table.query, ActionResult.execute_result = fast  # type: ignore[method-assign]
 
 
 def bench_local_roundtrip() -> None:
@@ -258,13 +283,13 @@ BENCHMARKS: dict[str, Callable[[], None] | str] = {
     "append": bench_event_append,
     "router_message": bench_router_message,
     "router_memory": bench_router_memory,
-    "moto_query": bench_moto_query,
+    "moto_speedups": bench_moto_speedups,
     "local_roundtrip": bench_local_roundtrip,
     "console_list": "benchmarks.console:bench_console_list",
     "console_execution": "benchmarks.console:bench_console_execution",
 }
 #: What the quick mode runs besides ``goals`` (in-process, seconds each).
-QUICK = ("parse", "append", "router_message", "router_memory", "moto_query")
+QUICK = ("parse", "append", "router_message", "router_memory", "moto_speedups")
 DEFAULT_OUT = os.path.join(".artifacts", "bench")
 
 
