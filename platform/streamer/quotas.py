@@ -88,16 +88,18 @@ class KnownRefusals:
     """What this container refused, until when: ``(user, quota)`` → (expiry, the request ids then holding the
     user's slots); and the user of each connection it has seen (a connection's user never changes), so a
     refused user's next message is refused before its connection row is read. Thread-safe and bounded:
-    expired refusals are dropped as new ones come, the oldest connections beyond :attr:`CONNECTIONS_KEPT`."""
+    expired refusals are dropped as new ones come, the oldest connections beyond :attr:`CONNECTIONS_KEPT`, and
+    the single-flight locks are :attr:`VERIFYING_LOCKS` shared by all users."""
 
     _PRUNE_AT = 1024
     CONNECTIONS_KEPT = 10_000
+    VERIFYING_LOCKS = 64
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._refused: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
         self._users: OrderedDict[str, str] = OrderedDict()
-        self._verifying: dict[tuple[str, str], threading.Lock] = {}
+        self._verifying = tuple(threading.Lock() for _ in range(self.VERIFYING_LOCKS))
 
     def add(self, now: float, until: float, user_id: str, quota: str, holders: Collection[str] = ()) -> None:
         with self._lock:
@@ -128,10 +130,11 @@ class KnownRefusals:
             self._refused.pop((user_id, quota), None)
 
     def verifying(self, user_id: str, quota: str) -> threading.Lock:
-        """One lock per ``(user, quota)``: one thread checks a full map against the tables, the others wait
-        for its verdict instead of asking the same questions at once."""
-        with self._lock:
-            return self._verifying.setdefault((user_id, quota), threading.Lock())
+        """The lock of ``(user, quota)``: one thread checks a full map against the tables, the others wait
+        for its verdict instead of asking the same questions at once. A fixed set of locks, striped by the
+        key's hash (a lock per user would be kept for every user the container ever saw): two keys sharing
+        one only take turns, and a thread holds one at a time."""
+        return self._verifying[hash((user_id, quota)) % len(self._verifying)]
 
 
 class Quotas:
