@@ -262,25 +262,30 @@ _FAST_DYNAMODB = frozenset(
 _RESPONSE_CHECK = threading.Event()
 
 
-class _NotPlain(Exception):
-    """A result holds something moto's serializer would have to interpret (an object, a date, a Decimal)."""
+#: What :func:`_plain` answers for a result moto's serializer has to interpret (an object, a date, a Decimal).
+_UNPLAIN: Any = object()
 
 
 def _plain(value: Any) -> Any:
     """``value`` as moto's JSON serializer writes a DynamoDB item operation's result: members that are None
-    left out, binaries base64-encoded; anything but JSON data, bytes and None raises :class:`_NotPlain`."""
+    left out, binaries base64-encoded; :data:`_UNPLAIN` when it holds anything but JSON data, bytes and None."""
     kind = type(value)
     if kind is dict:
-        return {k: _plain(v) for k, v in value.items() if v is not None}
+        out = {}
+        for k, v in value.items():
+            if v is not None:
+                if (p := _plain(v)) is _UNPLAIN:
+                    return _UNPLAIN
+                out[k] = p
+        return out
     if kind is list:
-        return [_plain(v) for v in value]
-    if kind is str or kind is int or kind is bool or kind is float:
-        return value
+        items = [_plain(v) for v in value]
+        return _UNPLAIN if any(i is _UNPLAIN for i in items) else items
+    if kind is str or kind is int or kind is bool or kind is float or value is None:
+        return value  # None: in a list (a member that is None was left out above)
     if kind is bytes:
         return base64.b64encode(value).decode("ascii")
-    if value is None:  # in a list (a member that is None was left out above)
-        return None
-    raise _NotPlain(kind.__name__)
+    return _UNPLAIN
 
 
 def speed_up_dynamodb_responses(*, check: bool = False) -> None:
@@ -320,11 +325,9 @@ def speed_up_dynamodb_responses(*, check: bool = False) -> None:
             if names is None:
                 names = members[operation.name] = frozenset(operation.output_shape.members)
             if names.issuperset(result):
-                try:
-                    body = json.dumps(_plain(result))
-                except _NotPlain:
-                    pass
-                else:
+                plain = _plain(result)
+                if plain is not _UNPLAIN:
+                    body = json.dumps(plain)
                     status = operation.http.get("responseCode", 200)
                     version = operation.service_model.metadata.get("jsonVersion", "1.0")
                     fast = status, {"Content-Type": f"application/x-amz-json-{version}"}, body
