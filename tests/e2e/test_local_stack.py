@@ -279,8 +279,9 @@ def _listening(url: str) -> bool:
 def test_a_signal_stops_everything_cleanly(start_local: Callable[..., Stack], sig: signal.Signals) -> None:
     stack = start_local("--port", str(free_port()))
     children = stack.children()
-    assert len(children) == 2, children  # moto server and Lambda endpoint
-    urls = [stack.http_url, stack.lambda_url, stack.moto_url]
+    assert len(children) == 3, children  # moto server (DynamoDB), moto server (Step Functions), Lambda endpoint
+    urls = [stack.http_url, stack.lambda_url, stack.moto_url, stack.sfn_url]
+    assert stack.sfn_url != stack.moto_url
     assert all(_listening(u) for u in urls)
     # An open connection does not hold the shutdown up; it is closed with 1001 like API Gateway does.
     with open_ws(stack, stack.unique_user()) as ws:

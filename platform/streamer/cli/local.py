@@ -20,8 +20,9 @@ __all__ = ["DESCRIPTION", "HELP", "arguments", "options_from"]
 
 HELP = "run the whole platform on this machine (no AWS account, no Docker)"
 DESCRIPTION = """The whole platform on this machine — no AWS account, no Docker: the WebSocket gateway and Management
-API, the Lambda Invoke endpoint running the template's handlers, moto (DynamoDB, DynamoDB Streams, Step Functions
-executing the state machines), the stream poller and the EventBridge stand-in, all from infra/template.yaml."""
+API, the Lambda Invoke endpoint running the template's handlers, moto (DynamoDB and DynamoDB Streams in one process,
+Step Functions executing the state machines in another), the stream poller and the EventBridge stand-in, all from
+infra/template.yaml."""
 
 
 def _env(name: str, kind: Callable[[str], Any], default: Any) -> Any:

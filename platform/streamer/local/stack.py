@@ -125,12 +125,16 @@ class LocalStack:
         gw_sock = self._listen(opts.host, opts.port, "WebSocket gateway")
         # No authentication on these two: never beyond this machine, whatever --host says.
         moto_sock = self._listen(LOOPBACK, opts.moto_port, "moto server")
+        # Step Functions in a moto process of its own (unless an external engine is named): its interpreter's
+        # threads and the DynamoDB calls of every message then hold two GILs, not one — moto was one core's
+        # ceiling in every benchmark (docs/performance.md, "Local stack").
+        sfn_sock = None if opts.sfn_endpoint else self._listen(LOOPBACK, 0, "moto server (Step Functions)")
         lambda_sock = self._listen(LOOPBACK, opts.lambda_port, "Lambda endpoint")
         self.gateway_http = url_of(gw_sock)
         self.ws_url = url_of(gw_sock, "ws")
         self.moto_url = url_of(moto_sock)
         self.lambda_url = url_of(lambda_sock)
-        self.sfn_url = opts.sfn_endpoint or self.moto_url
+        self.sfn_url = url_of(sfn_sock) if sfn_sock is not None else (opts.sfn_endpoint or "")
         self.jwt_secret = self._jwt_secret()
         seen = len(plan.warnings)
         fn_env = function_environment(
@@ -167,6 +171,10 @@ class LocalStack:
         self.supervisor.add(
             Child("moto", [*moto_argv, *common], moto_env, moto_sock, "moto server ready "), restart=False
         )
+        if sfn_sock is not None:
+            self.supervisor.add(
+                Child("moto-sfn", [*moto_argv, *common], moto_env, sfn_sock, "moto server ready "), restart=False
+            )
         await self.supervisor.start_all()
         await asyncio.to_thread(
             provision,
@@ -326,7 +334,7 @@ class LocalStack:
             poller.stop()
         for t in self.poller_threads:
             await asyncio.to_thread(t.join, 30)
-        await self.supervisor.stop_all(("lambda", "moto"))
+        await self.supervisor.stop_all(("lambda", "moto-sfn", "moto"))
         for s in self.sockets:
             s.close()
         self.sockets.clear()
@@ -346,13 +354,12 @@ class LocalStack:
             f"  web console      {self.gateway_http}"
             f"{self.console_path or '/console/ (off: set $STREAMER_CONSOLE_TOKEN)'}",
             f"  Lambda Invoke    {self.lambda_url}   ({', '.join(sorted(plan.functions))})",
-            f"  moto             {self.moto_url}   (DynamoDB, DynamoDB Streams"
-            + (", Step Functions)" if not opts.sfn_endpoint else ")"),
+            f"  moto             {self.moto_url}   (DynamoDB, DynamoDB Streams)",
             "  Step Functions   "
             + (
                 f"{opts.sfn_endpoint} (external; start it with LAMBDA_ENDPOINT={self.lambda_url})"
                 if opts.sfn_endpoint
-                else "embedded (moto's ASL interpreter)"
+                else f"{self.sfn_url}   (moto's ASL interpreter, a process of its own)"
             ),
             f"  tables           {', '.join(plan.table_names[t] for t in plan.tables)}",
             "  workflows        "

@@ -237,7 +237,9 @@ class Supervisor:
 
     @staticmethod
     def _what(name: str) -> str:
-        return {"lambda": "Lambda endpoint", "moto": "moto server"}.get(name, name)
+        return {"lambda": "Lambda endpoint", "moto": "moto server", "moto-sfn": "moto server (Step Functions)"}.get(
+            name, name
+        )
 
     def kill_all(self) -> None:
         """A second Ctrl-C: no more waiting."""
