@@ -75,7 +75,7 @@ def summarize(raw: str, top: int = 12) -> dict[str, Any]:
     }
 
 
-def profile(kind: str, seconds: float) -> dict[str, dict[str, Any]]:
+def profile(kind: str, seconds: float, raw_dir: str | None = None) -> dict[str, dict[str, Any]]:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     raise_open_files_limit()
     out: dict[str, dict[str, Any]] = {}
@@ -103,6 +103,9 @@ def profile(kind: str, seconds: float) -> dict[str, dict[str, Any]]:
                 out[name] = {"error": err.strip()[-300:]}
                 continue
             out[name] = summarize(Path(path).read_text())
+            if raw_dir is not None:  # the collapsed stacks, for a flame graph or a grep
+                os.makedirs(raw_dir, exist_ok=True)
+                shutil.copy(path, os.path.join(raw_dir, f"{name.replace(' ', '_')}.{pid}.txt"))
         load.join()
     return out
 
@@ -111,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=["ping", "echo"])
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--raw", metavar="DIR", help="also keep each process's collapsed stacks (py-spy raw) here")
     args = parser.parse_args(argv)
-    for name, s in profile(args.kind, args.seconds).items():
+    for name, s in profile(args.kind, args.seconds, raw_dir=args.raw).items():
         if "error" in s:
             print(f"\n{name}: py-spy failed: {s['error']}")
             continue

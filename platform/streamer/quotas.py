@@ -52,6 +52,7 @@ from streamer.aws.quotas import CONNECTIONS, REQUESTS, QuotaStore
 from streamer.config import Settings
 from streamer.errors import ProtocolError
 from streamer.protocol import ErrorCode
+from streamer.windows import MEMORY, MemoryWindows
 
 __all__ = ["RESERVATION_GRACE_SECONDS", "KnownRefusals", "QuotaLimits", "Quotas"]
 
@@ -138,11 +139,20 @@ class KnownRefusals:
 
 
 class Quotas:
-    def __init__(self, limits: QuotaLimits, store: QuotaStore, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        limits: QuotaLimits,
+        store: QuotaStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        windows: MemoryWindows | None = None,
+    ) -> None:
         self.limits = limits
         self.store = store
         self.clock = clock
         self.known = KnownRefusals()
+        #: The users' message windows in this process instead of the quota table (``streamer.windows``).
+        self.windows = windows
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Quotas:
@@ -152,7 +162,8 @@ class Quotas:
             connections_table=settings.connections_table,
             requests_table=settings.requests_table,
         )
-        return cls(QuotaLimits.of(settings), store)
+        windows = MemoryWindows() if settings.message_windows == MEMORY else None
+        return cls(QuotaLimits.of(settings), store, windows=windows)
 
     def _now(self) -> int:
         return int(self.clock())
@@ -209,11 +220,16 @@ class Quotas:
         if connection_id:
             self.known.seen(connection_id, user_id)
         now = self.clock()
-        if not self.known.refused(now, user_id, MESSAGES) and self.store.count_message(user_id, int(now)) <= limit:
+        if not self.known.refused(now, user_id, MESSAGES) and self._count(user_id, int(now)) <= limit:
             return
         # Refused until the second ends; the user's connections are then refused before their rows are read.
         self.known.add(now, int(now) + 1, user_id, MESSAGES)
         raise _over(limit, "messages a second for this user", "messages_per_second")
+
+    def _count(self, user_id: str, second: int) -> int:
+        if self.windows is not None:
+            return self.windows.add(user_id, second)
+        return self.store.count_message(user_id, second)
 
     def refuse_known(self, connection_id: str) -> None:
         """Raise the user's RATE_LIMITED at once when this container refused the connection's user for messages

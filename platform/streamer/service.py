@@ -48,6 +48,7 @@ from streamer.events import ExecutionStatusDetail, RequestInsert
 from streamer.limits import MAX_CONNECTION_SECONDS, PROGRESS_AUDIENCE_SECONDS, clamp_percent
 from streamer.models import OPEN_SHARDS, Connection, Request, RequestEvent, RequestRef, new_incarnation, payload_hash
 from streamer.protocol import MAX_MESSAGE_BYTES, ErrorCode, RequestStatus
+from streamer.windows import MEMORY, MemoryWindows
 
 if TYPE_CHECKING:
     from streamer.quotas import Quotas
@@ -159,6 +160,12 @@ class RequestService:
         self.executions = executions
         self.clock = clock
         self.incarnations = incarnations
+        # STREAMER_MESSAGE_WINDOWS=memory (streamer.windows): the connections' rate windows and their rows,
+        # kept here once read — only where this process runs every $default invocation.
+        self.windows = MemoryWindows() if settings.message_windows == MEMORY else None
+        self._known: dict[str, Connection] = {}
+        self._known_lock = threading.Lock()
+        self._known_prune_at = self.KNOWN_PRUNE_AT
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, *, endpoint_url: str | None = None) -> RequestService:
@@ -196,6 +203,7 @@ class RequestService:
         Management API). The row expires with the token, at the latest when API Gateway ends the connection;
         when its write fails, the quota reservation is released and the error raised.
         """
+        self._unknow(connection_id)
         now = self.now()
         if token_expires_at <= now:
             return Admission(None, "expired", "token expired")
@@ -217,20 +225,61 @@ class RequestService:
             if quotas is not None:
                 quotas.release_connection(user_id, connection_id)
             raise
+        self._remember(connection, now)
         return Admission(connection)
 
     def close(self, connection_id: str) -> bool:
         """Close a connection through the Management API (``DELETE @connections/{id}``: API Gateway then runs
         ``$disconnect``). False when it was already gone; SendError when API Gateway cannot be reached."""
+        self._unknow(connection_id)
         return self.manager.close(connection_id)
 
     def disconnect(self, connection_id: str) -> None:
         """Remove a connection's row (``$disconnect``; TTL removes what is missed)."""
+        self._unknow(connection_id)
         self.connections.delete(connection_id)
 
     def count_message(self, connection_id: str, now: int | None = None) -> tuple[Connection, int] | None:
-        """Who is asking and how many messages this connection sent in the current minute, in one write."""
-        return self.connections.count_message(connection_id, now)
+        """Who is asking and how many messages this connection sent in the current minute, in one write.
+
+        With the windows in memory (``streamer.windows``) no DynamoDB call: the row is the one ``$connect``
+        stored in this process, or read by the connection's first message (counted in DynamoDB, the count
+        carried on here); None when it does not exist.
+        """
+        if self.windows is None:
+            return self.connections.count_message(connection_id, now)
+        now = self.now() if now is None else now
+        with self._known_lock:
+            conn = self._known.get(connection_id)
+        if conn is not None:
+            return conn, self.windows.add(connection_id, now // 60)
+        seen = self.connections.count_message(connection_id, now)
+        if seen is None:
+            return None
+        conn, count = seen
+        self._remember(conn, now)
+        self.windows.seed(connection_id, now // 60, count)
+        return seen
+
+    def _remember(self, conn: Connection, now: int) -> None:
+        """With the windows in memory: this connection's row, as stored (``$connect`` in this process) or read."""
+        if self.windows is None:
+            return
+        with self._known_lock:
+            self._known[conn.connection_id] = conn
+            if len(self._known) > self._known_prune_at:
+                self._known = {c: k for c, k in self._known.items() if k.expires_at > now}
+                self._known_prune_at = max(self.KNOWN_PRUNE_AT, 2 * len(self._known))
+
+    #: With the windows in memory: past this many known connections (then twice as many as were kept), the
+    #: expired ones are dropped (a connection whose $disconnect never ran here).
+    KNOWN_PRUNE_AT = 10_000
+
+    def _unknow(self, connection_id: str) -> None:
+        if self.windows is not None:
+            with self._known_lock:
+                self._known.pop(connection_id, None)
+            self.windows.forget(connection_id)
 
     def reply(self, connection_id: str, frames: list[dict[str, Any]]) -> int:
         """Send the router's replies to the asking connection, in order; the number delivered.
@@ -274,6 +323,7 @@ class RequestService:
     def _forget(self, connection_ids: list[str]) -> None:
         """Delete the rows of connections API Gateway says are gone."""
         for cid in connection_ids:
+            self._unknow(cid)
             try:
                 self.connections.delete(cid)
             except Exception:  # best effort: the row's TTL removes it anyway

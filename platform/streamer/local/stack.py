@@ -39,6 +39,7 @@ from streamer.local import StartupError
 from streamer.local.plan import LocalPlan, function_environment, one_line, plan_from_template
 from streamer.local.provision import client, provision
 from streamer.local.supervise import Child, Supervisor, child_base_env, listen, url_of
+from streamer.windows import MEMORY
 
 __all__ = [
     "DEFAULT_HOST",
@@ -206,9 +207,9 @@ class LocalStack:
             self.invoker = HttpAsyncInvoker(self.lambda_url, timeout=INTEGRATION_TIMEOUT)
         else:  # the route functions in this process, replies straight to the socket (streamer.local.inprocess)
             routed = {f: self.plan.functions[f] for f in self.plan.routes.values() if f in self.plan.functions}
-            self.invoker = InProcessInvoker(
-                routed, environment=self.function_env, integration_timeout=INTEGRATION_TIMEOUT
-            )
+            # One process runs every $default invocation: the message windows can live in it (streamer.windows).
+            env = {**self.function_env, Env.MESSAGE_WINDOWS: MEMORY}
+            self.invoker = InProcessInvoker(routed, environment=env, integration_timeout=INTEGRATION_TIMEOUT)
             try:
                 await asyncio.to_thread(self.invoker.preload)
             except Exception as exc:
