@@ -47,12 +47,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from streamer.aws.quotas import CONNECTIONS, REQUESTS, QuotaStore
+from streamer.aws.store import ClientSlot
 from streamer.config import Settings
 from streamer.errors import ProtocolError
 from streamer.protocol import ErrorCode
 from streamer.windows import MEMORY, MemoryWindows
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 __all__ = ["RESERVATION_GRACE_SECONDS", "KnownRefusals", "QuotaLimits", "Quotas"]
 
@@ -155,12 +160,14 @@ class Quotas:
         self.windows = windows
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Quotas:
-        """The set a Lambda container shares (its DynamoDB client is created lazily)."""
+    def from_settings(cls, settings: Settings, dynamodb: ClientSlot[DynamoDBClient] | None = None) -> Quotas:
+        """The set a Lambda container shares (its DynamoDB client created lazily, or the ``dynamodb`` slot's:
+        the service's stores share theirs)."""
         store = QuotaStore(
             settings.quotas_table,
             connections_table=settings.connections_table,
             requests_table=settings.requests_table,
+            client=dynamodb,
         )
         windows = MemoryWindows() if settings.message_windows == MEMORY else None
         return cls(QuotaLimits.of(settings), store, windows=windows)

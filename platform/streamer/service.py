@@ -41,7 +41,7 @@ from streamer.aws.executions import (
     execution_name,
     terminal_of,
 )
-from streamer.aws.store import ConnectionStore, EventStore, RequestStore
+from streamer.aws.store import ClientSlot, ConnectionStore, EventStore, RequestStore
 from streamer.config import Settings
 from streamer.errors import ProtocolError, StreamerError, TerminalAlreadyError, WebSocketDisconnectedError
 from streamer.events import ExecutionStatusDetail, RequestInsert
@@ -51,6 +51,8 @@ from streamer.protocol import MAX_MESSAGE_BYTES, ErrorCode, RequestStatus
 from streamer.windows import MEMORY, MemoryWindows
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
     from streamer.quotas import Quotas
 
 __all__ = ["Admission", "Audience", "Ending", "RequestService", "StepProgress", "SubmitResult"]
@@ -171,12 +173,12 @@ class RequestService:
     def from_env(cls, settings: Settings | None = None, *, endpoint_url: str | None = None) -> RequestService:
         """Build the service with lazily created boto3 clients (one set per Lambda container)."""
         s = settings or Settings.from_env()
-        connections = ConnectionStore(s.connections_table)
+        dynamodb: ClientSlot[DynamoDBClient] = ClientSlot("dynamodb")  # one client for the three tables
         return cls(
             s,
-            connections=connections,
-            requests=RequestStore(s.requests_table),
-            events=EventStore(s.events_table, ttl_seconds=s.request_ttl_seconds),
+            connections=ConnectionStore(s.connections_table, dynamodb),
+            requests=RequestStore(s.requests_table, dynamodb),
+            events=EventStore(s.events_table, dynamodb, ttl_seconds=s.request_ttl_seconds),
             manager=ConnectionManager(endpoint_url or s.apigw_endpoint),
             executions=Executions(s.state_machine_arn_prefix),
         )

@@ -281,3 +281,48 @@ def test_a_result_that_is_not_plain_json_goes_through_moto_serializer() -> None:
     for odd in (Decimal("1"), object(), (1, 2)):
         assert moto_server._plain({"x": [odd]}) is moto_server._UNPLAIN
         assert moto_server._plain({"y": {"z": odd}}) is moto_server._UNPLAIN
+
+
+def test_stream_records_rendered_directly_equal_moto_serializers(
+    tables: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream poller's GetShardIterator and GetRecords (new and old images, binaries, one timestamp per
+    record) take the direct path, compared with moto's serializer (check mode); DescribeStream does not."""
+    import datetime
+
+    speed_up_dynamodb_responses(check=True)
+    rendered: list[Any] = []
+    real = moto_server._plain
+    monkeypatch.setattr(moto_server, "_plain", lambda value: rendered.append(value) or real(value))
+    key = {"user_id": {"S": "sam"}, "request_id": {"S": "s1"}}
+    tables.put_item(TableName=REQUESTS, Item={**key, "status": {"S": "PENDING"}, "blob": {"B": b"\x00\x01"}})
+    tables.update_item(
+        TableName=REQUESTS, Key=key, UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":s": {"S": "RUNNING"}},
+    )  # fmt: skip
+    tables.delete_item(TableName=REQUESTS, Key=key)
+    # The classic endpoint: botocore's account-based stream endpoints are not intercepted by moto 5.2.5.
+    streams = boto3.client(
+        "dynamodbstreams", region_name="us-east-1", endpoint_url="https://streams.dynamodb.us-east-1.amazonaws.com"
+    )
+    arn = tables.describe_table(TableName=REQUESTS)["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    rendered.clear()
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+    records = streams.get_records(ShardIterator=iterator["ShardIterator"], Limit=1000)["Records"]
+    mine = [r for r in records if r["dynamodb"]["Keys"] == key]
+    assert [r["eventName"] for r in mine] == ["INSERT", "MODIFY", "REMOVE"]
+    assert mine[0]["dynamodb"]["NewImage"]["blob"]["B"] == b"\x00\x01"
+    assert isinstance(mine[0]["dynamodb"]["ApproximateCreationDateTime"], datetime.datetime)
+    # Both answered directly (and each compared with moto's rendering).
+    tops = [sorted(v) for v in rendered if isinstance(v, dict) and ("ShardIterator" in v or "Records" in v)]
+    assert tops == [["ShardIterator"], ["NextShardIterator", "Records"]]
+
+
+def test_dates_render_as_moto_serializer_writes_them() -> None:
+    import datetime
+
+    utc = datetime.UTC
+    assert moto_server._plain({"t": datetime.datetime(2026, 12, 1, 13, 0, 0, tzinfo=utc)}) == {"t": 1796130000}
+    at = datetime.datetime(2026, 12, 1, 13, 0, 0, 123987, tzinfo=utc)
+    assert moto_server._plain({"t": at}) == {"t": 1796130000.123}  # truncated to milliseconds

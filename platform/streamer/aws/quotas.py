@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from streamer.aws.store import LazyClient
+from streamer.aws.store import ClientSlot, LazyClient
 from streamer.aws.windows import count_in_window
 from streamer.protocol import RequestStatus
 
@@ -55,7 +55,7 @@ class QuotaStore(LazyClient):
         *,
         connections_table: str,
         requests_table: str,
-        client: DynamoDBClient | None = None,
+        client: DynamoDBClient | ClientSlot[DynamoDBClient] | None = None,
     ) -> None:
         self.table = table
         self.connections_table = connections_table

@@ -16,6 +16,7 @@ with a plain ``PutItem`` at their claimed seq. No transaction on the hot path.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 __all__ = [
+    "ClientSlot",
     "ConnectionStore",
     "EventStore",
     "LazyBoto3Client",
@@ -45,19 +47,51 @@ __all__ = [
 ClientT = TypeVar("ClientT")
 
 
+class ClientSlot(Generic[ClientT]):
+    """One boto3 client of ``service``, created on first use and shared by every adapter given this slot.
+
+    boto3 clients are thread-safe; creating one is not cheap (botocore loads the service model and builds its
+    endpoint rules: tens of milliseconds of CPU). A container's stores share one DynamoDB client through a
+    slot, and the first concurrent users wait for the one being created instead of each creating their own.
+    """
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._client: ClientT | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> ClientT:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = boto3.client(self.service)  # type: ignore[call-overload]  # a runtime name
+                client = self._client
+        assert client is not None
+        return client
+
+
 class LazyBoto3Client(Generic[ClientT]):
-    """A boto3 client of the class's ``service`` given, or created on first use (one per container)."""
+    """A boto3 client of the class's ``service``: given, or taken from a shared :class:`ClientSlot`, or created
+    on first use (one per adapter)."""
 
     service: ClassVar[str]
 
-    def __init__(self, client: ClientT | None) -> None:
-        self._client = client
+    def __init__(self, client: ClientT | ClientSlot[ClientT] | None) -> None:
+        if isinstance(client, ClientSlot):
+            self._slot: ClientSlot[ClientT] = client
+        else:
+            self._slot = ClientSlot(self.service)
+            self._slot._client = client
 
     @property
     def client(self) -> ClientT:
-        if self._client is None:
-            self._client = boto3.client(self.service)  # type: ignore[call-overload]  # a runtime service name
-        return self._client
+        return self._slot.get()
+
+    @property
+    def slot(self) -> ClientSlot[ClientT]:
+        """The slot this adapter's client comes from (to share it with another adapter)."""
+        return self._slot
 
 
 class LazyClient(LazyBoto3Client["DynamoDBClient"]):
@@ -73,7 +107,7 @@ def _is_condition_failure(exc: ClientError) -> bool:
 class ConnectionStore(LazyClient):
     """``connections`` table: one item per live WebSocket connection; GSI ``by_user``."""
 
-    def __init__(self, table: str, client: DynamoDBClient | None = None) -> None:
+    def __init__(self, table: str, client: DynamoDBClient | ClientSlot[DynamoDBClient] | None = None) -> None:
         super().__init__(client)
         self.table = table
 
@@ -143,7 +177,7 @@ class RequestStore(LazyClient):
 
     OPEN_INDEX = "by_open"
 
-    def __init__(self, table: str, client: DynamoDBClient | None = None) -> None:
+    def __init__(self, table: str, client: DynamoDBClient | ClientSlot[DynamoDBClient] | None = None) -> None:
         super().__init__(client)
         self.table = table
 
@@ -314,7 +348,7 @@ class EventStore(LazyClient):
     def __init__(
         self,
         table: str,
-        client: DynamoDBClient | None = None,
+        client: DynamoDBClient | ClientSlot[DynamoDBClient] | None = None,
         *,
         ttl_seconds: int = 7 * 24 * 3600,
     ) -> None:

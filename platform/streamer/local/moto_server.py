@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import calendar
+import datetime
 import functools
 import http.client
 import inspect
@@ -245,7 +247,7 @@ def speed_up_dynamodb_queries() -> None:
 
 
 #: DynamoDB's item operations: their results are plain JSON data (items, keys, counts, capacity).
-_FAST_DYNAMODB = frozenset(
+_DYNAMODB_ITEM_OPERATIONS = frozenset(
     {
         "GetItem",
         "PutItem",
@@ -259,6 +261,12 @@ _FAST_DYNAMODB = frozenset(
         "TransactWriteItems",
     }
 )
+#: The operations answered directly, per service: DynamoDB's item operations, and the stream poller's
+#: ``GetRecords`` (the records: items, and one timestamp each) and ``GetShardIterator``.
+_FAST = {
+    "dynamodb": _DYNAMODB_ITEM_OPERATIONS,
+    "dynamodbstreams": frozenset({"GetRecords", "GetShardIterator"}),
+}
 
 
 #: Set by ``speed_up_dynamodb_responses(check=True)``: render both ways and compare.
@@ -271,7 +279,8 @@ _UNPLAIN: Any = object()
 
 def _plain(value: Any) -> Any:
     """``value`` as moto's JSON serializer writes a DynamoDB item operation's result: members that are None
-    left out, binaries base64-encoded; :data:`_UNPLAIN` when it holds anything but JSON data, bytes and None."""
+    left out, binaries base64-encoded, a date as epoch seconds; :data:`_UNPLAIN` when it holds anything but
+    JSON data, bytes, dates and None."""
     kind = type(value)
     if kind is dict:
         out = {}
@@ -288,6 +297,10 @@ def _plain(value: Any) -> Any:
         return value  # None: in a list (a member that is None was left out above)
     if kind is bytes:
         return base64.b64encode(value).decode("ascii")
+    if kind is datetime.datetime:  # a stream record's ApproximateCreationDateTime: the JSON protocols' epoch
+        # seconds, truncated to milliseconds, as moto's serializer writes it (TimestampSerializer)
+        whole = calendar.timegm(value.timetuple())
+        return whole + (value.microsecond // 1000) / 1000.0 if value.microsecond else whole
     return _UNPLAIN
 
 
@@ -299,6 +312,8 @@ def speed_up_dynamodb_responses(*, check: bool = False) -> None:
     members become the body directly (:func:`_plain`: ``None`` members left out, binaries base64 as the
     serializer writes them), provided its top-level members are all in the operation's output shape; any
     other result (an error, an object, a member the shape does not name) goes through moto's serializer.
+    The same holds for DynamoDB Streams' ``GetRecords`` (the stream poller asks it every 0.1 s per shard;
+    its records are items plus one date, written as epoch seconds) and ``GetShardIterator``.
 
     ``check=True`` renders both and raises on any difference, from then on in this process: the functional
     tests run with it, so every item operation they make compares the two
@@ -319,8 +334,7 @@ def speed_up_dynamodb_responses(*, check: bool = False) -> None:
         result = self.result
         if (
             type(result) is dict
-            and operation.name in _FAST_DYNAMODB
-            and operation.service_model.service_name == "dynamodb"
+            and operation.name in _FAST.get(operation.service_model.service_name, ())
             and type(self).execute_result is execute_result  # not a result class with its own rendering
             and not getattr(context.response, "RESPONSE_KEY_PATH_TO_TRANSFORMER", None)
         ):
