@@ -225,7 +225,10 @@ def _name(pid: int) -> str:
     if "-m" in args and args.index("-m") + 1 < len(args):
         i = args.index("-m")
         rest = args[i + 1 : i + 3]
-        return " ".join(r for r in rest if not r.startswith("-"))
+        name = " ".join(r for r in rest if not r.startswith("-"))
+        if "--role" in args and args.index("--role") + 1 < len(args):  # streamer local's two moto servers
+            name += f" ({args[args.index('--role') + 1]})"
+        return name
     return Path(args[0]).name if args else str(pid)
 
 

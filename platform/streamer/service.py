@@ -186,6 +186,11 @@ class RequestService:
     def now(self) -> int:
         return int(self.clock())
 
+    @property
+    def dynamodb(self) -> ClientSlot[DynamoDBClient]:
+        """The DynamoDB client slot of the service's stores, for other adapters of the container to share."""
+        return self.connections.slot
+
     # -- connections ----------------------------------------------------------------------------
 
     def connect(

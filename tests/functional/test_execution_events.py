@@ -211,7 +211,7 @@ def test_an_input_left_out_of_the_event_is_read_from_the_execution(
             asked.append(executionArn)
             return {"executionArn": executionArn, "input": execution_input(ref, {"message": "x" * 300_000})}
 
-    monkeypatch.setattr(service.executions, "_client", Sfn())
+    monkeypatch.setattr(service.executions.slot, "_client", Sfn())
     event = recorded("aborted", input=None, inputDetails={"included": False})
     assert execution_events.handler(event, None) == {"outcome": "ended"}
     assert asked == [event["detail"]["executionArn"]]

@@ -494,6 +494,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default=os.environ.get(Env.LOG_LEVEL, "INFO"))
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes (parent gone)")
+    parser.add_argument(
+        "--role",
+        default="",
+        help="what `streamer local` serves here (dynamodb, stepfunctions): a label for process lists",
+    )
     args = parser.parse_args(argv)
     from streamer.local._logging import configure_logging
 

@@ -169,12 +169,16 @@ class LocalStack:
             "AWS_REGION": LOCAL_REGION,
         }
         moto_argv = [sys.executable, "-m", "streamer.local.moto_server", "--lambda-endpoint", self.lambda_url]
+        # --role only labels the process (`ps`, the benchmarks' per-process figures).
+        moto_role = ["--role", "dynamodb"]  # and DynamoDB Streams
         self.supervisor.add(
-            Child("moto", [*moto_argv, *common], moto_env, moto_sock, "moto server ready "), restart=False
+            Child("moto", [*moto_argv, *moto_role, *common], moto_env, moto_sock, "moto server ready "), restart=False
         )
         if sfn_sock is not None:
+            sfn_role = ["--role", "stepfunctions"]
             self.supervisor.add(
-                Child("moto-sfn", [*moto_argv, *common], moto_env, sfn_sock, "moto server ready "), restart=False
+                Child("moto-sfn", [*moto_argv, *sfn_role, *common], moto_env, sfn_sock, "moto server ready "),
+                restart=False,
             )
         await self.supervisor.start_all()
         await asyncio.to_thread(
