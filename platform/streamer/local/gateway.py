@@ -37,7 +37,6 @@ import logging
 import secrets
 import socket
 import time
-import uuid
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +56,7 @@ __all__ = [
 from streamer.config import LOCAL_REGION
 from streamer.limits import MAX_CONNECTION_SECONDS, MAX_MESSAGE_BYTES
 from streamer.local.invoke import AsyncInvoker
+from streamer.local.serving import unique_bytes, unique_uuid
 from streamer.origins import ORIGIN_REFUSED_STATUS, origin_allowed
 
 log = logging.getLogger("streamer.local.gateway")
@@ -93,7 +93,7 @@ def new_connection_id() -> str:
 
 
 def _request_id() -> str:
-    return base64.b64encode(secrets.token_bytes(11)).decode().replace("+", "C").replace("/", "D")
+    return base64.b64encode(unique_bytes(11)).decode().replace("+", "C").replace("/", "D")
 
 
 def select_route(expression: str, body: str | None, routes: Mapping[str, str]) -> str | None:
@@ -515,4 +515,4 @@ class Gateway:
             log.info("post to %s failed: %s", conn.connection_id, exc)
             return self._error(410, "GoneException", None)
         conn.touch()
-        return web.Response(status=200, headers={"x-amzn-RequestId": str(uuid.uuid4())})
+        return web.Response(status=200, headers={"x-amzn-RequestId": unique_uuid()})

@@ -45,7 +45,6 @@ import re
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -60,7 +59,7 @@ from streamer.local.lambda_endpoint import (
     function_arn,
     size_client_pools,
 )
-from streamer.local.serving import DaemonPool
+from streamer.local.serving import DaemonPool, unique_uuid
 
 if TYPE_CHECKING:
     from streamer.deploy.template import FunctionSpec
@@ -181,7 +180,7 @@ class InProcessInvoker(FunctionHost):
     ) -> tuple[bool, Any]:
         """One invocation in a worker thread: ``(ok, result or Lambda error body)``; never raises."""
         started()
-        request_id = str(uuid.uuid4())
+        request_id = unique_uuid()
         context = LambdaContext(name, spec, request_id, self.region, self.account)
         try:
             fn = self.handler_for(name)
