@@ -23,6 +23,11 @@ against the truth (the requests / connections tables, consistent reads) and the 
 ended request, a request never stored, a connection row deleted or expired. A slot is therefore held at
 most as long as the thing it stands for exists, whatever failed in between.
 
+A refused reservation says why in the same round trip: the failed write returns the map it was refused on
+(``ReturnValuesOnConditionCheckFailure=ALL_OLD``), so a full map is checked without reading it again, and a
+user's first reservation of a kind (no map yet) is one more write that creates the map holding the member
+(conditional on the map not existing: concurrent first reservations create it once, the others reserve in it).
+
 A member with no row yet is kept for :data:`RESERVATION_GRACE_SECONDS` (its row is written right after the
 reservation: a ``$connect`` integration runs at most 29 s on API Gateway,
 https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html).
@@ -257,16 +262,21 @@ class Quotas:
         stale: Callable[[str, dict[str, int], int], list[str]],
     ) -> bool:
         now = self._now()
-        if self.store.reserve(user_id, kind, member, limit, now):
+        ok, members = self.store.reserve(user_id, kind, member, limit, now)
+        if ok:
             return True
-        # Full (or no map yet): one thread checks the members against the tables; the others wait for it.
+        # Full, or no map yet: one thread checks the members against the tables; the others wait for it.
         with self.known.verifying(user_id, kind):
             if self.known.refused(self.clock(), user_id, kind, member):  # another thread just checked
                 return False
-            members = self.store.members(user_id, kind)
-            if members is None:  # the user's first reservation of this kind
-                self.store.ensure_map(user_id, kind)
-                return self.store.reserve(user_id, kind, member, limit, now)
+            if members is None:  # the user's first reservation of this kind: create the map holding it
+                if self.store.create(user_id, kind, member, now):
+                    return True
+                ok, members = self.store.reserve(user_id, kind, member, limit, now)  # another writer was first
+                if ok or members is None:
+                    return ok
+            # ``members`` is the map the failed write saw (before this thread had the lock: a member released
+            # meanwhile is found gone again, and releasing it twice is a no-op).
             gone = stale(user_id, {m: t for m, t in members.items() if m != member}, now)
             if not gone:
                 if kind == REQUESTS:
@@ -275,7 +285,7 @@ class Quotas:
                 return False
             logger.info("stale quota reservations released", extra={"kind": kind, "count": len(gone)})
             self.store.release(user_id, kind, gone)
-            return self.store.reserve(user_id, kind, member, limit, now)
+            return self.store.reserve(user_id, kind, member, limit, now)[0]
 
     def _stale_connections(
         self, user_id: str, members: dict[str, int], now: int, alive: Callable[[str], bool] | None

@@ -180,6 +180,63 @@ def test_concurrent_submits_never_exceed_the_limit(ddb: Any, clock: Clock) -> No
     assert len(quotas.store.members("alice", REQUESTS) or {}) == 5
 
 
+def test_a_users_first_reservations_race_to_create_the_map_and_never_exceed_the_limit(
+    ddb: Any, clock: Clock
+) -> None:
+    """No item yet: the first writer creates the map holding its member, the others reserve in it."""
+    quotas = _quotas(ddb, clock, requests_in_flight_per_user=3)
+    won: list[str] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        try:
+            quotas.reserve_request("fresh", f"r{i}")
+        except ProtocolError:
+            return
+        with lock:
+            won.append(f"r{i}")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 3
+    assert set(quotas.store.members("fresh", REQUESTS) or {}) == set(won)
+
+
+def test_a_first_reservation_is_two_writes_and_a_full_map_is_checked_without_reading_it_again(
+    service: Any, ddb: Any, clock: Clock
+) -> None:
+    quotas = _quotas(ddb, clock, connections_per_user=2)
+    calls: list[str] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        calls.append(f"{model.name}:{params.get('TableName')}")
+
+    ddb.meta.events.register("provide-client-params.dynamodb", record)
+    quotas.admit_connection("newbie", "c1")
+    # The reservation fails (no map; its ALL_OLD says so), then one write creates the map holding c1. Before:
+    # the failed reservation, a read of the map, its creation, the reservation again.
+    assert calls == ["UpdateItem:streamer-quotas", "UpdateItem:streamer-quotas"]
+    calls.clear()
+    quotas.admit_connection("newbie", "c2")
+    assert calls == ["UpdateItem:streamer-quotas"]
+    _conn(service, "c1", "newbie")  # c1 is live; c2 never stored a row and is past its grace below
+    clock.now += RESERVATION_GRACE_SECONDS + 1
+    calls.clear()
+    quotas.admit_connection("newbie", "c3")
+    # Full: the failed write returned the map; its members are checked against the connections table, the
+    # stale one released, the reservation made — no read of the map.
+    assert calls == [
+        "UpdateItem:streamer-quotas",
+        "BatchGetItem:None",
+        "UpdateItem:streamer-quotas",
+        "UpdateItem:streamer-quotas",
+    ]
+    assert set(quotas.store.members("newbie", CONNECTIONS) or {}) == {"c1", "c3"}
+
+
 # ------------------------------------------------------------------------------- messages per second
 
 

@@ -21,7 +21,7 @@ without anybody releasing it can never keep a slot taken for good.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -46,6 +46,14 @@ def _condition_failed(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
+def _members_of(item: Mapping[str, Any], kind: str) -> dict[str, int] | None:
+    """The ``kind`` map of a quota item (DynamoDB JSON), or None when it has none."""
+    value = item.get(kind)
+    if not isinstance(value, Mapping) or "M" not in value:
+        return None
+    return {m: int(v.get("N", "0")) for m, v in value["M"].items()}
+
+
 class QuotaStore(LazyClient):
     """The ``quotas`` table plus the reads that tell a stale reservation from a live one."""
 
@@ -67,8 +75,12 @@ class QuotaStore(LazyClient):
 
     # -- reservations ---------------------------------------------------------------------------
 
-    def reserve(self, user_id: str, kind: str, member: str, limit: int, now: int) -> bool:
-        """Put ``member`` into the user's ``kind`` map unless it holds ``limit`` others. True when it is in."""
+    def reserve(self, user_id: str, kind: str, member: str, limit: int, now: int) -> tuple[bool, dict[str, int] | None]:
+        """Put ``member`` into the user's ``kind`` map unless it holds ``limit`` others: ``(True, None)`` when it
+        is in; else ``(False, the map as it was)`` — member → reserved at, ``None`` when the item or the map does
+        not exist — read by the failed write itself (``ReturnValuesOnConditionCheckFailure=ALL_OLD``: the item
+        the condition was evaluated on, no second read;
+        https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_UpdateItem.html)."""
         names = {"#k": kind, "#m": member}
         try:
             self.client.update_item(
@@ -78,22 +90,31 @@ class QuotaStore(LazyClient):
                 ConditionExpression="attribute_exists(#k) AND (size(#k) < :limit OR attribute_exists(#k.#m))",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues={":now": {"N": str(now)}, ":limit": {"N": str(limit)}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if not _condition_failed(exc):
+                raise
+            return False, _members_of(exc.response.get("Item") or {}, kind)  # type: ignore[arg-type]
+        return True, None
+
+    def create(self, user_id: str, kind: str, member: str, now: int) -> bool:
+        """The user's first reservation of ``kind``, in one write: create the map holding ``member`` (a nested
+        SET needs its parent map). False when the map exists already (another writer was first)."""
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=self._key(user_id),
+                UpdateExpression="SET #k = :map",
+                ConditionExpression="attribute_not_exists(#k)",
+                ExpressionAttributeNames={"#k": kind},
+                ExpressionAttributeValues={":map": {"M": {member: {"N": str(now)}}}},
             )
         except ClientError as exc:
             if not _condition_failed(exc):
                 raise
             return False
         return True
-
-    def ensure_map(self, user_id: str, kind: str) -> None:
-        """Create the item and the empty ``kind`` map if absent (a nested SET needs its parent map)."""
-        self.client.update_item(
-            TableName=self.table,
-            Key=self._key(user_id),
-            UpdateExpression="SET #k = if_not_exists(#k, :empty)",
-            ExpressionAttributeNames={"#k": kind},
-            ExpressionAttributeValues={":empty": {"M": {}}},
-        )
 
     def members(self, user_id: str, kind: str) -> dict[str, int] | None:
         """The ``kind`` map (member → reserved at), or None when the item or the map does not exist."""
@@ -104,10 +125,7 @@ class QuotaStore(LazyClient):
             ProjectionExpression="#k",
             ExpressionAttributeNames={"#k": kind},
         )
-        value = resp.get("Item", {}).get(kind)
-        if value is None or "M" not in value:
-            return None
-        return {m: int(v.get("N", "0")) for m, v in value["M"].items()}
+        return _members_of(resp.get("Item", {}), kind)
 
     def release(self, user_id: str, kind: str, members: Iterable[str]) -> None:
         """Remove members from the ``kind`` map (absent ones are ignored; nothing is created)."""
