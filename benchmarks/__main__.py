@@ -170,18 +170,24 @@ def bench_router_memory() -> None:
 
 
 def bench_moto_speedups() -> None:
-    """The local stack's DynamoDB in moto (``streamer.local.moto_server``: ``speed_up_dynamodb_queries`` and
-    ``speed_up_dynamodb_responses``) vs moto's own, in one process, interleaved (the patches switched per
-    call): a request's events (``EventStore.after``; 5,000 events of 500 requests in the table), a user's
-    connections (``ConnectionStore.for_user``, the ``by_user`` index; 2,000 rows), a ``ping`` through the router
-    (one ``UpdateItem``) and a request's life in the service (submit, two progress events, the result, a
-    replay; moto in-process, no push)."""
+    """The local stack's DynamoDB in moto (``streamer.local.moto_server``: ``speed_up_dynamodb_queries``,
+    ``speed_up_dynamodb_responses`` and ``speed_up_dynamodb_updates``) vs moto's own, in one process, interleaved
+    (the patches switched per call): a request's events (``EventStore.after``; 5,000 events of 500 requests in the
+    table), a user's connections (``ConnectionStore.for_user``, the ``by_user`` index; 2,000 rows), a ``ping``
+    through the router (one ``UpdateItem``) and a request's life in the service (submit, two progress events, the
+    result, a replay; moto in-process, no push)."""
     from moto import mock_aws
     from moto.core.responses import ActionResult
     from moto.dynamodb.models.table import Table
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 
     from streamer.local.moto_atomic import serialize_dynamodb
-    from streamer.local.moto_server import speed_up_dispatch, speed_up_dynamodb_queries, speed_up_dynamodb_responses
+    from streamer.local.moto_server import (
+        speed_up_dispatch,
+        speed_up_dynamodb_queries,
+        speed_up_dynamodb_responses,
+        speed_up_dynamodb_updates,
+    )
     from streamer.models import Connection
     from streamer.protocol import RequestStatus
     from streamer.router import Router
@@ -190,8 +196,10 @@ def bench_moto_speedups() -> None:
     serialize_dynamodb()
     speed_up_dynamodb_queries()
     speed_up_dynamodb_responses()
-    fast = (Table.query, ActionResult.execute_result)
-    moto_own = tuple(getattr(f, "__wrapped__", f) for f in fast)
+    speed_up_dynamodb_updates()
+    make = UpdateExpressionParser.__dict__["make"]
+    fast = (Table.query, ActionResult.execute_result, make)
+    moto_own = (*(getattr(f, "__wrapped__", f) for f in fast[:2]), make.__func__._streamer_original)
     with mock_aws():
         ddb, svc = _service()
         for i in range(5000):
@@ -226,9 +234,9 @@ def bench_moto_speedups() -> None:
             svc.finish(req.ref, RequestStatus.SUCCEEDED, output={"ok": True})
             svc.replay("life", req.ref.request_id, 0)
 
-        def using(patches: tuple[Any, Any], call: Callable[[], Any]) -> Callable[[], None]:
+        def using(patches: tuple[Any, ...], call: Callable[[], Any]) -> Callable[[], None]:
             def run() -> None:
-                Table.query, ActionResult.execute_result = patches  # type: ignore[method-assign]
+                Table.query, ActionResult.execute_result, UpdateExpressionParser.make = patches  # type: ignore[method-assign]
                 call()
 
             return run
@@ -243,7 +251,7 @@ def bench_moto_speedups() -> None:
                 base, subj = interleaved(using(moto_own, call), using(fast, call), rounds=7, inner=inner)
                 report(f"local moto: {label}", "moto's own", base, subj)
         finally:
-            Table.query, ActionResult.execute_result = fast  # type: ignore[method-assign]
+            Table.query, ActionResult.execute_result, UpdateExpressionParser.make = fast  # type: ignore[method-assign]
 
 
 def bench_local_roundtrip() -> None:

@@ -17,7 +17,11 @@ from streamer.aws.store import ConnectionStore, EventStore, RequestStore
 from streamer.config import Settings
 from streamer.deploy.template import table_definitions
 from streamer.local.moto_atomic import reliable_stop, serialize_dynamodb, unique_execution_names
-from streamer.local.moto_server import speed_up_dynamodb_queries, speed_up_dynamodb_responses
+from streamer.local.moto_server import (
+    speed_up_dynamodb_queries,
+    speed_up_dynamodb_responses,
+    speed_up_dynamodb_updates,
+)
 from streamer.service import RequestService
 
 EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
@@ -45,6 +49,7 @@ def aws() -> Iterator[None]:
     reliable_stop()  # and a StopExecution right after StartExecution stops it, as on AWS
     unique_execution_names()  # and one execution name is started once
     speed_up_dynamodb_queries()  # the local stack's Query (one partition read, same answers)
+    speed_up_dynamodb_updates()  # and its UpdateItem (each expression parsed once)
     speed_up_dynamodb_responses(check=True)  # and its item responses, each compared with moto's serializer
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         yield

@@ -326,3 +326,42 @@ def test_dates_render_as_moto_serializer_writes_them() -> None:
     assert moto_server._plain({"t": datetime.datetime(2026, 12, 1, 13, 0, 0, tzinfo=utc)}) == {"t": 1796130000}
     at = datetime.datetime(2026, 12, 1, 13, 0, 0, 123987, tzinfo=utc)
     assert moto_server._plain({"t": at}) == {"t": 1796130000.123}  # truncated to milliseconds
+
+
+def test_a_kept_update_expression_parse_is_never_changed_and_values_still_apply(tables: Any) -> None:
+    """speed_up_dynamodb_updates keeps each parsed expression: the same expression with other values applies
+    those values, the kept tree is the same after every use, and a bad expression raises every time."""
+    from moto.dynamodb.exceptions import MockValidationException
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    moto_server.speed_up_dynamodb_updates()
+    moto_server.speed_up_dynamodb_updates()  # idempotent
+    expression = "SET #s = :s, hits = if_not_exists(hits, :zero) + :one REMOVE gone"
+    kept = UpdateExpressionParser.make(expression)
+    assert UpdateExpressionParser.make(expression) is kept
+    before = repr(_tree(kept))
+    key = {"user_id": {"S": "kim"}, "request_id": {"S": "k1"}}
+    for status, hits in (("A", "1"), ("B", "2"), ("C", "3")):
+        attrs = tables.update_item(
+            TableName=REQUESTS,
+            Key=key,
+            UpdateExpression=expression,
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":s": {"S": status}, ":zero": {"N": "0"}, ":one": {"N": "1"}},
+            ReturnValues="ALL_NEW",
+        )["Attributes"]
+        assert attrs["status"] == {"S": status} and attrs["hits"] == {"N": hits}
+    assert repr(_tree(kept)) == before
+    for _ in range(2):
+        with pytest.raises(MockValidationException):
+            UpdateExpressionParser.make("SET = oops")
+        with pytest.raises(tables.exceptions.ClientError):
+            tables.update_item(TableName=REQUESTS, Key=key, UpdateExpression="SET = oops")
+
+
+def _tree(node: Any) -> Any:
+    """A parsed expression as nested tuples (type, children), for comparing before and after."""
+    children = getattr(node, "children", None)
+    if isinstance(children, list):
+        return (type(node).__name__, tuple(_tree(c) for c in children))
+    return (type(node).__name__, repr(node))

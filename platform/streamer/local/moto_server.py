@@ -15,9 +15,11 @@
   Lambda client is built once per process and calls our Lambda endpoint directly, over kept-alive
   connections (moto builds a boto3 client for every Task and sends it back into this server, which
   forwarded it: two HTTP requests and ~10 ms of CPU per Task);
-* DynamoDB's ``Query`` reading one partition instead of sorting the whole table, and its item operations
-  answered with their JSON instead of moto's model-driven serializer (:func:`speed_up_dynamodb_queries`,
-  :func:`speed_up_dynamodb_responses`; same answers, compared in the functional tests);
+* DynamoDB's ``Query`` reading one partition instead of sorting the whole table, its item operations and
+  DynamoDB Streams' ``GetRecords`` answered with their JSON instead of moto's model-driven serializer, and each
+  ``UpdateItem`` expression parsed once per process (:func:`speed_up_dynamodb_queries`,
+  :func:`speed_up_dynamodb_responses`, :func:`speed_up_dynamodb_updates`; same answers, compared in the
+  functional tests);
 * a bounded server (``streamer.local.serving``): connections are served by :data:`POOL_SIZE` threads
   instead of a new thread each, listening with a large backlog (1024).
 
@@ -246,6 +248,29 @@ def speed_up_dynamodb_queries() -> None:
     Table.query = query  # type: ignore[method-assign]
 
 
+def speed_up_dynamodb_updates() -> None:
+    """moto 5.2.5 parses an ``UpdateItem``'s update expression twice per call (its handler, for the names and
+    values the expression uses; its backend, to validate and apply it) — the same few expressions every time.
+    Here the parse of an expression string is kept (``UpdateExpressionParser.make``, an LRU of 512
+    expressions). Safe because nothing changes a parsed tree: the handler only reads it (``find_clauses``),
+    and every validator deep-copies it before its processors rewrite the copy
+    (``moto.dynamodb.parsing.validators.Validator``). A string that does not parse raises each time, as
+    before (errors are not kept). Idempotent."""
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
+
+    original = UpdateExpressionParser.__dict__["make"]
+    if getattr(original.__func__, "_streamer_fast", False):
+        return
+    parse = functools.lru_cache(maxsize=512)(original.__func__)
+
+    def make(cls: Any, expression_str: str) -> Any:
+        return parse(cls, expression_str)
+
+    make._streamer_fast = True  # type: ignore[attr-defined]
+    make._streamer_original = original  # type: ignore[attr-defined]
+    UpdateExpressionParser.make = classmethod(make)
+
+
 #: DynamoDB's item operations: their results are plain JSON data (items, keys, counts, capacity).
 _DYNAMODB_ITEM_OPERATIONS = frozenset(
     {
@@ -453,6 +478,7 @@ def make_app(lambda_endpoint: str | None) -> WSGIApp:
     speed_up_sfn(lambda_endpoint)
     speed_up_dispatch()
     speed_up_dynamodb_queries()
+    speed_up_dynamodb_updates()
     speed_up_dynamodb_responses()
     from streamer.local.moto_atomic import reliable_stop, serialize_dynamodb, unique_execution_names
 
