@@ -156,27 +156,32 @@ def test_an_explicit_release_frees_the_slot_at_once(ddb: Any, clock: Clock) -> N
     assert ddb.get_item(TableName="streamer-quotas", Key={"user_id": {"S": "nobody"}}).get("Item") is None
 
 
-def test_concurrent_submits_never_exceed_the_limit(ddb: Any, clock: Clock) -> None:
-    quotas = _quotas(ddb, clock, requests_in_flight_per_user=5)
-    quotas.reserve_request("alice", "warm")  # the item and its map exist; the race is on the last slots
+def _race(quotas: Quotas, user: str, n: int) -> list[str]:
+    """``n`` threads reserving a request slot each for ``user`` at once; the request ids that got one."""
     won: list[str] = []
     lock = threading.Lock()
 
     def one(i: int) -> None:
         try:
-            quotas.reserve_request("alice", f"r{i}")
+            quotas.reserve_request(user, f"r{i}")
         except ProtocolError as exc:
             assert exc.code is ErrorCode.RATE_LIMITED
             return
         with lock:
             won.append(f"r{i}")
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(40)]
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(won) == 4
+    return won
+
+
+def test_concurrent_submits_never_exceed_the_limit(ddb: Any, clock: Clock) -> None:
+    quotas = _quotas(ddb, clock, requests_in_flight_per_user=5)
+    quotas.reserve_request("alice", "warm")  # the item and its map exist; the race is on the last slots
+    assert len(_race(quotas, "alice", 40)) == 4
     assert len(quotas.store.members("alice", REQUESTS) or {}) == 5
 
 
@@ -185,22 +190,7 @@ def test_a_users_first_reservations_race_to_create_the_map_and_never_exceed_the_
 ) -> None:
     """No item yet: the first writer creates the map holding its member, the others reserve in it."""
     quotas = _quotas(ddb, clock, requests_in_flight_per_user=3)
-    won: list[str] = []
-    lock = threading.Lock()
-
-    def one(i: int) -> None:
-        try:
-            quotas.reserve_request("fresh", f"r{i}")
-        except ProtocolError:
-            return
-        with lock:
-            won.append(f"r{i}")
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    won = _race(quotas, "fresh", 12)
     assert len(won) == 3
     assert set(quotas.store.members("fresh", REQUESTS) or {}) == set(won)
 
