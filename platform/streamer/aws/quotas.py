@@ -81,40 +81,40 @@ class QuotaStore(LazyClient):
         not exist — read by the failed write itself (``ReturnValuesOnConditionCheckFailure=ALL_OLD``: the item
         the condition was evaluated on, no second read;
         https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_UpdateItem.html)."""
-        names = {"#k": kind, "#m": member}
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key=self._key(user_id),
-                UpdateExpression="SET #k.#m = :now",
-                ConditionExpression="attribute_exists(#k) AND (size(#k) < :limit OR attribute_exists(#k.#m))",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues={":now": {"N": str(now)}, ":limit": {"N": str(limit)}},
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            if not _condition_failed(exc):
-                raise
-            return False, _members_of(exc.response.get("Item") or {}, kind)  # type: ignore[arg-type]
-        return True, None
+        refused = self._conditional_update(
+            Key=self._key(user_id),
+            UpdateExpression="SET #k.#m = :now",
+            ConditionExpression="attribute_exists(#k) AND (size(#k) < :limit OR attribute_exists(#k.#m))",
+            ExpressionAttributeNames={"#k": kind, "#m": member},
+            ExpressionAttributeValues={":now": {"N": str(now)}, ":limit": {"N": str(limit)}},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+        if refused is None:
+            return True, None
+        return False, _members_of(refused.get("Item") or {}, kind)
 
     def create(self, user_id: str, kind: str, member: str, now: int) -> bool:
         """The user's first reservation of ``kind``, in one write: create the map holding ``member`` (a nested
         SET needs its parent map). False when the map exists already (another writer was first)."""
+        refused = self._conditional_update(
+            Key=self._key(user_id),
+            UpdateExpression="SET #k = :map",
+            ConditionExpression="attribute_not_exists(#k)",
+            ExpressionAttributeNames={"#k": kind},
+            ExpressionAttributeValues={":map": {"M": {member: {"N": str(now)}}}},
+        )
+        return refused is None
+
+    def _conditional_update(self, **params: Any) -> dict[str, Any] | None:
+        """One conditional ``UpdateItem`` on the quotas table: None when it was applied, the error response
+        (with the item, when ``ALL_OLD`` was asked) when its condition failed; any other error raises."""
         try:
-            self.client.update_item(
-                TableName=self.table,
-                Key=self._key(user_id),
-                UpdateExpression="SET #k = :map",
-                ConditionExpression="attribute_not_exists(#k)",
-                ExpressionAttributeNames={"#k": kind},
-                ExpressionAttributeValues={":map": {"M": {member: {"N": str(now)}}}},
-            )
+            self.client.update_item(TableName=self.table, **params)
         except ClientError as exc:
             if not _condition_failed(exc):
                 raise
-            return False
-        return True
+            return dict(exc.response)
+        return None
 
     def members(self, user_id: str, kind: str) -> dict[str, int] | None:
         """The ``kind`` map (member → reserved at), or None when the item or the map does not exist."""
