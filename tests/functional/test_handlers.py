@@ -352,3 +352,37 @@ def test_no_route_response_after_a_post_failed_and_none_to_a_connection_being_cl
 
 def service_row_gone(service: Any, cid: str) -> bool:
     return service.connections.get(cid) is None
+
+
+def _router_log_lines(level: str, *bodies: dict[str, Any]) -> list[dict[str, Any]]:
+    import io
+    import logging
+
+    from streamer.handlers._runtime import get_logger
+
+    logger = get_logger()
+    buf = io.StringIO()
+    h = logging.StreamHandler(buf)
+    h.setFormatter(logger.registered_formatter)
+    logger.addHandler(h)
+    before = logger.log_level
+    logger.setLevel(level)
+    try:
+        for body in bodies:
+            router.handler(message(body), None)
+    finally:
+        logger.setLevel(before)
+        logger.removeHandler(h)
+    return [x for x in map(json.loads, buf.getvalue().splitlines()) if x["message"] == "message handled"]
+
+
+def test_router_logs_a_line_at_info_per_accepted_or_cancelled_request_only(service: Any, mgmt_api: Any) -> None:
+    connect.handler(connect_event(token()), None)
+    mgmt_api.open(CID)
+    submit = {"action": "submit", "workflow": "echo", "payload": {"message": "hi"}, "request_id": "log-1"}
+    quiet = [{"action": "ping"}, {"action": "status", "request_id": "log-1"}, {"action": "resume", "request_id": "log-1"}]
+    lines = _router_log_lines("INFO", submit, *quiet, {"action": "cancel", "request_id": "log-1"}, *quiet)
+    assert [(x["level"], x.get("request_id")) for x in lines] == [("INFO", "log-1"), ("INFO", "log-1")]
+    # At DEBUG every message has its line.
+    lines = _router_log_lines("DEBUG", {"action": "ping"}, {"action": "cancel", "request_id": "log-1"})
+    assert [x["level"] for x in lines] == ["DEBUG", "DEBUG"]  # the second cancel: already ended, its status

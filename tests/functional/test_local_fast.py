@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import json
 import os
+import queue
 import threading
 import time
 import urllib.request
@@ -107,6 +108,38 @@ def test_keyed_work_is_served_round_robin_so_a_flooding_key_waits_behind_itself(
         f.result(10)
     assert order == ["flood-0", "quiet-0", "unkeyed", "flood-1", "quiet-1", "flood-2", "flood-3", "flood-4"]
     pool.shutdown()
+
+
+def test_the_fair_queue_hands_out_every_item_once_in_each_keys_order_under_concurrency() -> None:
+    from streamer.local.serving import FairQueue
+
+    q: FairQueue[tuple[int, int]] = FairQueue()
+    got: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def producer(key: int) -> None:
+        for i in range(500):
+            q.put((key, i), key)
+
+    def consumer() -> None:
+        for _ in range(1000):
+            item = q.get()
+            with lock:
+                got.append(item)
+
+    threads = [threading.Thread(target=producer, args=(k,)) for k in range(8)]
+    threads += [threading.Thread(target=consumer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(got) == [(k, i) for k in range(8) for i in range(500)] and q.qsize() == 0
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    # One consumer sees each key's items in the order they were put.
+    for item, key in (((0, 0), "a"), ((0, 1), "a"), ((1, 0), "b")):
+        q.put(item, key)
+    assert [q.get_nowait() for _ in range(3)] == [(0, 0), (1, 0), (0, 1)]
 
 
 def test_the_in_process_invoker_queues_each_connection_behind_itself_only() -> None:
@@ -273,6 +306,32 @@ def test_a_function_past_its_timeout_is_sandbox_timedout_and_past_29_s_the_integ
     short, long_ = _run(scenario())
     assert not short.ok and not short.timed_out and short.payload["errorType"] == "Sandbox.Timedout"
     assert not long_.ok and long_.timed_out and long_.transport_error == "no answer within 0.3s"
+
+
+def test_a_function_that_waited_for_a_worker_times_out_by_its_own_timeout_from_its_start() -> None:
+    release = threading.Event()
+    invoker = InProcessInvoker(
+        {
+            "Busy": FunctionSpec(lambda e, c: time.sleep(0.4), timeout=5),
+            "Stuck": FunctionSpec(lambda e, c: release.wait(10), timeout=0.3),
+        },
+        max_workers=1,
+        integration_timeout=5.0,
+    )
+
+    async def scenario() -> tuple[list[InvokeResult], float]:
+        t0 = time.monotonic()
+        try:
+            return list(await asyncio.gather(invoker("Busy", {}), invoker("Stuck", {}))), time.monotonic() - t0
+        finally:
+            release.set()
+            await invoker.close()
+
+    (busy, stuck), elapsed = _run(scenario())
+    assert busy.ok
+    # Queued 0.4 s, then 0.3 s of its own: Sandbox.Timedout at ~0.7 s, long before the 5 s integration timeout.
+    assert not stuck.ok and not stuck.timed_out and stuck.payload["errorType"] == "Sandbox.Timedout"
+    assert 0.6 <= elapsed < 3.0, elapsed
 
 
 def _quick(event: Any, context: Any) -> str:

@@ -122,8 +122,18 @@ def _iso(ts: float) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
 
 
+_SECOND: tuple[int, str] = (-1, "")
+
+
 def _request_time(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+    """API Gateway's ``requestTime`` (``01/Dec/2026:16:45:26 +0000``): made once a second, not per message."""
+    global _SECOND
+    second, text = _SECOND
+    if int(ts) != second:
+        second = int(ts)
+        text = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+        _SECOND = (second, text)
+    return text
 
 
 @dataclass

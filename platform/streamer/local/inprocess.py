@@ -205,28 +205,32 @@ class InProcessInvoker(FunctionHost):
             return InvokeResult(ok=False, transport_error=f"HTTP 404: Function not found: {arn}")
         loop = asyncio.get_running_loop()
         # The integration timeout counts from now, queueing for a worker included (API Gateway's 29 s covers
-        # the whole call); the function's Timeout from its start, as Lambda's does. The worker tells the loop
-        # when it starts (one call, no polling: a burst queues thousands of invocations).
-        integration_end = time.monotonic() + self.integration_timeout
+        # the whole call); the function's Timeout from its start, as Lambda's does. The worker notes when it
+        # starts; the loop looks at that only when a deadline may have come (no wake-up per invocation).
+        now = time.monotonic()
+        integration_end = now + self.integration_timeout
+        timeout = float(spec.timeout)
         started_at: list[float] = []
-        started = asyncio.Event()
 
         def on_start() -> None:
             started_at.append(time.monotonic())
-            loop.call_soon_threadsafe(started.set)
 
         # Queued per connection, connections taking turns (streamer.local.serving.DaemonPool.submit_keyed).
         key = (event.get("requestContext") or {}).get("connectionId")
         future = asyncio.wrap_future(
             self._pool.submit_keyed(key, self._run, function_name, spec, event, on_start), loop=loop
         )
-        starting: asyncio.Future[Any] = asyncio.ensure_future(started.wait())
-        first: set[asyncio.Future[Any]] = {future, starting}
-        await asyncio.wait(first, timeout=self.integration_timeout, return_when=asyncio.FIRST_COMPLETED)
-        starting.cancel()
-        function_end = started_at[0] + float(spec.timeout) if started_at else math.inf
-        if not future.done() and started_at:
-            await asyncio.wait({future}, timeout=max(0.0, min(integration_end, function_end) - time.monotonic()))
+        while True:
+            # Not started yet: it ends no earlier than ``timeout`` from now, so look again then at the latest.
+            function_end = started_at[0] + timeout if started_at else math.inf
+            end = min(integration_end, function_end, now + timeout)
+            if end <= now:
+                break
+            await asyncio.wait({future}, timeout=end - now)
+            if future.done():
+                break
+            now = time.monotonic()
+        function_end = started_at[0] + timeout if started_at else math.inf
         if not future.done():
             # The thread cannot be stopped; its late result is dropped (its exception too).
             future.add_done_callback(lambda f: f.cancelled() or f.exception())

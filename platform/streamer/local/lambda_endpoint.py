@@ -139,6 +139,18 @@ class HandlerTable:
             return fn
 
 
+_STREAMS: dict[str, str] = {}
+
+
+def _log_stream(function_name: str) -> str:
+    """The function's log stream: one per execution environment on AWS (``2026/12/01/[$LATEST]<32 hex>``,
+    named on the day it starts), so one per function in this process; not made per invocation."""
+    stream = _STREAMS.get(function_name)
+    if stream is None:
+        stream = _STREAMS.setdefault(function_name, time.strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex)
+    return stream
+
+
 class LambdaContext:
     """The subset of the Lambda Python runtime's context object that handlers and Powertools use."""
 
@@ -149,7 +161,7 @@ class LambdaContext:
         self.memory_limit_in_mb = spec.memory
         self.aws_request_id = request_id
         self.log_group_name = f"/aws/lambda/{name}"
-        self.log_stream_name = time.strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex
+        self.log_stream_name = _log_stream(name)
         self.identity: Any = None
         self.client_context: Any = None
         self._deadline = time.monotonic() + spec.timeout
