@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import statistics
@@ -254,6 +255,68 @@ def bench_moto_speedups() -> None:
             Table.query, ActionResult.execute_result, UpdateExpressionParser.make = fast  # type: ignore[method-assign]
 
 
+def bench_status_poller() -> None:
+    """The local EventBridge stand-in's poll (``ExecutionEventsPoller.poll_once``, moto's Step Functions
+    in-process; the template's rule: FAILED, TIMED_OUT, ABORTED) of a state machine with 1,000 ended
+    executions vs one with none, for a history of successes and one of failures: a poll reads what changed
+    (the newest executions and the running ones), so the ratio stays near 1 however long ``streamer local``
+    has run (before: every ended execution of a status the rule matches, every poll — twice a second)."""
+    import json as json_
+    import threading
+
+    import boto3
+    from moto import mock_aws
+
+    from streamer.local.eventbridge import DETAIL_TYPE, ExecutionEventsPoller, RuleConfig, TargetConfig
+    from streamer.local.invoke import InvokeResult
+
+    history = 1000
+    rule = RuleConfig(
+        "Ended",
+        {
+            "source": ["aws.states"],
+            "detail-type": [DETAIL_TYPE],
+            "detail": {"status": ["FAILED", "TIMED_OUT", "ABORTED"]},
+        },
+        (TargetConfig("Fn", 0),),
+    )
+    ends = {
+        "SUCCEEDED": {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}},
+        "FAILED": {"StartAt": "F", "States": {"F": {"Type": "Fail", "Error": "Boom"}}},
+    }
+    logging.getLogger("moto").setLevel(logging.CRITICAL)  # a line per failed execution
+    for status, definition in ends.items():
+        with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+            sfn = boto3.client("stepfunctions")
+            arns = {
+                name: sfn.create_state_machine(
+                    name=name, definition=json_.dumps(definition), roleArn="arn:aws:iam::123456789012:role/r"
+                )["stateMachineArn"]
+                for name in ("long", "fresh")
+            }
+            for i in range(history):
+                sfn.start_execution(stateMachineArn=arns["long"], name=f"e{i}")
+            pages = sfn.get_paginator("list_executions")
+            ended = {"stateMachineArn": arns["long"], "statusFilter": status}
+            while sum(len(p["executions"]) for p in pages.paginate(**ended)) < history:
+                threading.Event().wait(0.2)
+            # The poller lists again what started in the 0.25 s before the newest start it saw: a pause, then
+            # one execution more, so that what is compared is the history, not a burst's tail.
+            threading.Event().wait(0.3)
+            sfn.start_execution(stateMachineArn=arns["long"], name="last")
+            threading.Event().wait(0.3)
+            pollers = {
+                name: ExecutionEventsPoller(
+                    [rule], sfn=sfn, state_machine_arns=[arn], invoke=lambda f, e: InvokeResult(True)
+                )
+                for name, arn in arns.items()
+            }
+            for p in pollers.values():
+                p.prime()
+            base, subj = interleaved(pollers["fresh"].poll_once, pollers["long"].poll_once, rounds=5, inner=4)
+        report(f"status poll, {history} {status.lower()} before", "no execution before", base, subj)
+
+
 def bench_local_roundtrip() -> None:
     """Through `streamer local` (subprocess, real sockets): a whole echo request (submit → stream → Step
     Functions → step → notify → result) vs a ping round trip on the same connection."""
@@ -291,12 +354,13 @@ BENCHMARKS: dict[str, Callable[[], None] | str] = {
     "router_message": bench_router_message,
     "router_memory": bench_router_memory,
     "moto_speedups": bench_moto_speedups,
+    "status_poller": bench_status_poller,
     "local_roundtrip": bench_local_roundtrip,
     "console_list": "benchmarks.console:bench_console_list",
     "console_execution": "benchmarks.console:bench_console_execution",
 }
 #: What the quick mode runs besides ``goals`` (in-process, seconds each).
-QUICK = ("parse", "append", "router_message", "router_memory", "moto_speedups")
+QUICK = ("parse", "append", "router_message", "router_memory", "moto_speedups", "status_poller")
 DEFAULT_OUT = os.path.join(".artifacts", "bench")
 
 

@@ -283,3 +283,39 @@ def test_run_and_stop_in_a_thread(sfn: Any) -> None:
         thread.join(10)
     assert not thread.is_alive()
     assert target.statuses() == [("threaded", "FAILED")]
+
+
+def test_an_execution_running_when_the_poller_started_is_delivered_when_it_ends(sfn: Any) -> None:
+    target = Target()
+    waiting = _start(sfn, "streamer-waits", "running-before")
+    poller = _poller(sfn, target)
+    poller.prime()
+    poller.poll_once()
+    assert target.events == []
+    sfn.stop_execution(executionArn=waiting, error="Console", cause="stopped by hand")
+    _wait(sfn, waiting, "ABORTED")
+    _until(poller, lambda: bool(target.events))
+    assert target.statuses() == [("running-before", "ABORTED")]
+
+
+def test_a_poll_reads_what_changed_not_the_whole_history(sfn: Any) -> None:
+    """251 ended executions (three pages of ListExecutions) before the poller starts: each later poll
+    asks for one page of the newest executions and one of the running ones per state machine, describes
+    nothing, and still delivers a new end."""
+    for i in range(250):
+        _start(sfn, "streamer-fails", f"old-{i}")
+    time.sleep(0.3)  # then one more: the 250 are older than the poller's overlap (0.25 s before the newest)
+    _wait(sfn, _start(sfn, "streamer-fails", "old-last"), "FAILED")
+    calls: list[str] = []
+    sfn.meta.events.register("before-call.sfn.*", lambda model, **kw: calls.append(model.name))
+    target = Target()
+    poller = _poller(sfn, target)
+    poller.prime()
+    calls.clear()
+    for _ in range(3):
+        poller.poll_once()
+    assert calls == ["ListExecutions", "ListExecutions"] * len(DEFINITIONS) * 3 and target.events == []
+    _wait(sfn, _start(sfn, "streamer-fails", "new"), "FAILED")
+    calls.clear()
+    _until(poller, lambda: bool(target.events))
+    assert target.statuses() == [("new", "FAILED")] and calls.count("DescribeExecution") == 1

@@ -7,8 +7,11 @@ Functions Local emit no such events, so :class:`ExecutionEventsPoller` produces 
 * the rules come from the template (``streamer.deploy.template.event_rules``): every enabled default-bus rule whose
   pattern can match ``source: aws.states`` / ``detail-type: Step Functions Execution Status Change``, with
   its intrinsics resolved to local values (:func:`status_change_rules`);
-* every ``poll_interval`` it lists the executions of the deployed state machines (``ListExecutions``, with a
-  ``statusFilter`` per status the rules can match) and describes each one that newly reached such a status;
+* every ``poll_interval`` it asks, per deployed state machine, for what changed since the last poll — not for
+  the whole history, which grows with every request: ``ListExecutions`` (most recent first, as on AWS) down
+  to the newest start date it saw the time before (less a quarter of a second), and ``ListExecutions`` with
+  ``statusFilter=RUNNING``. An execution it saw running that is no longer running, or a new one that already
+  ended, has changed status: it describes each one that reached a status the rules can match;
 * it builds the event EventBridge would deliver (:func:`status_change_event`: the same shape, the input
   included unless it is too large, as on AWS), matches it against each rule's whole pattern
   (:mod:`streamer.local.patterns`, moto's matcher) and invokes the rule's targets through the Lambda Invoke
@@ -57,6 +60,11 @@ SOURCE = "aws.states"
 DETAIL_TYPE = "Step Functions Execution Status Change"
 #: Statuses Step Functions reports (``ListExecutions`` accepts them as ``statusFilter``).
 _TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+#: ``maxResults`` of the poller's newest-first ``ListExecutions``.
+_NEWEST_PAGE = 5
+#: How far before the newest start date seen the next poll lists again: moto dates an execution before it
+#: adds it to the list, so under load one may appear after a newer one was listed (a thread switch apart).
+_OVERLAP = dt.timedelta(seconds=0.25)
 #: "If the combined escaped input and escaped output sent to EventBridge exceeds 248 KB, then the input
 #: will be excluded" (https://docs.aws.amazon.com/step-functions/latest/dg/cw-events.html).
 MAX_EVENT_DATA_BYTES = 248 * 1024
@@ -227,10 +235,13 @@ class ExecutionEventsPoller:
         self._stop = threading.Event()
         self._primed = False
         wanted = [r.statuses() for r in self.rules]
-        # ListExecutions takes one statusFilter: one call per status the rules can match (None: all).
-        self._filters: list[str | None] = [None]
+        #: The end statuses some rule can match (None: any).
+        self._wanted: frozenset[str] | None = None
         if all(w is not None for w in wanted):
-            self._filters = [s for s in _TERMINAL if any(w is not None and s in w for w in wanted)]
+            self._wanted = frozenset(s for s in _TERMINAL if any(w is not None and s in w for w in wanted))
+        #: Per state machine: the executions running at the last poll, and the newest start date seen.
+        self._running: dict[str, set[str]] = {arn: set() for arn in self.state_machine_arns}
+        self._horizon: dict[str, dt.datetime | None] = dict.fromkeys(self.state_machine_arns)
 
     # -- life cycle -------------------------------------------------------------------------------------
 
@@ -247,9 +258,13 @@ class ExecutionEventsPoller:
             self._stop.wait(self.poll_interval)
 
     def prime(self) -> None:
-        """Remember the executions that have already ended: their status changes happened before the rules."""
-        for item in self._terminal_executions():
-            self._seen.add(self._key(item))
+        """Remember the executions that have already ended: their status changes happened before the rules.
+        The ones running now are watched (their end is delivered)."""
+        for arn in self.state_machine_arns:
+            for item in self._newest(arn):
+                if item.get("status") in _TERMINAL:
+                    self._seen.add(self._key(item))
+            self._running[arn] = self._running_now(arn)
         self._primed = True
 
     # -- one step ---------------------------------------------------------------------------------------
@@ -258,30 +273,78 @@ class ExecutionEventsPoller:
         """Find executions that newly ended, queue their events, deliver what is due. Returns invocations."""
         if not self._primed:
             self.prime()
-        for item in self._terminal_executions():
-            key = self._key(item)
-            if key in self._seen or self._stop.is_set():
-                continue
-            desc = self.sfn.describe_execution(executionArn=item["executionArn"])
-            self._seen.add(key)
-            self.stats.seen += 1
-            event = status_change_event(desc, account=self.account, region=self.region)
-            for rule in self.rules:
-                if self._patterns[rule.name].matches(event):
-                    self._pending.extend(_Delivery(rule.name, t, event) for t in rule.targets)
+        for arn in self.state_machine_arns:
+            for desc in self._ended(arn):
+                if self._stop.is_set():
+                    break
+                self.stats.seen += 1
+                event = status_change_event(desc, account=self.account, region=self.region)
+                for rule in self.rules:
+                    if self._patterns[rule.name].matches(event):
+                        self._pending.extend(_Delivery(rule.name, t, event) for t in rule.targets)
         return self._deliver_due()
 
-    def _terminal_executions(self) -> list[dict[str, Any]]:
+    def _ended(self, arn: str) -> list[dict[str, Any]]:
+        """``DescribeExecution`` of each execution of ``arn`` that newly reached an end status a rule wants."""
+        new = self._newest(arn)  # first: one that starts after this call is still running below, or new next time
+        running = self._running_now(arn)
+        ended: list[dict[str, Any]] = [e for e in new if e.get("status") in _TERMINAL]
+        # Running last time (or new and running a moment ago) and not running now: it has ended meanwhile.
+        watched = self._running[arn] | {e["executionArn"] for e in new if e.get("status") == "RUNNING"}
+        gone = watched - running - {e["executionArn"] for e in ended}
+        self._running[arn] = running
+        described: list[dict[str, Any]] = []
+        for item in ended + [{"executionArn": a} for a in sorted(gone)]:
+            if "status" in item and (self._key(item) in self._seen or not self._matchable(item)):
+                continue
+            desc = self.sfn.describe_execution(executionArn=item["executionArn"])
+            if desc.get("status") in _TERMINAL and self._wanted_key(desc):
+                described.append(desc)
+        return described
+
+    def _matchable(self, item: Mapping[str, Any]) -> bool:
+        return self._wanted is None or item.get("status") in self._wanted
+
+    def _wanted_key(self, item: Mapping[str, Any]) -> bool:
+        """True once per end (an execution, its status, its stop date) that some rule can match."""
+        key = self._key(item)
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return self._matchable(item)
+
+    def _newest(self, arn: str) -> list[dict[str, Any]]:
+        """The executions of ``arn`` started since the newest one seen before (less :data:`_OVERLAP`), most
+        recent first; all of them the first time."""
+        horizon = self._horizon[arn]
+        since = None if horizon is None else horizon - _OVERLAP
         found: list[dict[str, Any]] = []
-        paginator = self.sfn.get_paginator("list_executions")
-        for arn in self.state_machine_arns:
-            for status in self._filters:
-                kwargs: dict[str, Any] = {"stateMachineArn": arn}
-                if status is not None:
-                    kwargs["statusFilter"] = status
-                for page in paginator.paginate(**kwargs):
-                    found.extend(e for e in page.get("executions", []) if e.get("status") in _TERMINAL)
+        # Small pages: the first usually reaches the horizon, and each execution listed costs the engine
+        # (moto serialises each one: ~0.5 ms; a 100-item page was most of a poll's cost).
+        pages = self.sfn.get_paginator("list_executions").paginate(
+            stateMachineArn=arn, PaginationConfig={"PageSize": _NEWEST_PAGE}
+        )
+        for page in pages:
+            for item in page.get("executions", []):
+                if since is not None and item["startDate"] < since:
+                    return self._advance(arn, found)
+                found.append(item)
+        return self._advance(arn, found)
+
+    def _advance(self, arn: str, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if found:
+            newest = max(item["startDate"] for item in found)
+            horizon = self._horizon[arn]
+            self._horizon[arn] = newest if horizon is None else max(horizon, newest)
         return found
+
+    def _running_now(self, arn: str) -> set[str]:
+        paginator = self.sfn.get_paginator("list_executions")
+        return {
+            item["executionArn"]
+            for page in paginator.paginate(stateMachineArn=arn, statusFilter="RUNNING")
+            for item in page.get("executions", [])
+        }
 
     @staticmethod
     def _key(item: Mapping[str, Any]) -> tuple[str, str, str]:
