@@ -269,7 +269,10 @@ def bench_status_poller() -> None:
 
     from streamer.local.eventbridge import DETAIL_TYPE, ExecutionEventsPoller, RuleConfig, TargetConfig
     from streamer.local.invoke import InvokeResult
+    from streamer.local.moto_server import speed_up_dispatch, speed_up_dynamodb_responses
 
+    speed_up_dispatch()  # as the local stack's moto server answers (ListExecutions without moto's serializer)
+    speed_up_dynamodb_responses()
     history = 1000
     rule = RuleConfig(
         "Ended",

@@ -319,6 +319,53 @@ def test_stream_records_rendered_directly_equal_moto_serializers(
     assert tops == [["ShardIterator"], ["NextShardIterator", "Records"]]
 
 
+def test_list_executions_rendered_directly_equal_moto_serializers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step Functions' ListExecutions (running and ended executions, a status filter, a page token) takes the
+    direct path, each answer compared with moto's serializer (check mode)."""
+    import json
+    import time
+
+    from moto import mock_aws
+
+    speed_up_dynamodb_responses(check=True)
+    rendered: list[Any] = []
+    real = moto_server._plain
+    monkeypatch.setattr(moto_server, "_plain", lambda value: rendered.append(value) or real(value))
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        sfn = boto3.client("stepfunctions", region_name="us-east-1")
+        arns = {
+            name: sfn.create_state_machine(
+                name=name, definition=json.dumps(definition), roleArn="arn:aws:iam::123456789012:role/r"
+            )["stateMachineArn"]
+            for name, definition in {
+                "ends": {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}},
+                "waits": {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 60, "End": True}}},
+            }.items()
+        }
+        for i in range(3):
+            sfn.start_execution(stateMachineArn=arns["ends"], name=f"e{i}")
+        waiting = sfn.start_execution(stateMachineArn=arns["waits"], name="w")["executionArn"]
+        deadline = time.monotonic() + 30
+        while len(sfn.list_executions(stateMachineArn=arns["ends"], statusFilter="SUCCEEDED")["executions"]) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        rendered.clear()
+        first = sfn.list_executions(stateMachineArn=arns["ends"], maxResults=2)
+        rest = sfn.list_executions(stateMachineArn=arns["ends"], maxResults=2, nextToken=first["nextToken"])
+        (running,) = sfn.list_executions(stateMachineArn=arns["waits"], statusFilter="RUNNING")["executions"]
+        sfn.stop_execution(executionArn=waiting)
+        while sfn.describe_execution(executionArn=waiting)["status"] == "RUNNING":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        (stopped,) = sfn.list_executions(stateMachineArn=arns["waits"])["executions"]
+    names = [e["name"] for e in first["executions"] + rest["executions"]]
+    assert sorted(names) == ["e0", "e1", "e2"] and {e["status"] for e in first["executions"]} == {"SUCCEEDED"}
+    assert running["executionArn"] == waiting and running["status"] == "RUNNING" and "stopDate" not in running
+    assert stopped["status"] == "ABORTED" and stopped["stopDate"] >= stopped["startDate"]
+    # All four answered directly (and each compared with moto's rendering).
+    assert sum(1 for v in rendered if isinstance(v, dict) and "executions" in v) == 4
+
+
 def test_dates_render_as_moto_serializer_writes_them() -> None:
     import datetime
 

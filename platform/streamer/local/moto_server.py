@@ -32,6 +32,7 @@ import argparse
 import base64
 import calendar
 import datetime
+import enum
 import functools
 import http.client
 import inspect
@@ -286,11 +287,13 @@ _DYNAMODB_ITEM_OPERATIONS = frozenset(
         "TransactWriteItems",
     }
 )
-#: The operations answered directly, per service: DynamoDB's item operations, and the stream poller's
-#: ``GetRecords`` (the records: items, and one timestamp each) and ``GetShardIterator``.
+#: The operations answered directly, per service: DynamoDB's item operations, the stream poller's
+#: ``GetRecords`` (the records: items, and one timestamp each) and ``GetShardIterator``, and Step Functions'
+#: ``ListExecutions`` (names, ARNs, a status, dates; the local EventBridge poller and the console ask it).
 _FAST = {
     "dynamodb": _DYNAMODB_ITEM_OPERATIONS,
     "dynamodbstreams": frozenset({"GetRecords", "GetShardIterator"}),
+    "stepfunctions": frozenset({"ListExecutions"}),
 }
 
 
@@ -326,6 +329,8 @@ def _plain(value: Any) -> Any:
         # seconds, truncated to milliseconds, as moto's serializer writes it (TimestampSerializer)
         whole = calendar.timegm(value.timetuple())
         return whole + (value.microsecond // 1000) / 1000.0 if value.microsecond else whole
+    if isinstance(value, enum.Enum) and type(value.value) is str:  # an execution's status
+        return value.value
     return _UNPLAIN
 
 
