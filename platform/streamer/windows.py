@@ -15,7 +15,7 @@ and expiry never change, and the row is forgotten at ``$disconnect``, at a close
 connection is gone), and both counts are kept here. The rules are the same as DynamoDB's —
 fixed windows, the same limits and refusals — and the functional tests run the DynamoDB windows against moto.
 What changes is only the price: a ``ping`` through ``streamer local`` cost two DynamoDB writes over HTTP
-(docs/performance.md, "Ping").
+(docs/performance.md, "Local stack").
 """
 
 from __future__ import annotations

@@ -55,9 +55,9 @@ class ClientSlot(Generic[ClientT]):
     slot, and the first concurrent users wait for the one being created instead of each creating their own.
     """
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, client: ClientT | None = None) -> None:
         self.service = service
-        self._client: ClientT | None = None
+        self._client: ClientT | None = client
         self._lock = threading.Lock()
 
     def get(self) -> ClientT:
@@ -78,11 +78,9 @@ class LazyBoto3Client(Generic[ClientT]):
     service: ClassVar[str]
 
     def __init__(self, client: ClientT | ClientSlot[ClientT] | None) -> None:
-        if isinstance(client, ClientSlot):
-            self._slot: ClientSlot[ClientT] = client
-        else:
-            self._slot = ClientSlot(self.service)
-            self._slot._client = client
+        self._slot: ClientSlot[ClientT] = (
+            client if isinstance(client, ClientSlot) else ClientSlot(self.service, client)
+        )
 
     @property
     def client(self) -> ClientT:
