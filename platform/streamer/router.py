@@ -38,10 +38,18 @@ from streamer.protocol import (
 from streamer.quotas import Quotas
 from streamer.service import RequestService
 
-__all__ = ["TOKEN_EXPIRED", "Router", "WorkflowInfo", "closes_connection"]
+__all__ = ["TOKEN_EXPIRED", "Router", "WorkflowInfo", "changes_state", "closes_connection"]
 
 #: ``details.reason`` of the FORBIDDEN frame sent before a connection whose token expired is closed.
 TOKEN_EXPIRED = "token_expired"
+
+
+def changes_state(action: str | None, frames: list[dict[str, Any]]) -> bool:
+    """True when the message accepted a request (its ``ack``) or cancelled one (a ``cancel`` answered with
+    nothing: the CANCELLED event went to the user's connections) — what the handler logs at INFO."""
+    if action == "cancel":
+        return not frames
+    return any(f.get("type") == "ack" for f in frames)
 
 
 def closes_connection(frames: list[dict[str, Any]]) -> bool:

@@ -12,7 +12,7 @@ from streamer.events import WebSocketEvent
 from streamer.handlers._edges import get_quotas
 from streamer.handlers._runtime import correlate, get_logger, get_service, lambda_handler
 from streamer.protocol import ErrorCode
-from streamer.router import Router, closes_connection
+from streamer.router import Router, changes_state, closes_connection
 from streamer.service import RequestService
 
 logger = get_logger()
@@ -32,14 +32,6 @@ def _peek(raw: str | bytes) -> tuple[str | None, str | None]:
         rid if isinstance(rid, str) and 0 < len(rid) <= 128 else None,
         action if isinstance(action, str) else None,
     )
-
-
-def _changes_state(action: str | None, replies: list[dict[str, Any]]) -> bool:
-    """A request accepted (its ``ack``) or cancelled (a cancel answered with nothing: the CANCELLED event went
-    to the user's connections)."""
-    if action == "cancel":
-        return not replies
-    return any(frame.get("type") == "ack" for frame in replies)
 
 
 def get_router(service: RequestService) -> Router:
@@ -77,7 +69,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             metrics.add(metrics.MESSAGES_RATE_LIMITED)
     # A line per accepted request or cancel; ping, status, resume and refusals (counted by the metrics) only
     # at DEBUG: a line per message cost a seventh of a local ping's CPU (and, on AWS, log bill) and says nothing new.
-    handled = logger.info if _changes_state(action, replies) else logger.debug
+    handled = logger.info if changes_state(action, replies) else logger.debug
     if closes_connection(replies):
         # The token expired: the reason goes out as the FORBIDDEN frame, then the connection is closed
         # (docs/protocol.md) — posted, since a route response would come after the close.
