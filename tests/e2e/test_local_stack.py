@@ -385,3 +385,18 @@ def test_a_handler_that_cannot_be_imported_fails_start_up(start_local: Callable[
     assert line.startswith("streamer local: lambda exited with code 3: "), line
     assert "streamer.handlers.nope" in line
     assert not stack.children()
+
+
+def test_the_gateway_process_froze_its_start_up_heap(local_stack: Stack) -> None:
+    """``streamer.local.heap``: once started, the gateway's collector skips what start-up built (the route
+    functions, their clients' service models), so a full collection under load walks the connections only."""
+    import re
+
+    from streamer.local.heap import GEN0_THRESHOLD
+
+    found = re.search(r"heap settled: (\d+) objects frozen, gc thresholds \((\d+), ", local_stack.stderr())
+    assert found, local_stack.stderr()[-3000:]
+    frozen, gen0 = int(found.group(1)), int(found.group(2))
+    assert gen0 == GEN0_THRESHOLD
+    # the imports, the plan and the three clients' service models (DynamoDB's alone is ~80,000 objects)
+    assert frozen > 150_000

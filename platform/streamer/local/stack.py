@@ -191,6 +191,10 @@ class LocalStack:
         self._start_pollers()
         await self._start_event_rules()
         self._start_reconciler()
+        # Start-up is over: what it built is frozen out of the collector's way (streamer.local.heap).
+        from streamer.local.heap import settle_heap
+
+        settle_heap()
 
     def _listen(self, host: str, port: int, what: str) -> socket.socket:
         sock = listen(host, port, what)
