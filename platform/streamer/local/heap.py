@@ -1,32 +1,35 @@
-"""The local gateway's garbage collector, set for latency once the stack has started.
+"""The local stack's garbage collector, set for latency once each process has started.
 
 ``streamer local``'s gateway process holds every WebSocket connection and, in the default in-process mode,
-runs the route functions: one event loop that every message waits on. CPython's cyclic collector stops the
-whole process while it runs, and a full (generation 2) collection walks every object the process tracks.
-Measured in that process (a ``gc.callbacks`` probe, 1,000 connections pinged at 1,000 messages a second,
-stop 17 in ``docs/performance.md``): ~250,000 objects after start-up and the first requests — modules,
-botocore's service models (loaded on a client's first use: ~38,000 ``OrderedDict`` for DynamoDB alone),
-pydantic's validators — plus ~90 per open connection; a full collection of that took 330 to 600 ms of wall
-time on the 2-core benchmark machine and came every 10 to 20 s under load, because at 1,000 messages a second
-the objects of the messages in flight survive the young collections (every 700 allocations) and count
-towards the next full one. Each such pause held every reply back: the open loop's p99 was the pause.
+runs the route functions: one event loop that every message waits on. moto's DynamoDB process answers every
+call the handlers make, one request at a time under its GIL. CPython's cyclic collector stops the whole
+process while it runs, and a full (generation 2) collection walks every object the process tracks.
+
+Measured with a ``gc.callbacks`` probe (docs/performance.md, "Garbage collection pauses"): the gateway
+tracked ~250,000 objects after start-up and its first requests (modules, botocore's service models, loaded
+on a client's first use: ~38,000 ``OrderedDict`` for DynamoDB alone; pydantic's validators) plus ~90 per
+open connection. A full collection of that took 330 to 600 ms of wall time on the 2-core benchmark machine
+and came every 10 to 20 s with 1,000 connections pinging at 1,000 messages a second, because the objects of
+the messages in flight survive the young collections (every 700 allocations) and count towards the next
+full one; each pause held every reply back, and the open loop's p99 was that pause. moto's DynamoDB process
+paused up to 715 ms the same way during the noisy-neighbour run.
 
 :func:`settle_heap` does what CPython documents for a long-lived server process after its start-up
 (``gc.freeze``: "move all objects tracked by the garbage collector into a permanent generation, i.e.
 ignore them in all the future collections"; https://docs.python.org/3/library/gc.html#gc.freeze):
 
-* :func:`warm_clients` first loads what the route functions would load on their first request (the boto3
-  clients' service models), so it is frozen with the rest;
-* a full collection, then :func:`gc.freeze`: what start-up built is never walked again (only what is created
-  after it: connections, messages in flight);
+* :func:`warm_clients` first loads what the functions would load on their first request (their boto3
+  clients' service models), so it is frozen with the rest (the gateway and the Lambda endpoint);
+* a full collection, then :func:`gc.freeze`: what start-up built is never walked again, only what is
+  created after it (connections, messages in flight, moto's items);
 * the young generation's threshold raised to :data:`GEN0_THRESHOLD` allocations, so the objects of a message
   in flight (a few milliseconds) are freed by reference counting before a collection sees them, instead of
   being promoted and counted towards a full collection.
 
 What it costs: objects frozen here that later become unreachable *in a reference cycle* are never freed
-(the start-up objects live as long as the process anyway), and a young collection examines up to
-:data:`GEN0_THRESHOLD` objects at a time instead of 700 (measured under 10 ms during the ping load). On AWS
-the gateway is API Gateway; none of this concerns the deployed functions.
+(start-up's objects live as long as the process anyway), and a young collection examines up to
+:data:`GEN0_THRESHOLD` objects at a time instead of 700. On AWS none of this applies: the gateway is API
+Gateway, the tables are DynamoDB, and each function's runtime keeps CPython's defaults.
 """
 
 from __future__ import annotations
@@ -68,5 +71,5 @@ def settle_heap(gen0_threshold: int = GEN0_THRESHOLD) -> int:
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(gen0_threshold, gen1, gen2)
     frozen = gc.get_freeze_count()
-    log.info("heap settled: %d objects frozen, gc thresholds %s", frozen, gc.get_threshold())
+    log.debug("heap settled: %d objects frozen, gc thresholds %s", frozen, gc.get_threshold())
     return frozen

@@ -500,6 +500,10 @@ def main(argv: list[str] | None = None) -> int:
             server.server_close()
             print(f"lambda endpoint: cannot import a handler: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 3
+        from streamer.local.heap import settle_heap, warm_clients
+
+        warm_clients()  # the functions' clients' service models, frozen with the rest (streamer.local.heap)
+        settle_heap()
 
     def stop(signum: int, frame: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

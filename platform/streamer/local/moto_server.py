@@ -555,6 +555,9 @@ def main(argv: list[str] | None = None) -> int:
         from streamer.local.lambda_endpoint import watch_stdin
 
         watch_stdin(lambda: stop(0, None))
+    from streamer.local.heap import settle_heap
+
+    settle_heap()  # moto's imports frozen out of the collector's way (streamer.local.heap)
     print(f"moto server ready http://{host}:{port}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)

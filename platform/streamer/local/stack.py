@@ -192,9 +192,11 @@ class LocalStack:
         await self._start_event_rules()
         self._start_reconciler()
         # Start-up is over: what it built is frozen out of the collector's way (streamer.local.heap).
+        import gc
+
         from streamer.local.heap import settle_heap
 
-        settle_heap()
+        log.info("heap settled: %d objects frozen, gc thresholds %s", settle_heap(), gc.get_threshold())
 
     def _listen(self, host: str, port: int, what: str) -> socket.socket:
         sock = listen(host, port, what)
