@@ -70,6 +70,4 @@ def settle_heap(gen0_threshold: int = GEN0_THRESHOLD) -> int:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(gen0_threshold, gen1, gen2)
-    frozen = gc.get_freeze_count()
-    log.debug("heap settled: %d objects frozen, gc thresholds %s", frozen, gc.get_threshold())
-    return frozen
+    return gc.get_freeze_count()

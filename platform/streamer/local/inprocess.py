@@ -51,7 +51,6 @@ from urllib.parse import unquote, urlsplit
 
 from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION, Env, restore_environ
 from streamer.faults import RawBody
-from streamer.local.heap import warm_clients
 from streamer.local.invoke import InvokeResult
 from streamer.local.lambda_endpoint import (
     FunctionHost,
@@ -170,11 +169,9 @@ class InProcessInvoker(FunctionHost):
         size_client_pools(self.max_workers)  # a new default session, under this environment
 
     def preload(self) -> None:
-        """Import every function's handler now (a broken one raises here, at start-up), and load the service
-        models of their boto3 clients (``streamer.local.heap``: frozen with the rest of start-up)."""
+        """:meth:`FunctionHost.preload`, then the functions' log lines to stderr."""
         super().preload()
         _functions_log_to_stderr()
-        warm_clients()
 
     # -- invoking ---------------------------------------------------------------------------------------
 

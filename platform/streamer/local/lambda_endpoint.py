@@ -50,6 +50,7 @@ from urllib.parse import unquote, urlsplit
 
 from streamer.config import LOCAL_ACCOUNT, LOCAL_REGION, Env
 from streamer.deploy.template import FunctionSpec
+from streamer.local.heap import settle_heap, warm_clients
 from streamer.local.serving import DaemonPool, PooledMixIn, YieldingHandlerMixIn
 
 __all__ = [
@@ -184,9 +185,11 @@ class FunctionHost:
         return self._handlers(name)
 
     def preload(self) -> None:
-        """Import every handler now, so a broken one fails at start-up rather than on first use."""
+        """Import every handler now, so a broken one fails at start-up rather than on first use, and load the
+        service models of their boto3 clients (``streamer.local.heap``: frozen with the rest of start-up)."""
         for name in self.functions:
             self.handler_for(name)
+        warm_clients()
 
 
 class LambdaEndpoint(PooledMixIn, HTTPServer, FunctionHost):
@@ -500,10 +503,7 @@ def main(argv: list[str] | None = None) -> int:
             server.server_close()
             print(f"lambda endpoint: cannot import a handler: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 3
-        from streamer.local.heap import settle_heap, warm_clients
-
-        warm_clients()  # the functions' clients' service models, frozen with the rest (streamer.local.heap)
-        settle_heap()
+        settle_heap()  # start-up frozen out of the collector's way (streamer.local.heap)
 
     def stop(signum: int, frame: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
