@@ -43,8 +43,9 @@ def test_settle_heap_freezes_what_start_up_built_and_raises_the_young_threshold(
                           "freeze_count": gc.get_freeze_count(), "collected_after": gc.collect()}))
         """
     )
-    assert out["before"] == [700, 10, 10]
-    assert out["after"] == [GEN0_THRESHOLD, 10, 10]
+    before = out["before"]
+    assert isinstance(before, list) and before[0] < GEN0_THRESHOLD  # the interpreter's default (3.11: 700)
+    assert out["after"] == [GEN0_THRESHOLD, *before[1:]]  # the older generations' thresholds kept
     assert out["frozen"] == out["freeze_count"]
     assert isinstance(out["frozen"], int) and out["frozen"] > 20_000
     assert out["collected_after"] == 1  # what is made after the freeze is collected as before
