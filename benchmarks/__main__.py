@@ -179,12 +179,14 @@ def bench_moto_speedups() -> None:
     result, a replay; moto in-process, no push)."""
     from moto import mock_aws
     from moto.core.responses import ActionResult
+    from moto.dynamodb.comparisons import ConditionExpressionParser
     from moto.dynamodb.models.table import Table
     from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 
     from streamer.local.moto_atomic import serialize_dynamodb
     from streamer.local.moto_server import (
         speed_up_dispatch,
+        speed_up_dynamodb_conditions,
         speed_up_dynamodb_queries,
         speed_up_dynamodb_responses,
         speed_up_dynamodb_updates,
@@ -198,9 +200,15 @@ def bench_moto_speedups() -> None:
     speed_up_dynamodb_queries()
     speed_up_dynamodb_responses()
     speed_up_dynamodb_updates()
+    speed_up_dynamodb_conditions()
     make = UpdateExpressionParser.__dict__["make"]
-    fast = (Table.query, ActionResult.execute_result, make)
-    moto_own = (*(getattr(f, "__wrapped__", f) for f in fast[:2]), make.__func__._streamer_original)
+    lex = ConditionExpressionParser.__dict__["_lex_condition_expression"]
+    fast = (Table.query, ActionResult.execute_result, make, lex)
+    moto_own = (
+        *(getattr(f, "__wrapped__", f) for f in fast[:2]),
+        make.__func__._streamer_original,
+        lex._streamer_original,
+    )
     with mock_aws():
         ddb, svc = _service()
         for i in range(5000):
@@ -237,7 +245,12 @@ def bench_moto_speedups() -> None:
 
         def using(patches: tuple[Any, ...], call: Callable[[], Any]) -> Callable[[], None]:
             def run() -> None:
-                Table.query, ActionResult.execute_result, UpdateExpressionParser.make = patches  # type: ignore[method-assign]
+                (
+                    Table.query,
+                    ActionResult.execute_result,
+                    UpdateExpressionParser.make,
+                    ConditionExpressionParser._lex_condition_expression,
+                ) = patches  # type: ignore[method-assign]
                 call()
 
             return run
@@ -252,7 +265,12 @@ def bench_moto_speedups() -> None:
                 base, subj = interleaved(using(moto_own, call), using(fast, call), rounds=7, inner=inner)
                 report(f"local moto: {label}", "moto's own", base, subj)
         finally:
-            Table.query, ActionResult.execute_result, UpdateExpressionParser.make = fast  # type: ignore[method-assign]
+            (
+                Table.query,
+                ActionResult.execute_result,
+                UpdateExpressionParser.make,
+                ConditionExpressionParser._lex_condition_expression,
+            ) = fast  # type: ignore[method-assign]
 
 
 def bench_status_poller() -> None:

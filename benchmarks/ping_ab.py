@@ -10,6 +10,10 @@ throughput and ratio to the bare server, p99, CPU, and the open loop's rate, p50
 process, its full (generation 2) collections and their longest pauses — what a p99 of several hundred
 milliseconds was made of before ``streamer.local.heap`` (docs/performance.md, "Garbage collection pauses").
 
+``--connect N`` first times N authenticated handshakes (each a new user, 50 at a time, as the goal suite's
+connect scenario) against the bare server and then ``streamer local``, and prints the rates, their ratio and
+the CPU of each stack process during ours.
+
 For before/after, run it from each checkout's root with ``PYTHONPATH=<checkout>/platform:<checkout>``.
 """
 
@@ -61,6 +65,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("conns", nargs="?", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=1, help="open loops, each on fresh connections")
     parser.add_argument("--gc-probe", action="store_true", help="report the stack's full-collection pauses")
+    parser.add_argument("--connect", type=int, default=0, metavar="N", help="first time N authenticated handshakes")
     args = parser.parse_args(argv)
     probe = tempfile.TemporaryDirectory(prefix="gc-probe-") if args.gc_probe else None
     if probe is not None:
@@ -68,8 +73,21 @@ def main(argv: list[str]) -> int:
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROBE_DIR), os.environ.get("PYTHONPATH")) if p)
     with bare_echo_server() as b:
         bare = run_load("ping", 120, url=b.ws, conns=20, duration=6, reply_timeout=5)
+        if args.connect:
+            bare_connect = run_load("ping", 300, url=b.ws, conns=args.connect, rate=1, duration=0.001)
     with streamer_local() as st:
         auth = {"auth": True, "secret": SECRET, "url": st.ws, "reply_timeout": 5}
+        if args.connect:
+            with Watch(st.pid) as w:
+                ours = run_load("ping", 600, conns=args.connect, rate=1, duration=0.001, **auth)
+            cpus = ", ".join(f"{n} {v['cpu_percent_of_one_core']:.0f} %" for n, v in w.summary().items())
+            print(
+                f"{args.label}: connect {ours['connect_rate']:.1f}/s over {ours['connected']} "
+                f"(bare {bare_connect['connect_rate']:.0f}/s, "
+                f"{ours['connect_rate'] / bare_connect['connect_rate']:.3f}x; errors {ours['connect_errors']}); "
+                f"CPU: {cpus}",
+                flush=True,
+            )
         with Watch(st.pid) as w:
             closed = run_load("ping", 120, conns=20, duration=8, **auth)
         cpu = sum(v["cpu_percent_of_one_core"] for v in w.summary().values())

@@ -1,13 +1,14 @@
-"""Where the time goes under load: ``python -m benchmarks.profile ping|echo [--seconds S]``.
+"""Where the time goes under load: ``python -m benchmarks.profile ping|echo|connect [--seconds S]``.
 
-Starts ``streamer local``, drives it from a separate load process (ping closed loop over 20 connections, or 20
-concurrent echo requests), and samples every process of the stack with ``py-spy record`` (sampling from
-outside: the processes run unmodified; ``--nonblocking`` so they are not paused; ``--gil`` so only the thread
-holding the GIL is sampled, i.e. CPU spent in Python, not threads waiting). Each process's samples are
-split by where the sampled frame's code lives — ours (``streamer``), the engine (``moto``, and ``werkzeug`` /
-``http.server`` serving it), the AWS SDK (``botocore``/``boto3``/``urllib3``), the web stack (``aiohttp``,
-``websockets``), pydantic, and the interpreter/kernel (``threading``, ``socket``, ``selectors``, idle waits) —
-and the top self-time functions are listed. ``docs/performance.md`` records the figures and what they mean.
+Starts ``streamer local``, drives it from a separate load process (ping closed loop over 20 connections, 20
+concurrent echo requests, or authenticated handshakes of new users 50 at a time), and samples every process of the
+stack with ``py-spy record`` (sampling from outside: the processes run unmodified; ``--nonblocking`` so they are not
+paused; ``--gil`` so only the thread holding the GIL is sampled, i.e. CPU spent in Python, not threads waiting).
+Each process's samples are split by where the sampled frame's code lives — ours (``streamer``), the engine
+(``moto``, and ``werkzeug`` / ``http.server`` serving it), the AWS SDK (``botocore``/``boto3``/``urllib3``), the web
+stack (``aiohttp``, ``websockets``), pydantic, and the interpreter/kernel (``threading``, ``socket``, ``selectors``,
+idle waits) — and the top self-time functions are listed. ``docs/performance.md`` records the figures and what they
+mean.
 
 Needs ``py-spy`` (dev extra) and permission to ptrace the children (root, or ``ptrace_scope`` 0).
 """
@@ -85,6 +86,9 @@ def profile(kind: str, seconds: float, raw_dir: str | None = None) -> dict[str, 
         if kind == "ping":
             load_args.update(auth=True, conns=20, duration=seconds + 4)
             load = threading.Thread(target=run_load, args=("ping", seconds + 60), kwargs=load_args)
+        elif kind == "connect":  # authenticated handshakes, each a new user, 50 at a time (the suite's shape)
+            load_args.update(auth=True, conns=int(120 * (seconds + 4)), rate=1, duration=0.001)
+            load = threading.Thread(target=run_load, args=("ping", seconds + 600), kwargs=load_args)
         else:
             load_args.update(conns=20, per_conn=max(3, int(seconds)))
             load = threading.Thread(target=run_load, args=("echo", seconds + 300), kwargs=load_args)
@@ -112,7 +116,7 @@ def profile(kind: str, seconds: float, raw_dir: str | None = None) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=["ping", "echo"])
+    parser.add_argument("kind", choices=["ping", "echo", "connect"])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--raw", metavar="DIR", help="also keep each process's collapsed stacks (py-spy raw) here")
     args = parser.parse_args(argv)

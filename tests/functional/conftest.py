@@ -18,6 +18,7 @@ from streamer.config import Settings
 from streamer.deploy.template import table_definitions
 from streamer.local.moto_atomic import reliable_stop, serialize_dynamodb, unique_execution_names
 from streamer.local.moto_server import (
+    speed_up_dynamodb_conditions,
     speed_up_dynamodb_queries,
     speed_up_dynamodb_responses,
     speed_up_dynamodb_updates,
@@ -50,6 +51,7 @@ def aws() -> Iterator[None]:
     unique_execution_names()  # and one execution name is started once
     speed_up_dynamodb_queries()  # the local stack's Query (one partition read, same answers)
     speed_up_dynamodb_updates()  # and its UpdateItem (each expression parsed once)
+    speed_up_dynamodb_conditions()  # and its condition expressions (each lexed once)
     speed_up_dynamodb_responses(check=True)  # and its item responses, each compared with moto's serializer
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         yield
@@ -76,7 +78,9 @@ def service(ddb: Any, mgmt_api: Any, settings: Settings) -> RequestService:
         requests=RequestStore(settings.requests_table, ddb),
         events=EventStore(settings.events_table, ddb),
         manager=ConnectionManager(mgmt_api.url, max_retries=2),
-        executions=Executions(settings.state_machine_arn_prefix, boto3.client("stepfunctions", region_name="us-east-1")),
+        executions=Executions(
+            settings.state_machine_arn_prefix, boto3.client("stepfunctions", region_name="us-east-1")
+        ),
     )
 
 

@@ -33,7 +33,7 @@ def test_settle_heap_freezes_what_start_up_built_and_raises_the_young_threshold(
         """
         import gc, json
         before = gc.get_threshold()
-        survivors = [{"n": i} for i in range(20_000)]  # start-up's objects
+        survivors = [[i] for i in range(20_000)]  # start-up's objects (lists: always tracked by the collector)
         from streamer.local.heap import settle_heap
         frozen = settle_heap()
         garbage = []

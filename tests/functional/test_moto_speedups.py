@@ -200,9 +200,7 @@ def test_a_query_with_an_unknown_index_still_fails_as_moto_does(tables: Any) -> 
         )
 
 
-def test_item_responses_rendered_directly_equal_moto_serializers(
-    tables: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_item_responses_rendered_directly_equal_moto_serializers(tables: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every item operation's shapes (binary and set values, nested maps, each ReturnValues, batches and
     transactions, unprocessed and missing keys), rendered both ways and compared (check mode raises on a
     difference); an error and a table description still go through moto's serializer."""
@@ -246,7 +244,10 @@ def test_item_responses_rendered_directly_equal_moto_serializers(
         ReturnConsumedCapacity="INDEXES",
     )
     tables.query(
-        TableName=REQUESTS, KeyConditionExpression="user_id = :u", ExpressionAttributeValues={":u": {"S": "u1"}}, Select="COUNT"
+        TableName=REQUESTS,
+        KeyConditionExpression="user_id = :u",
+        ExpressionAttributeValues={":u": {"S": "u1"}},
+        Select="COUNT",
     )
     tables.scan(TableName=EVENTS, Limit=5)
     tables.batch_get_item(RequestItems={REQUESTS: {"Keys": [key, {**key, "request_id": {"S": "nope"}}]}})
@@ -258,8 +259,15 @@ def test_item_responses_rendered_directly_equal_moto_serializers(
     tables.transact_write_items(
         TransactItems=[
             {"Put": {"TableName": EVENTS, "Item": {"request_key": {"S": "tw"}, "seq": {"N": "1"}}}},
-            {"Update": {"TableName": REQUESTS, "Key": key, "UpdateExpression": "SET #s = :s",
-                        "ExpressionAttributeNames": {"#s": "status"}, "ExpressionAttributeValues": {":s": {"S": "X"}}}},
+            {
+                "Update": {
+                    "TableName": REQUESTS,
+                    "Key": key,
+                    "UpdateExpression": "SET #s = :s",
+                    "ExpressionAttributeNames": {"#s": "status"},
+                    "ExpressionAttributeValues": {":s": {"S": "X"}},
+                }
+            },
         ]
     )
     tables.delete_item(TableName=REQUESTS, Key=key, ReturnValues="ALL_OLD")
@@ -283,9 +291,7 @@ def test_a_result_that_is_not_plain_json_goes_through_moto_serializer() -> None:
         assert moto_server._plain({"y": {"z": odd}}) is moto_server._UNPLAIN
 
 
-def test_stream_records_rendered_directly_equal_moto_serializers(
-    tables: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_stream_records_rendered_directly_equal_moto_serializers(tables: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The stream poller's GetShardIterator and GetRecords (new and old images, binaries, one timestamp per
     record) take the direct path, compared with moto's serializer (check mode); DescribeStream does not."""
     import datetime
@@ -412,3 +418,69 @@ def _tree(node: Any) -> Any:
     if isinstance(children, list):
         return (type(node).__name__, tuple(_tree(c) for c in children))
     return (type(node).__name__, repr(node))
+
+
+#: Filter expressions over the requests table: every token kind moto's lexer knows (comparators, functions,
+#: IN, BETWEEN, AND/OR/NOT, parentheses, nested paths, names and values).
+_CONDITIONS = (
+    ("#s = :a", {":a": {"S": "RUNNING"}}),
+    ("#s <> :a AND created_at >= :n", {":a": {"S": "PENDING"}, ":n": {"N": "101"}}),
+    ("created_at BETWEEN :lo AND :hi OR workflow IN (:w1, :w2)",
+     {":lo": {"N": "7"}, ":hi": {"N": "100"}, ":w1": {"S": "fanout"}, ":w2": {"S": "x"}}),
+    ("NOT (attribute_exists(payload.b) AND begins_with(workflow, :p))", {":p": {"S": "te"}}),
+    ("size(workflow) > :n AND contains(#s, :a) AND attribute_type(payload.n, :t)",
+     {":n": {"N": "4"}, ":a": {"S": "ING"}, ":t": {"S": "N"}}),
+    ("attribute_not_exists(nothing) AND (created_at < :n OR created_at > :n)", {":n": {"N": "101"}}),
+)  # fmt: skip
+
+
+def _scan(client: Any, expression: str, values: dict[str, Any]) -> list[Any]:
+    names = {"#s": "status"} if "#s" in expression else {}
+    out = client.scan(TableName=REQUESTS, FilterExpression=expression, ExpressionAttributeValues=values,
+                      **({"ExpressionAttributeNames": names} if names else {}))  # fmt: skip
+    return sorted(out["Items"], key=lambda i: (i["user_id"]["S"], i["request_id"]["S"]))
+
+
+def test_kept_condition_tokens_answer_as_moto_lexing_each_time(tables: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """speed_up_dynamodb_conditions keeps each condition expression's tokens: every filter and conditional
+    write answers as with moto's lexer, the same expression with other values applies those values, and a
+    bad expression raises every time."""
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    moto_server.speed_up_dynamodb_conditions()
+    moto_server.speed_up_dynamodb_conditions()  # idempotent
+    fast = ConditionExpressionParser.__dict__["_lex_condition_expression"]
+    assert fast._streamer_fast
+    for expression, values in _CONDITIONS:
+        twice = (_scan(tables, expression, values), _scan(tables, expression, values))
+        monkeypatch.setattr(ConditionExpressionParser, "_lex_condition_expression", fast._streamer_original)
+        own = _scan(tables, expression, values)
+        monkeypatch.setattr(ConditionExpressionParser, "_lex_condition_expression", fast)
+        assert twice[0] == twice[1] == own, expression
+        assert own, f"{expression} matched nothing: the comparison would prove little"
+    key = {"user_id": {"S": "kim"}, "request_id": {"S": "k1"}}
+    tables.put_item(TableName=REQUESTS, Item={**key, "hits": {"N": "0"}})
+    for seen, ok in (("0", True), ("0", False), ("1", True)):  # same expression, other values
+        call = dict(TableName=REQUESTS, Key=key, UpdateExpression="SET hits = hits + :one",
+                    ConditionExpression="hits = :seen", ExpressionAttributeValues={":one": {"N": "1"}, ":seen": {"N": seen}})  # fmt: skip
+        if ok:
+            tables.update_item(**call)
+        else:
+            with pytest.raises(tables.exceptions.ConditionalCheckFailedException):
+                tables.update_item(**call)
+    for _ in range(2):
+        with pytest.raises(tables.exceptions.ClientError, match="Cannot parse condition starting at"):
+            tables.scan(
+                TableName=REQUESTS, FilterExpression="hits ! :x", ExpressionAttributeValues={":x": {"N": "1"}}
+            )
+
+
+def test_moto_lists_its_own_package_once() -> None:
+    from moto import backends
+
+    moto_server.speed_up_dispatch()
+    moto_server.speed_up_dispatch()  # idempotent
+    fast = backends.list_of_moto_modules
+    assert fast._streamer_fast  # type: ignore[attr-defined]
+    assert list(fast()) == list(fast._streamer_original())  # type: ignore[attr-defined]
+    assert {"dynamodb", "dynamodbstreams", "stepfunctions"} <= set(fast())

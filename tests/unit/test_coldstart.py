@@ -45,3 +45,47 @@ def test_redaction_needs_no_token_library() -> None:
 
     assert auth.RedactTokensFilter is redact.RedactTokensFilter  # still importable from where it was
     assert auth.redact_tokens is redact.redact_tokens
+
+
+#: The plugin contract (pluggy and the step/workflow models), which ``import streamer`` re-exports.
+PLUGIN_CONTRACT = ("pluggy", "streamer.hookspecs", "streamer.step")
+
+
+def _loaded_modules(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"import json, sys; {code}; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return set(json.loads(out.stdout))
+
+
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_only_the_handlers_that_run_plugins_load_the_plugin_contract(handler: str) -> None:
+    loaded = _loaded_modules(f"import streamer.handlers.{handler}")
+    contract = sorted(m for m in PLUGIN_CONTRACT if m in loaded)
+    if handler in ("router", "step_runner"):  # the router lists workflows, the step runner runs steps
+        assert contract == sorted(PLUGIN_CONTRACT)
+    else:
+        assert contract == [], f"{handler} loads {contract} at cold start"
+
+
+def test_the_package_still_re_exports_the_plugin_contract_on_first_use() -> None:
+    loaded = _loaded_modules(
+        "import streamer; assert 'streamer.step' not in sys.modules; "
+        "from streamer import Step, StepContext, Workflow, hookimpl, RetryableStepError, StepFailedError; "
+        "import streamer.step, streamer.hookspecs, streamer.errors; "
+        "assert streamer.Step is streamer.step.Step and streamer.hookimpl is streamer.hookspecs.hookimpl; "
+        "assert streamer.StepFailedError is streamer.errors.StepFailedError; "
+        "assert set(streamer.__all__) <= set(dir(streamer))"
+    )
+    assert set(PLUGIN_CONTRACT) <= loaded
+
+
+def test_an_unknown_name_is_still_an_attribute_error() -> None:
+    import streamer
+
+    with pytest.raises(AttributeError, match="no attribute 'Stepp'"):
+        getattr(streamer, "Stepp")

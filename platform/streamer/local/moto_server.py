@@ -16,10 +16,11 @@
   connections (moto builds a boto3 client for every Task and sends it back into this server, which
   forwarded it: two HTTP requests and ~10 ms of CPU per Task);
 * DynamoDB's ``Query`` reading one partition instead of sorting the whole table, its item operations and
-  DynamoDB Streams' ``GetRecords`` answered with their JSON instead of moto's model-driven serializer, and each
-  ``UpdateItem`` expression parsed once per process (:func:`speed_up_dynamodb_queries`,
-  :func:`speed_up_dynamodb_responses`, :func:`speed_up_dynamodb_updates`; same answers, compared in the
-  functional tests);
+  DynamoDB Streams' ``GetRecords`` answered with their JSON instead of moto's model-driven serializer, each
+  ``UpdateItem`` expression parsed and each condition expression lexed once per process
+  (:func:`speed_up_dynamodb_queries`, :func:`speed_up_dynamodb_responses`, :func:`speed_up_dynamodb_updates`,
+  :func:`speed_up_dynamodb_conditions`; same answers, compared in the functional tests), and moto's routing
+  of a request without listing its own package directory each time (:func:`speed_up_dispatch`);
 * a bounded server (``streamer.local.serving``): connections are served by :data:`POOL_SIZE` threads
   instead of a new thread each, listening with a large backlog (1024).
 
@@ -57,6 +58,7 @@ __all__ = [
     "main",
     "make_app",
     "speed_up_dispatch",
+    "speed_up_dynamodb_conditions",
     "speed_up_dynamodb_queries",
     "speed_up_dynamodb_responses",
     "speed_up_sfn",
@@ -164,16 +166,62 @@ def speed_up_sfn(lambda_endpoint: str | None) -> None:
 
 
 def speed_up_dispatch() -> None:
-    """moto 5.2.5 lists a handler class's methods (``inspect.getmembers``) on every request to find the action
-    (``BaseResponse.call_action``); the list depends on the class only, so it is computed once per class."""
-    import functools
+    """Two listings moto 5.2.5 makes on every request, made once:
 
+    * a handler class's methods (``inspect.getmembers``), to find the action (``BaseResponse.call_action``):
+      the list depends on the class only, so it is computed once per class;
+    * moto's own package directory (``backends.list_of_moto_modules``: an ``os.listdir`` and ~170
+      ``os.path.isdir`` calls), which the server's dispatcher reads to route a request whose ``Host`` is
+      not a service's domain — every request to a local endpoint (``127.0.0.1:PORT``); 9 % of the DynamoDB
+      process's CPU under a flood of ``$connect``s. The installed package does not change while it runs.
+
+    Idempotent."""
+    from moto import backends
     from moto.core import responses
 
     original = getattr(responses, "method_names_from_class")  # noqa: B009 - imported there, not exported
-    if getattr(original, "cache_info", None) is not None:
+    if getattr(original, "cache_info", None) is None:
+        setattr(responses, "method_names_from_class", functools.lru_cache(maxsize=None)(original))  # noqa: B010
+    listing = backends.list_of_moto_modules
+    if not getattr(listing, "_streamer_fast", False):
+        modules = tuple(listing())
+
+        def list_of_moto_modules() -> tuple[str, ...]:
+            return modules
+
+        list_of_moto_modules._streamer_fast = True  # type: ignore[attr-defined]
+        list_of_moto_modules._streamer_original = listing  # type: ignore[attr-defined]
+        backends.list_of_moto_modules = list_of_moto_modules
+
+
+def speed_up_dynamodb_conditions() -> None:
+    """moto 5.2.5 lexes a condition expression (``ConditionExpression``, ``FilterExpression``) again on every
+    call: ~170 compiled-pattern look-ups for the conditions of a connection quota's writes, 9 % of the
+    DynamoDB process's CPU under a flood of ``$connect``s. The tokens depend on the expression string alone
+    (names and values are looked up by the steps after the lexer), so each string's tokens are kept (an LRU
+    of 512) and every call gets its own queue of them: the parser consumes the queue, never the tokens
+    (immutable named tuples whose ``children`` no step changes). A string that does not lex raises each
+    time, as before. Idempotent."""
+    from collections import deque
+
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    original = ConditionExpressionParser.__dict__["_lex_condition_expression"]
+    if getattr(original, "_streamer_fast", False):
         return
-    setattr(responses, "method_names_from_class", functools.lru_cache(maxsize=None)(original))  # noqa: B010
+
+    @functools.lru_cache(maxsize=512)
+    def tokens(expression: str) -> tuple[Any, ...]:
+        return tuple(original(ConditionExpressionParser(expression, None, None)))
+
+    def _lex_condition_expression(self: Any) -> Any:
+        if not isinstance(self.condition_expression, str):
+            return original(self)
+        return deque(tokens(self.condition_expression))
+
+    _lex_condition_expression._streamer_fast = True  # type: ignore[attr-defined]
+    _lex_condition_expression._streamer_original = original  # type: ignore[attr-defined]
+    ConditionExpressionParser._lex_condition_expression = _lex_condition_expression  # type: ignore[method-assign]
 
 
 class _QueryView:
@@ -484,6 +532,7 @@ def make_app(lambda_endpoint: str | None) -> WSGIApp:
     speed_up_dispatch()
     speed_up_dynamodb_queries()
     speed_up_dynamodb_updates()
+    speed_up_dynamodb_conditions()
     speed_up_dynamodb_responses()
     from streamer.local.moto_atomic import reliable_stop, serialize_dynamodb, unique_execution_names
 
