@@ -22,6 +22,7 @@ from streamer.local.moto_server import (
     speed_up_dynamodb_queries,
     speed_up_dynamodb_responses,
     speed_up_dynamodb_updates,
+    speed_up_sfn_paths,
 )
 from streamer.service import RequestService
 
@@ -52,6 +53,7 @@ def aws() -> Iterator[None]:
     speed_up_dynamodb_queries()  # the local stack's Query (one partition read, same answers)
     speed_up_dynamodb_updates()  # and its UpdateItem (each expression parsed once)
     speed_up_dynamodb_conditions()  # and its condition expressions (each lexed once)
+    speed_up_sfn_paths()  # and the state machines' JSONPaths (each parsed once)
     speed_up_dynamodb_responses(check=True)  # and its item responses, each compared with moto's serializer
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         yield

@@ -470,9 +470,7 @@ def test_kept_condition_tokens_answer_as_moto_lexing_each_time(tables: Any, monk
                 tables.update_item(**call)
     for _ in range(2):
         with pytest.raises(tables.exceptions.ClientError, match="Cannot parse condition starting at"):
-            tables.scan(
-                TableName=REQUESTS, FilterExpression="hits ! :x", ExpressionAttributeValues={":x": {"N": "1"}}
-            )
+            tables.scan(TableName=REQUESTS, FilterExpression="hits ! :x", ExpressionAttributeValues={":x": {"N": "1"}})
 
 
 def test_moto_lists_its_own_package_once() -> None:
@@ -484,3 +482,56 @@ def test_moto_lists_its_own_package_once() -> None:
     assert fast._streamer_fast  # type: ignore[attr-defined]
     assert list(fast()) == list(fast._streamer_original())  # type: ignore[attr-defined]
     assert {"dynamodb", "dynamodbstreams", "stepfunctions"} <= set(fast())
+
+
+_STATE = {
+    "payload": {"message": "hi", "steps": 3, "tags": ["a", "b", "c"], "nested": {"deep": [{"x": 1}, {"x": 2}]}},
+    "request": {"user_id": "kim", "request_id": "r1"},
+}
+#: Paths of the kinds the shipped state machines and plugin authors' ASL use: fields, nested fields, indexes,
+#: slices, wildcards, the root, and the extended parser's filters.
+_PATHS = (
+    "$",
+    "$.payload",
+    "$.payload.message",
+    "$.request.user_id",
+    "$.payload.tags[1]",
+    "$.payload.tags[0:2]",
+    "$.payload.tags[*]",
+    "$.payload.nested.deep[*].x",
+    "$.payload.nested.deep[?(@.x > 1)]",
+)
+
+
+def test_kept_json_paths_read_and_write_as_moto_parsing_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """speed_up_sfn_paths keeps each JSONPath's parsed tree: every read (``extract_json``) and every
+    ``ResultPath`` write answers as with a fresh parse, again and again, and a bad path raises every time."""
+    import copy
+
+    from jsonpath_ng.exceptions import JsonPathParserError
+    from moto.stepfunctions.parser.asl.component.common.path import result_path
+    from moto.stepfunctions.parser.asl.utils import json_path
+
+    moto_server.speed_up_sfn_paths()
+    moto_server.speed_up_sfn_paths()  # idempotent
+    fast_read, fast_write = json_path.parse, result_path.parse
+    assert fast_read._streamer_fast and fast_write._streamer_fast  # type: ignore[attr-defined]
+
+    def reads() -> list[Any]:
+        return [json_path.extract_json(path, copy.deepcopy(_STATE)) for path in _PATHS]
+
+    def writes() -> list[Any]:
+        paths = ("$.result", "$.payload.result", "$.request.user_id", "$.a.b.c")  # what ResultPath._eval_body does
+        return [result_path.parse(path).update_or_create(copy.deepcopy(_STATE), {"ok": True}) for path in paths]
+
+    kept = (reads(), reads(), writes(), writes())
+    monkeypatch.setattr(json_path, "parse", fast_read._streamer_original)  # type: ignore[attr-defined]
+    monkeypatch.setattr(result_path, "parse", fast_write._streamer_original)  # type: ignore[attr-defined]
+    own = (reads(), writes())
+    assert kept[0] == kept[1] == own[0]
+    assert kept[2] == kept[3] == own[1]
+    assert own[0][3] == "kim" and own[0][6] == ["a", "b", "c"] and own[0][8] == [{"x": 2}]
+    monkeypatch.undo()
+    for _ in range(2):
+        with pytest.raises(JsonPathParserError, match="Parse error"):
+            json_path.extract_json("$.payload[", _STATE)
