@@ -17,10 +17,13 @@ def _line(ax: Any, xs: list[int], ys: list[Any], **kw: Any) -> None:
 
 def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
     """``connections.png`` and ``executions.png`` in ``out_dir``; returns the paths written."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -33,7 +36,7 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
         if not rows:
             continue
         xs = [int(r[xkey]) for r in rows]
-        fig, (lat, mem) = plt.subplots(1, 2, figsize=(11, 4.2))
+        fig, (lat, mem) = plt.subplots(1, 2, figsize=(11, 4.8))
         bare = "bare websockets" if key == "connections" else "bare engine"
         for who, style in (("ours", "-"), ("bare", "--")):
             label = "streamer local" if who == "ours" else bare
@@ -44,8 +47,19 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
             ax.set_xscale("log")
             ax.set_xlabel(xlabel)
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8)
+            # under the axes: inside, a legend hid the line it sat on
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
         lat.set_yscale("log")
+        lat.margins(y=0.15)
+        low, high = lat.get_ylim()
+        narrow = high / low < 100  # under two decades: label 2, 3 and 5 between the powers of ten as well
+
+        def plain(v: float, _pos: int, minor: bool = False, narrow: bool = narrow) -> str:
+            mantissa = round(v / 10 ** math.floor(math.log10(v)), 6) if v > 0 else 0
+            return f"{v:g}" if not minor or (narrow and mantissa in (2, 3, 5)) else ""
+
+        lat.yaxis.set_major_formatter(FuncFormatter(plain))
+        lat.yaxis.set_minor_formatter(FuncFormatter(lambda v, pos: plain(v, pos, minor=True)))
         lat.set_ylabel("ms")
         lat.set_title(title)
         mem.set_ylabel("peak RSS of all its processes (MiB)")
