@@ -16,10 +16,21 @@ HANDLERS = ("connect", "disconnect", "router", "stream_router", "notify", "step_
 TOKEN_LIBRARIES = ("jwt", "cryptography")
 
 
-def _loaded(module: str) -> set[str]:
-    code = f"import json, sys; import {module}; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+def _loaded_modules(code: str) -> set[str]:
+    """Every module a fresh interpreter holds after running ``code``."""
+    out = subprocess.run(
+        [sys.executable, "-c", f"import json, sys; {code}; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     return set(json.loads(out.stdout))
+
+
+def _loaded(module: str) -> set[str]:
+    """The top-level packages a fresh interpreter holds after importing ``module``."""
+    return {m.split(".")[0] for m in _loaded_modules(f"import {module}")}
 
 
 @pytest.mark.parametrize("handler", HANDLERS)
@@ -49,17 +60,6 @@ def test_redaction_needs_no_token_library() -> None:
 
 #: The plugin contract (pluggy and the step/workflow models), which ``import streamer`` re-exports.
 PLUGIN_CONTRACT = ("pluggy", "streamer.hookspecs", "streamer.step")
-
-
-def _loaded_modules(code: str) -> set[str]:
-    out = subprocess.run(
-        [sys.executable, "-c", f"import json, sys; {code}; print(json.dumps(sorted(sys.modules)))"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return set(json.loads(out.stdout))
 
 
 @pytest.mark.parametrize("handler", HANDLERS)
