@@ -377,6 +377,7 @@ BENCHMARKS: dict[str, Callable[[], None] | str] = {
     "moto_speedups": bench_moto_speedups,
     "status_poller": bench_status_poller,
     "local_roundtrip": bench_local_roundtrip,
+    "sdk_floor": "benchmarks.sdk_floor:bench",
     "console_list": "benchmarks.console:bench_console_list",
     "console_execution": "benchmarks.console:bench_console_execution",
 }

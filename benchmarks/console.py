@@ -21,13 +21,14 @@ import copy
 import json
 import os
 import shutil
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from benchmarks import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret-" + "x" * 32
@@ -36,23 +37,13 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run"]  # fmt: skip
 
 
-def _runner() -> Any:
-    """The running ``python -m benchmarks`` module (its ``RESULTS`` collects the figures), else an import of it."""
-    main = sys.modules.get("__main__")
-    if main is not None and hasattr(main, "report") and hasattr(main, "RESULTS"):
-        return main
-    import benchmarks.__main__ as runner
-
-    return runner
-
-
 def _report() -> Callable[..., None]:
-    report: Callable[..., None] = _runner().report
+    report: Callable[..., None] = runner().report
     return report
 
 
 def _interleaved() -> Callable[..., tuple[float, float]]:
-    interleaved: Callable[..., tuple[float, float]] = _runner().interleaved
+    interleaved: Callable[..., tuple[float, float]] = runner().interleaved
     return interleaved
 
 

@@ -248,6 +248,10 @@ def _failure_of(error: Any) -> tuple[str, str, str]:
     return str(status), str(code), message
 
 
+#: The history events that end an execution (Step Functions API reference, ``HistoryEvent``).
+_EXECUTION_ENDED = frozenset({"ExecutionSucceeded", "ExecutionFailed", "ExecutionAborted", "ExecutionTimedOut"})
+
+
 class LocalWorkflows:
     """moto's Step Functions interpreter with our step runner and a recording notify function.
 
@@ -255,7 +259,8 @@ class LocalWorkflows:
     Invoke endpoint on 127.0.0.1 serving ``StepRunnerFunction`` (bound to ``pm``'s plugins and a
     recording sink, which passes events on to ``sink`` if given) and ``NotifyFunction`` (records each call,
     then calls ``notify`` if given, e.g. the platform's ``streamer.handlers.notify.handler``), and points
-    ``AWS_ENDPOINT_URL_LAMBDA`` at it; leaving undoes all of it.
+    ``AWS_ENDPOINT_URL_LAMBDA`` at it; leaving undoes all of it. StopExecution behaves as on AWS, as in
+    ``streamer local`` (the execution is ABORTED when the call returns; ``streamer.local.moto_atomic``).
     """
 
     def __init__(
@@ -286,7 +291,9 @@ class LocalWorkflows:
         from moto import mock_aws
 
         from streamer.local.lambda_endpoint import serve_in_thread
+        from streamer.local.moto_atomic import reliable_stop
 
+        reliable_stop()  # idempotent; moto's interpreter, patched once per process as `streamer local` does
         self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
         self._mock.start()
         try:
@@ -400,12 +407,18 @@ class LocalWorkflows:
         return arn, ref
 
     def wait(self, execution_arn: str, request: RequestRef, *, timeout: float = 60.0) -> WorkflowRun:
-        """Poll until the execution is no longer RUNNING (or ``timeout``), then collect what happened."""
+        """Poll until the execution is no longer RUNNING and its history ends with the execution's own last event
+        (or ``timeout``), then collect what happened. A stopped execution is ABORTED at once, its
+        ``ExecutionAborted`` event comes when the state in progress returns (moto; ``streamer.local.moto_atomic``)."""
         deadline = time.monotonic() + timeout
         while True:
             desc = self.sfn.describe_execution(executionArn=execution_arn)
-            if desc["status"] != "RUNNING" or time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 break
+            if desc["status"] != "RUNNING":
+                events = self.sfn.get_execution_history(executionArn=execution_arn)["events"]
+                if any(e["type"] in _EXECUTION_ENDED for e in events):
+                    break
             time.sleep(0.02)
         output = desc.get("output")
         history = self.sfn.get_execution_history(executionArn=execution_arn)["events"]

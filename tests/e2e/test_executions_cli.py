@@ -235,7 +235,7 @@ def test_cancel_reaches_the_connected_client_and_show_marks_the_state_cancelled(
     again = run(stack, "cancel", rid)
     assert again.returncode == 1 and "already ended" in again.stderr
     deadline = time.monotonic() + 30
-    while True:  # the step's Lambda finishes its sleep before Step Functions records the abort
+    while True:  # ABORTED once StopExecution returns (streamer.local.moto_atomic); read until it says so
         detail = run_json(stack, "show", rid)
         if detail["execution"]["status"] != "RUNNING" or time.monotonic() > deadline:
             break

@@ -155,20 +155,51 @@ def test_a_step_running_past_its_timeout_ends_timed_out(local: LocalWorkflows) -
     assert local.notifications(run.request.request_id) == run.notifications
 
 
-def test_stop_execution_cancels_and_nothing_is_notified(local: LocalWorkflows) -> None:
-    arn, request = local.start("echo", {"message": "long", "steps": 5, "delay_ms": 200})
+def started_and_reporting(local: LocalWorkflows, payload: dict[str, Any]) -> tuple[str, Any]:
+    """An ``echo`` execution whose step has reported its first progress (it is running)."""
+    arn, request = local.start("echo", payload)
     deadline = time.monotonic() + 10
     while not local.sink.for_request(request.request_id):
         assert time.monotonic() < deadline, "the step never reported progress"
         time.sleep(0.01)
+    return arn, request
+
+
+def test_stop_execution_cancels_and_nothing_is_notified(local: LocalWorkflows) -> None:
+    arn, request = started_and_reporting(local, {"message": "long", "steps": 5, "delay_ms": 200})
     local.sfn.stop_execution(executionArn=arn, error="CANCELLED", cause="cancelled by the client")
     run = local.wait(arn, request, timeout=10)
     assert run.status == "ABORTED"
     assert run.events("ExecutionAborted")
     assert not run.events("ExecutionSucceeded", "ExecutionFailed")
-    # The Lambda call in flight finishes (moto stops after it), but the machine goes no further.
+    # The Lambda call in flight runs on, unawaited, and the machine goes no further.
     assert run.notifications == []
     assert run.events("TaskStateEntered")[-1]["stateEnteredEventDetails"]["name"] == "Echo"
+
+
+def test_stop_execution_returns_with_it_aborted_while_its_step_runs_on(local: LocalWorkflows) -> None:
+    """As on AWS (API_StopExecution): the execution is ABORTED when StopExecution returns, though the Task's
+    Lambda invocation runs on. moto records a stop only when that invocation returns; a step longer than the
+    stop's wait (5 s) used to leave it RUNNING, and every local cancel of a running step waited 5 s."""
+    arn, request = started_and_reporting(local, {"message": "long", "steps": 7, "delay_ms": 1000})
+    local.sfn.stop_execution(executionArn=arn, error="CANCELLED", cause="cancelled by the client")
+    stopped = local.sfn.describe_execution(executionArn=arn)
+    reported = len(local.sink.for_request(request.request_id))
+    assert stopped["status"] == "ABORTED" and stopped["stopDate"]
+    history = local.sfn.get_execution_history(executionArn=arn)["events"]
+    assert history[-1]["type"] == "ExecutionAborted"  # in the history too, as on AWS
+    deadline = time.monotonic() + 30
+    while len(local.sink.for_request(request.request_id)) < 7:  # the step runs on to its end
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert len(local.sink.for_request(request.request_id)) > reported
+    time.sleep(0.3)  # its Lambda has returned to moto's worker, which ends the program
+    run = local.wait(arn, request, timeout=5)
+    assert run.status == "ABORTED"
+    assert [e["type"] for e in run.history].count("ExecutionAborted") == 1  # the worker's own is left out
+    assert [e["type"] for e in run.history] == [e["type"] for e in history]  # nothing after the abort
+    assert run.notifications == []
+    assert local.sfn.describe_execution(executionArn=arn)["stopDate"] == stopped["stopDate"]
 
 
 def test_concurrent_executions(local: LocalWorkflows) -> None:

@@ -24,7 +24,9 @@ evaluation environment and started the program the stop fails or is ignored, and
 not begun waiting misses the wake-up (the stop sets and at once clears the event the wait blocks on), so the
 execution waits its whole time out.
 The request lifecycle stops executions exactly then (a cancel racing the start: ``streamer.service``), so
-:func:`reliable_stop` makes the stop wait for the environment and leaves the wake-up set once stopped.
+:func:`reliable_stop` makes the stop wait for the environment and leaves the wake-up set once stopped. And
+moto records a stop only when the state in progress returns (a Task: after its Lambda invocation, however long),
+where AWS's StopExecution returns with the execution ABORTED: :func:`reliable_stop` records it at once.
 """
 
 from __future__ import annotations
@@ -57,12 +59,16 @@ def serialize_dynamodb() -> None:
 
 
 def reliable_stop(env_wait_seconds: float = 5.0) -> None:
-    """Make moto's StopExecution stop an execution however soon after its start it comes (idempotent)."""
+    """Make moto's StopExecution stop an execution however soon after its start it comes, and return with the
+    execution stopped however long the state it is in runs on (idempotent)."""
+    import datetime
     import time
 
-    from moto.stepfunctions.parser.api import ExecutionStatus
+    from moto.stepfunctions.parser.api import ExecutionStatus, HistoryEventType
     from moto.stepfunctions.parser.asl.eval.environment import Environment
-    from moto.stepfunctions.parser.backend.execution import Execution
+    from moto.stepfunctions.parser.asl.eval.event.event_manager import EventHistoryContext, EventManager
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
+    from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication, Execution
 
     set_stop = Environment.set_stop
     if getattr(set_stop, _MARK, False):
@@ -86,14 +92,55 @@ def reliable_stop(env_wait_seconds: float = 5.0) -> None:
         ):
             time.sleep(0.005)
         execution_stop(self, *args, **kwargs)
-        # As on AWS, the execution has stopped when StopExecution returns (moto's worker records it a moment
-        # later, from its own thread).
-        while time.monotonic() < deadline and self.exec_status == ExecutionStatus.RUNNING:
-            time.sleep(0.005)
+        # On AWS the execution is ABORTED when StopExecution returns, whatever its current state is doing
+        # (a Task's Lambda invocation runs on, unawaited: "Stops an execution", API_StopExecution). moto's worker
+        # records the stop only when the state it is in returns — a Task after its Lambda invocation, however
+        # long that runs — so it is recorded here as the worker records it: the status ABORTED with the stop's
+        # date, and the history's ExecutionAborted event (moto's own, later, is then left out: below). Waiting for
+        # the worker instead held every cancel of a request whose step was running for the whole wait, and the
+        # local gateway's route threads with it.
+        env: Any = self.exec_worker.env if self.exec_worker is not None else None
+        state = env.program_state() if env is not None else None
+        if isinstance(state, ProgramStopped) and self.exec_status == ExecutionStatus.RUNNING:
+            details: Any = {"executionAbortedEventDetails": {"error": state.error, "cause": state.cause}}
+            env.event_manager.add_event(
+                context=EventHistoryContext.of_program_start(),
+                event_type=HistoryEventType.ExecutionAborted,
+                event_details=details,  # moto's EventDetails (a TypedDict), as its program adds it
+            )
+            self.stop_date = kwargs.get("stop_date") or datetime.datetime.now(tz=datetime.UTC)
+            self.exec_status = ExecutionStatus.ABORTED
+
+    reflect: Any = BaseExecutionWorkerCommunication._reflect_execution_status
+
+    @functools.wraps(reflect)
+    def keep_recorded_stop(self: Any) -> None:
+        execution = self.execution
+        if execution.exec_status == ExecutionStatus.ABORTED and execution.stop_date is not None:
+            return  # recorded by stop_when_ready: the stop's date stays the one StopExecution returned
+        reflect(self)
+
+    add_event: Any = EventManager.add_event
+    history_lock = threading.Lock()
+
+    @functools.wraps(add_event)
+    def one_abort_event(self: Any, *args: Any, **kwargs: Any) -> int:
+        # Once an execution's history has its ExecutionAborted, it ends there: the worker's events of the state
+        # that was running when it stopped (its Lambda's return, then moto's own ExecutionAborted) are not added.
+        with history_lock:  # the check and the add as one: nothing slips in after the abort
+            if getattr(self, "_streamer_aborted", False):
+                return -1
+            kind = kwargs.get("event_type", args[1] if len(args) > 1 else None)
+            if kind == HistoryEventType.ExecutionAborted:
+                self._streamer_aborted = True
+            result: int = add_event(self, *args, **kwargs)
+            return result
 
     setattr(sticky_set_stop, _MARK, True)
+    EventManager.add_event = one_abort_event  # type: ignore[method-assign]
     Environment.set_stop = sticky_set_stop  # type: ignore[method-assign]
     Execution.stop = stop_when_ready  # type: ignore[method-assign]
+    BaseExecutionWorkerCommunication._reflect_execution_status = keep_recorded_stop  # type: ignore[method-assign]
 
 
 def unique_execution_names() -> None:
