@@ -407,9 +407,8 @@ class LocalWorkflows:
         return arn, ref
 
     def wait(self, execution_arn: str, request: RequestRef, *, timeout: float = 60.0) -> WorkflowRun:
-        """Poll until the execution is no longer RUNNING and its history ends with the execution's own last event
-        (or ``timeout``), then collect what happened. A stopped execution is ABORTED at once, its
-        ``ExecutionAborted`` event comes when the state in progress returns (moto; ``streamer.local.moto_atomic``)."""
+        """Poll until the execution has ended — no longer RUNNING, and its history holds the event that ends it —
+        (or ``timeout``), then collect what happened."""
         deadline = time.monotonic() + timeout
         while True:
             desc = self.sfn.describe_execution(executionArn=execution_arn)
