@@ -20,11 +20,13 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from streamer.protocol import SUBPROTOCOL
+
 CONNECTIONS = 20
 
 
 async def flood(url: str, token: str, submits: int, rate: float, steps: int, delay_ms: int) -> list[dict[str, Any]]:
-    protocols = [Subprotocol("streamer.v1"), Subprotocol(f"bearer.{token}")]
+    protocols = [Subprotocol(SUBPROTOCOL), Subprotocol(f"bearer.{token}")]
     conns = [await connect(url, subprotocols=protocols, ping_interval=None) for _ in range(CONNECTIONS)]
     print("connected", flush=True)
     replies: list[dict[str, Any]] = []

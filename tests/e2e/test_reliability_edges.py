@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from benchmarks._procs import sample, tree
 from tests.e2e.conftest import ROOT, LocalStack, free_port
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve as serve_ws
@@ -331,32 +332,10 @@ class CpuWindow:
         ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
         return sum(ticks) - ticks[3] - ticks[4], sum(ticks)  # busy, all (idle and iowait are the 4th and 5th)
 
-    @staticmethod
-    def _children(pid: int) -> list[int]:
-        kids: list[int] = []
-        try:
-            threads = list(Path(f"/proc/{pid}/task").iterdir())
-        except OSError:
-            return kids
-        for thread in threads:  # a thread may end between the listing and the read: skip only that thread
-            try:
-                kids += [int(c) for c in Path(thread, "children").read_text().split()]
-            except OSError:
-                continue
-        return kids
-
-    def _tree(self) -> int:
-        pids, total = [self.pid], 0
-        while pids:
-            pid = pids.pop()
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-            except OSError:
-                continue  # ended meanwhile
-            fields = stat[stat.rindex(")") + 2 :].split()
-            total += int(fields[11]) + int(fields[12])
-            pids += self._children(pid)
-        return total
+    def _tree(self) -> float:
+        """CPU seconds of ``pid`` and its descendants (benchmarks' /proc reader: a thread or process that ends
+        mid-read is skipped, not its whole subtree)."""
+        return sum(s["cpu"] for s in map(sample, tree(self.pid)) if s is not None)
 
     def __enter__(self) -> CpuWindow:
         self._t0, self._m0, self._s0 = time.monotonic(), self._machine(), self._tree()
@@ -366,7 +345,7 @@ class CpuWindow:
         seconds, (busy, every) = time.monotonic() - self._t0, self._machine()
         cores = os.cpu_count() or 1
         self.machine = cores * (busy - self._m0[0]) / max(every - self._m0[1], 1)
-        self.stack = (self._tree() - self._s0) / os.sysconf("SC_CLK_TCK") / seconds
+        self.stack = (self._tree() - self._s0) / seconds
 
 
 def test_the_cpu_window_counts_a_busy_child_and_the_machine() -> None:
