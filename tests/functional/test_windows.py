@@ -146,8 +146,11 @@ def test_memory_windows_keep_the_users_quota_and_the_tokens_expiry(ddb: Any, mgm
         assert [r.get("type") for r in replies[:3]] == ["pong"] * 3
         assert all(r["details"] == {"quota": "messages_per_second", "limit": 3} for r in replies[3:])
     assert router.handle_message("b1", ping) == [{"type": "pong"}]  # bob has his own window
-    # A connection whose token has expired is told so, from memory as from the row.
-    service.connect("e1", "eve", now + 1)
-    service.clock = lambda: now + 5
+    # A connection whose token has expired is told so, from memory as from the row. The clock is frozen before the
+    # connect: with the real one, a second boundary crossed since `now` would refuse the token as already expired.
+    later = service.now()
+    service.clock = lambda: later
+    assert service.connect("e1", "eve", later + 1).connection is not None
+    service.clock = lambda: later + 5
     (frame,) = router.handle_message("e1", ping)
     assert frame["code"] == "FORBIDDEN" and frame["details"] == {"reason": "token_expired"}
