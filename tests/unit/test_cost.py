@@ -162,7 +162,9 @@ def test_streamer_cost_echo_json() -> None:
 
 def test_streamer_cost_prints_both_types(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["cost", "echo"]) == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
+    assert '"_aws"' not in captured.err  # the handlers' metric lines are not shown to the user
     assert "STANDARD:" in text and "EXPRESS:" in text and f"as of {PRICES_AS_OF}" in text
     assert "AWS calls by our handlers" in text and "per million requests" in text
 

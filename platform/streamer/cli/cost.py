@@ -149,10 +149,14 @@ def _environment(meter: _Meter) -> Iterator[None]:
     logger = _runtime.get_logger()
     level = logger.log_level
     logger.setLevel("WARNING")  # the handlers' info lines are not the report
+    from streamer import metrics
+
+    metrics.set_sink(lambda _line: None)  # nor are the handlers' metric lines (EMF): dropped, not printed
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # nor are the metrics (EMF lines are printed)
+        with contextlib.redirect_stdout(sys.stderr):  # anything else a handler prints stays off the report
             yield
     finally:
+        metrics.set_sink(None)
         logger.setLevel(level)
         _runtime.reset()
         events.unregister("provide-client-params", meter.params)
