@@ -172,16 +172,20 @@ def bench_router_memory() -> None:
 
 def bench_moto_speedups() -> None:
     """The local stack's DynamoDB in moto (``streamer.local.moto_server``: ``speed_up_dynamodb_queries``,
-    ``speed_up_dynamodb_responses`` and ``speed_up_dynamodb_updates``) vs moto's own, in one process, interleaved
-    (the patches switched per call): a request's events (``EventStore.after``; 5,000 events of 500 requests in the
-    table), a user's connections (``ConnectionStore.for_user``, the ``by_user`` index; 2,000 rows), a ``ping``
-    through the router (one ``UpdateItem``) and a request's life in the service (submit, two progress events, the
-    result, a replay; moto in-process, no push)."""
+    ``speed_up_dynamodb_responses``, ``speed_up_dynamodb_updates``, ``speed_up_dynamodb_validation``,
+    ``speed_up_dynamodb_conditions`` and the request ids of ``speed_up_dispatch``) vs moto's own, in one process,
+    interleaved (the patches switched per call): a request's events (``EventStore.after``; 5,000 events of 500
+    requests in the table), a user's connections (``ConnectionStore.for_user``, the ``by_user`` index; 2,000 rows),
+    a ``ping`` through the router (one ``UpdateItem``) and a request's life in the service (submit, two progress
+    events, the result, a replay; moto in-process, no push)."""
     from moto import mock_aws
     from moto.core.responses import ActionResult
     from moto.dynamodb.comparisons import ConditionExpressionParser
     from moto.dynamodb.models.table import Table
+    from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser
     from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+    from moto.dynamodb.parsing.validators import UpdateExpressionValidator
+    from moto.moto_api._internal.moto_random import MotoRandom
 
     from streamer.local.moto_atomic import serialize_dynamodb
     from streamer.local.moto_server import (
@@ -190,25 +194,44 @@ def bench_moto_speedups() -> None:
         speed_up_dynamodb_queries,
         speed_up_dynamodb_responses,
         speed_up_dynamodb_updates,
+        speed_up_dynamodb_validation,
     )
     from streamer.models import Connection
     from streamer.protocol import RequestStatus
     from streamer.router import Router
 
-    speed_up_dispatch()  # in both: the local moto server has it either way
+    speed_up_dispatch()  # its listings in both (the local moto server has them either way); its request ids switched
     serialize_dynamodb()
     speed_up_dynamodb_queries()
     speed_up_dynamodb_responses()
     speed_up_dynamodb_updates()
+    speed_up_dynamodb_validation()
     speed_up_dynamodb_conditions()
-    make = UpdateExpressionParser.__dict__["make"]
-    lex = ConditionExpressionParser.__dict__["_lex_condition_expression"]
-    fast = (Table.query, ActionResult.execute_result, make, lex)
-    moto_own = (
-        *(getattr(f, "__wrapped__", f) for f in fast[:2]),
-        make.__func__._streamer_original,
-        lex._streamer_original,
+    slots: tuple[tuple[Any, str], ...] = (
+        (Table, "query"),
+        (ActionResult, "execute_result"),
+        (UpdateExpressionParser, "make"),
+        (ConditionExpressionParser, "_lex_condition_expression"),
+        (UpdateExpressionValidator, "__init__"),
+        (UpdateExpressionValidator, "validate"),
+        (DepthFirstTraverser, "nodes_to_be_processed"),
+        (DepthFirstTraverser, "process"),
+        (MotoRandom, "get_random_string"),
     )
+    fast = tuple(owner.__dict__[name] for owner, name in slots)
+
+    def own(patched: Any) -> Any:
+        if isinstance(patched, classmethod):  # make: the original classmethod, kept on the function
+            return patched.__func__._streamer_original
+        original = getattr(patched, "_streamer_original", None)
+        return original if original is not None else patched.__wrapped__  # functools.wraps: query, execute_result
+
+    moto_own = tuple(own(f) for f in fast)
+
+    def put(patches: tuple[Any, ...]) -> None:
+        for (owner, name), value in zip(slots, patches, strict=True):
+            setattr(owner, name, value)
+
     with mock_aws():
         ddb, svc = _service()
         for i in range(5000):
@@ -245,12 +268,7 @@ def bench_moto_speedups() -> None:
 
         def using(patches: tuple[Any, ...], call: Callable[[], Any]) -> Callable[[], None]:
             def run() -> None:
-                (
-                    Table.query,
-                    ActionResult.execute_result,
-                    UpdateExpressionParser.make,
-                    ConditionExpressionParser._lex_condition_expression,
-                ) = patches  # type: ignore[method-assign]
+                put(patches)
                 call()
 
             return run
@@ -265,12 +283,7 @@ def bench_moto_speedups() -> None:
                 base, subj = interleaved(using(moto_own, call), using(fast, call), rounds=7, inner=inner)
                 report(f"local moto: {label}", "moto's own", base, subj)
         finally:
-            (
-                Table.query,
-                ActionResult.execute_result,
-                UpdateExpressionParser.make,
-                ConditionExpressionParser._lex_condition_expression,
-            ) = fast  # type: ignore[method-assign]
+            put(fast)
 
 
 def bench_status_poller() -> None:

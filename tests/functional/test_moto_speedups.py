@@ -535,3 +535,94 @@ def test_kept_json_paths_read_and_write_as_moto_parsing_each_time(monkeypatch: p
     for _ in range(2):
         with pytest.raises(JsonPathParserError, match="Parse error"):
             json_path.extract_json("$.payload[", _STATE)
+
+
+#: Update expressions, each with its names and values, and whether the item exists first: ones that apply, and
+#: ones each of moto's checks refuses — the checks of the expression alone (two SET clauses, overlapping paths, a
+#: key attribute updated, through a name too) and the checks of the values and the item (a missing document
+#: path, a type mismatch, an unused or missing value).
+_UPDATES: tuple[tuple[str, dict[str, str], dict[str, Any], bool], ...] = (
+    ("SET last_seq = if_not_exists(last_seq, :zero) + :one", {}, {":zero": {"N": "0"}, ":one": {"N": "1"}}, False),
+    ("SET last_seq = if_not_exists(last_seq, :zero) + :one", {}, {":zero": {"N": "0"}, ":one": {"N": "1"}}, True),
+    ("SET #s = :s, hits = if_not_exists(hits, :zero) + :one REMOVE gone", {"#s": "status"},
+     {":s": {"S": "RUNNING"}, ":zero": {"N": "0"}, ":one": {"N": "1"}}, True),
+    ("ADD hits :one SET #k = :s", {"#k": "workflow"}, {":one": {"N": "1"}, ":s": {"S": "echo"}}, True),
+    ("SET #k = :s", {"#k": "workflow"}, {":s": {"S": "textstats"}}, True),  # passes: its checks are kept
+    ("SET #k = :s", {"#k": "user_id"}, {":s": {"S": "mallory"}}, True),  # the same tree: a key this time
+    ("SET #k = :s", {"#k": "request_id"}, {":s": {"S": "r"}}, True),
+    ("SET user_id = :s", {}, {":s": {"S": "mallory"}}, True),
+    ("SET a = :s SET b = :s", {}, {":s": {"S": "x"}}, True),
+    ("SET a = :s, a = :t", {}, {":s": {"S": "x"}, ":t": {"S": "y"}}, True),
+    ("SET a.b = :s", {}, {":s": {"S": "x"}}, True),
+    ("SET hits = hits + :s", {}, {":s": {"S": "x"}}, True),
+    ("SET hits = :s", {}, {":s": {"S": "x"}, ":unused": {"S": "y"}}, True),
+    ("SET hits = :missing", {}, {":s": {"S": "x"}}, True),
+)  # fmt: skip
+
+
+def _apply_updates(client: Any, tag: str) -> list[Any]:
+    """Each update twice, on an item of its own; what each answered (the item after it, or the error)."""
+    out: list[Any] = []
+    for i, (expression, names, values, exists) in enumerate(_UPDATES):
+        key = {"user_id": {"S": "val"}, "request_id": {"S": f"{tag}-{i}"}}
+        if exists:
+            client.put_item(TableName=REQUESTS, Item={**key, "hits": {"N": "1"}, "gone": {"S": "x"}})
+        for _ in range(2):
+            args: dict[str, Any] = {"UpdateExpression": expression, "ExpressionAttributeValues": values}
+            if names:
+                args["ExpressionAttributeNames"] = names
+            try:
+                attrs = client.update_item(TableName=REQUESTS, Key=key, ReturnValues="ALL_NEW", **args)["Attributes"]
+                out.append({k: v for k, v in attrs.items() if k != "request_id"})
+            except client.exceptions.ClientError as exc:
+                out.append((exc.response["Error"]["Code"], exc.response["Error"]["Message"]))
+    return out
+
+
+def test_kept_update_validation_answers_as_moto_validating_each_time(
+    tables: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """speed_up_dynamodb_validation copies a kept tree from its pickle, skips the checks of the expression alone
+    once they have passed for its names and the table's keys, and keeps each walker's processing map: every update
+    answers as moto's own validation does (the same items, the same errors), and a check that refused once still
+    refuses when the same tree comes with other names."""
+    from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser
+    from moto.dynamodb.parsing.validators import UpdateExpressionValidator
+
+    moto_server.speed_up_dynamodb_updates()
+    moto_server.speed_up_dynamodb_validation()
+    moto_server.speed_up_dynamodb_validation()  # idempotent
+    slots = (
+        (UpdateExpressionValidator, "__init__"),
+        (UpdateExpressionValidator, "validate"),
+        (DepthFirstTraverser, "nodes_to_be_processed"),
+        (DepthFirstTraverser, "process"),
+    )
+    fast = [owner.__dict__[name] for owner, name in slots]
+    assert all(getattr(f, "_streamer_fast", False) for f in fast)
+    with monkeypatch.context() as own:
+        for (owner, name), f in zip(slots, fast, strict=True):
+            own.setattr(owner, name, f._streamer_original)
+        expected = _apply_updates(tables, "own")
+    got = _apply_updates(tables, "kept")
+    assert got == expected
+    errors = [e[0] for e in got if isinstance(e, tuple)]
+    assert len(errors) >= 14 and set(errors) == {"ValidationException"}  # every refusal above is still one
+    assert isinstance(got[8], dict) and got[8]["workflow"] == {"S": "textstats"}  # "SET #k = :s" applied, then
+    assert got[10] == got[11] and "Cannot update attribute user_id" in got[10][1]  # the same tree, a key's name
+    assert got == _apply_updates(tables, "again")  # and again, with everything kept
+
+
+def test_moto_request_ids_are_still_52_letters_and_digits() -> None:
+    """speed_up_dispatch draws moto's request ids (``x-amzn-RequestId``) with one ``choices``: same length, same
+    alphabet, not repeated."""
+    import string
+
+    from moto.moto_api._internal import mock_random
+
+    moto_server.speed_up_dispatch()
+    ids = [mock_random.get_random_string(length=52) for _ in range(200)]
+    assert all(len(i) == 52 and set(i) <= set(string.ascii_letters + string.digits) for i in ids)
+    assert len(set(ids)) == 200
+    letters = mock_random.get_random_string(length=40, include_digits=False, lower_case=True)
+    assert len(letters) == 40 and set(letters) <= set(string.ascii_lowercase)

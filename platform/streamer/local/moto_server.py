@@ -44,6 +44,7 @@ import os
 import re
 import signal
 import socket
+import string
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -188,15 +189,21 @@ def speed_up_sfn_paths() -> None:
         setattr(module, "parse", kept)  # noqa: B010
 
 
+_LETTERS_DIGITS = string.ascii_letters + string.digits
+
+
 def speed_up_dispatch() -> None:
-    """Two listings moto 5.2.5 makes on every request, made once:
+    """Two listings moto 5.2.5 makes on every request, made once, and its request id drawn at once:
 
     * a handler class's methods (``inspect.getmembers``), to find the action (``BaseResponse.call_action``):
       the list depends on the class only, so it is computed once per class;
     * moto's own package directory (``backends.list_of_moto_modules``: an ``os.listdir`` and ~170
       ``os.path.isdir`` calls), which the server's dispatcher reads to route a request whose ``Host`` is
       not a service's domain — every request to a local endpoint (``127.0.0.1:PORT``); 9 % of the DynamoDB
-      process's CPU under a flood of ``$connect``s. The installed package does not change while it runs.
+      process's CPU under a flood of ``$connect``s. The installed package does not change while it runs;
+    * the 52-character ``x-amzn-RequestId`` of every response (``MotoRandom.get_random_string``) was 52
+      ``random.choice`` calls, ~5 % of a conditional ``UpdateItem``'s CPU: now one ``choices`` of the same
+      generator (moto's seedable one), over the same alphabet.
 
     Idempotent."""
     from moto import backends
@@ -205,6 +212,21 @@ def speed_up_dispatch() -> None:
     original = getattr(responses, "method_names_from_class")  # noqa: B009 - imported there, not exported
     if getattr(original, "cache_info", None) is None:
         setattr(responses, "method_names_from_class", functools.lru_cache(maxsize=None)(original))  # noqa: B010
+    from moto.moto_api._internal.moto_random import MotoRandom
+
+    random_string = MotoRandom.get_random_string
+    if not getattr(random_string, "_streamer_fast", False):
+
+        def get_random_string(
+            self: Any, length: int = 20, include_digits: bool = True, lower_case: bool = False
+        ) -> str:
+            pool = _LETTERS_DIGITS if include_digits else string.ascii_letters
+            value = "".join(self.choices(pool, k=length))
+            return value.lower() if lower_case else value
+
+        get_random_string._streamer_fast = True  # type: ignore[attr-defined]
+        get_random_string._streamer_original = random_string  # type: ignore[attr-defined]
+        MotoRandom.get_random_string = get_random_string  # type: ignore[method-assign]
     listing = backends.list_of_moto_modules
     if not getattr(listing, "_streamer_fast", False):
         modules = tuple(listing())
@@ -341,6 +363,156 @@ def speed_up_dynamodb_updates() -> None:
     make._streamer_fast = True  # type: ignore[attr-defined]
     make._streamer_original = original  # type: ignore[attr-defined]
     UpdateExpressionParser.make = classmethod(make)
+
+
+
+#: How many parsed update expressions :func:`speed_up_dynamodb_validation` keeps a copy of (as the parse LRU).
+_KEPT_UPDATE_TREES = 512
+
+
+def speed_up_dynamodb_validation() -> None:
+    """moto 5.2.5 validates an ``UpdateItem``'s parsed update expression on every call
+    (``moto.dynamodb.parsing.validators.UpdateExpressionValidator``): it deep-copies the tree, then ten
+    processors each walk the whole copy. Of one ``UpdateItem``'s CPU in moto, the deep copy is ~14 % and the
+    walks ~40 % (``cProfile`` of the WSGI app, our ``last_seq`` claim shape). Two of those costs depend on the
+    expression alone, and :func:`speed_up_dynamodb_updates` hands the validator the same kept tree for the same
+    expression string:
+
+    * the copy: a kept tree's copy is made from its pickle, taken once (``pickle.loads`` of plain node objects
+      builds what ``copy.deepcopy`` builds, several times faster);
+    * the three checks that read nothing but the tree, the attribute names and the table's key attributes
+      (``ActionCountValidator``, ``OverlappingPathsValidator``, ``UpdateHashRangeKeyValidator``: one clause per
+      action, no overlapping paths, no key attribute updated) run once per (tree, names, key attributes); once
+      they have passed, later calls skip them. A check that raises is not remembered: it raises every time.
+
+    The processors that read the values and the item (and rewrite the copy) run every time, as before. A tree
+    that is not kept (moto's own parse, e.g. with :func:`speed_up_dynamodb_updates` off) is copied and checked
+    as moto does. Idempotent."""
+    import collections
+    import copy
+    import pickle
+
+    from moto.dynamodb.parsing import validators
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
+
+    cls = validators.UpdateExpressionValidator
+    original_init = cls.__dict__.get("__init__", validators.Validator.__init__)
+    if getattr(original_init, "_streamer_fast", False):
+        return
+    original_validate = cls.__dict__.get("validate", validators.Validator.validate)
+    syntax = (
+        validators.ActionCountValidator,
+        validators.OverlappingPathsValidator,
+        validators.UpdateHashRangeKeyValidator,
+    )
+    # id(tree) -> [tree, its pickle, the (names, key attributes) it passed the syntax checks with]. The entry
+    # holds the tree, so its id cannot be reused while it is here.
+    kept: collections.OrderedDict[int, tuple[Any, bytes, set[Any]]] = collections.OrderedDict()
+    lock = threading.Lock()
+
+    def entry(tree: Any) -> tuple[Any, bytes, set[Any]] | None:
+        make = UpdateExpressionParser.__dict__["make"].__func__
+        if not getattr(make, "_streamer_fast", False):
+            return None  # moto's own parse: a new tree per call, nothing to keep
+        with lock:
+            hit = kept.get(id(tree))
+            if hit is not None and hit[0] is tree:
+                kept.move_to_end(id(tree))
+                return hit
+            hit = (tree, pickle.dumps(tree, protocol=pickle.HIGHEST_PROTOCOL), set())
+            kept[id(tree)] = hit
+            while len(kept) > _KEPT_UPDATE_TREES:
+                kept.popitem(last=False)
+            return hit
+
+    def __init__(  # moto passes all but the first argument by keyword: the same names
+        self: Any,
+        expression: Any,
+        expression_attribute_names: Any,
+        expression_attribute_values: Any,
+        item: Any,
+        table: Any,
+    ) -> None:
+        names = expression_attribute_names
+        self.expression_attribute_names = names
+        self.expression_attribute_values = expression_attribute_values
+        self.item = item
+        self.table = table
+        self.processors = self.get_ast_processors()
+        hit = entry(expression)
+        if hit is None:
+            self.node_to_validate = copy.deepcopy(expression)
+            self._streamer_checked = None
+            return
+        self.node_to_validate = pickle.loads(hit[1])  # noqa: S301 - bytes this process pickled from its own tree
+        key = (frozenset((names or {}).items()), tuple(table.table_key_attrs))
+        self._streamer_checked = (hit[2], key)
+
+    def validate(self: Any) -> Any:
+        checked = self._streamer_checked
+        passed = checked is not None and checked[1] in checked[0]
+        node = self.node_to_validate
+        for i, processor in enumerate(self.processors):
+            if passed and isinstance(processor, syntax):
+                continue
+            node = processor.traverse(node)
+            if checked is not None and i == len(syntax) - 1 and not passed:
+                checked[0].add(checked[1])  # the syntax checks are the first three: all passed
+        return node
+
+    probe: Any = _ProcessorsProbe()
+    if [type(p) for p in cls.get_ast_processors(probe)][: len(syntax)] != list(syntax):
+        return  # another moto: its processors are not what this patch knows; leave them as they are
+    fn: Any
+    for fn, was in ((__init__, original_init), (validate, original_validate)):
+        fn._streamer_fast = True
+        fn._streamer_original = was
+    cls.__init__ = __init__  # type: ignore[method-assign]
+    cls.validate = validate  # type: ignore[method-assign]
+    _keep_processing_maps()
+
+
+def _keep_processing_maps() -> None:
+    """moto's ``DepthFirstTraverser`` asks its processor for its map of node types to handlers
+    (``_processing_map()``, a new dict of bound methods) twice for every node of every walk
+    (``nodes_to_be_processed``, ``process``). Every processor's map is a literal of class keys and its own
+    methods, so each instance's map is built once and kept on it."""
+    from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser  # type: ignore[attr-defined]
+
+    def kept(self: Any) -> tuple[dict[Any, Any], tuple[Any, ...]]:
+        got: tuple[dict[Any, Any], tuple[Any, ...]] | None = self.__dict__.get("_streamer_map")
+        if got is None:
+            processing = self._processing_map()
+            got = self.__dict__["_streamer_map"] = (processing, tuple(processing))
+        return got
+
+    def nodes_to_be_processed(self: Any) -> tuple[Any, ...]:
+        return kept(self)[1]
+
+    def process(self: Any, node: Any) -> Any:
+        for class_key, processor in kept(self)[0].items():
+            if isinstance(node, class_key):
+                return processor(node)
+        return None
+
+    fn: Any
+    for name, fn in (("nodes_to_be_processed", nodes_to_be_processed), ("process", process)):
+        fn._streamer_fast = True
+        fn._streamer_original = DepthFirstTraverser.__dict__[name]
+        setattr(DepthFirstTraverser, name, fn)
+
+
+class _ProcessorsProbe:
+    """What ``UpdateExpressionValidator.get_ast_processors`` reads, to list its processors without a call."""
+
+    expression_attribute_names: dict[str, str] = {}
+    expression_attribute_values: dict[str, Any] = {}
+    item = None
+
+    class table:  # stands for the attribute moto reads
+        table_key_attrs: list[str] = []
+        attr: list[Any] = []
+        attribute_keys: list[str] = []
 
 
 #: DynamoDB's item operations: their results are plain JSON data (items, keys, counts, capacity).
@@ -556,6 +728,7 @@ def make_app(lambda_endpoint: str | None) -> WSGIApp:
     speed_up_dispatch()
     speed_up_dynamodb_queries()
     speed_up_dynamodb_updates()
+    speed_up_dynamodb_validation()
     speed_up_dynamodb_conditions()
     speed_up_dynamodb_responses()
     from streamer.local.moto_atomic import reliable_stop, serialize_dynamodb, unique_execution_names
