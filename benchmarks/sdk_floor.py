@@ -1,6 +1,6 @@
 """The AWS SDK's floor: what one boto3 call costs the process that makes it, and what that bounds.
 
-``python -m benchmarks.sdk_floor [--rounds R] [--calls N] [--baselines] [--json]``
+``python -m benchmarks.sdk_floor [--rounds R] [--calls N] [--baselines] [--no-moto] [--json]``
 
 Every AWS call our handlers make goes through a boto3 client (what ships to AWS; locally the same clients talk
 to moto and to the gateway's Management API). This measures the client side alone: each call shape the
@@ -21,6 +21,12 @@ everything else (the engine, the WebSocket, our code) taken as free:
 * echo: requests a second on every core;
 * the noisy-neighbour shape of ``tests/e2e/test_reliability_edges.py`` (100 requests in flight, each pushing
   20 events 3 s apart to 20 connections): cores its accepted work needs.
+
+Then the other side of the DynamoDB calls (unless ``--no-moto``): the same shapes answered by moto as
+``streamer local`` runs it (``streamer.local.moto_server.make_app``, every patch applied), called as a WSGI app in
+a child process — no socket, no HTTP server, no SDK — on tables made from the template; moto's CPU per call. With
+it the ceilings of the SDK and moto's DynamoDB together: what a local stack built on both could do if the
+WebSocket, the engine, the Lambda endpoint and our code were free.
 
 ``--baselines`` also measures, in the same run, what issue 11's goals compare with — the bare ``websockets``
 server's handshake rate and moto's engine running ``echo`` with no-op Lambdas at 20 concurrent — and prints
@@ -84,7 +90,7 @@ SHAPES: dict[str, Shape] = {
     ),
     "dynamodb:Query": Shape(
         "dynamodb", "query",
-        {"TableName": "streamer-connections", "IndexName": "by-user", "KeyConditionExpression": "user_id = :u",
+        {"TableName": "streamer-connections", "IndexName": "by_user", "KeyConditionExpression": "user_id = :u",
          "ExpressionAttributeValues": {":u": {"S": "user-1"}}},
         b'{"Items": [{"connection_id": {"S": "c1"}, "user_id": {"S": "user-1"}}], "Count": 1, "ScannedCount": 1}',
     ),
@@ -219,6 +225,90 @@ def measure(rounds: int = 7, calls: int = 100, url: str | None = None) -> dict[s
     return out
 
 
+#: The shapes moto's DynamoDB answers in the local stack (the others go to the engine and to the gateway).
+MOTO_SHAPES = tuple(name for name in SHAPES if name.startswith("dynamodb:"))
+
+
+def _moto_calls(rounds: int, calls: int, out: Any) -> None:
+    """In a child process: each DynamoDB shape answered by the local stack's moto app (``make_app``: every patch
+    ``streamer local`` applies), called as WSGI with the request body the SDK sends — no socket, no SDK — on tables
+    made from the template, so each call succeeds as in the stack; moto's CPU ms per call, median of rounds."""
+    from werkzeug.test import EnvironBuilder
+
+    from streamer.deploy.template import table_definitions
+    from streamer.local.moto_server import make_app
+
+    app = make_app(None)
+
+    def environ(target: str, body: bytes) -> dict[str, Any]:
+        return EnvironBuilder(path="/", method="POST", data=body, headers={
+            "Host": "127.0.0.1:4566", "X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.0",
+            "Authorization": "AWS4-HMAC-SHA256 Credential=bench/20261202/us-east-1/dynamodb/aws4_request, "
+                             "SignedHeaders=host;x-amz-target, Signature=0"}).get_environ()  # fmt: skip
+
+    def send(target: str, params: dict[str, Any]) -> None:
+        env = environ(f"DynamoDB_20120810.{target}", json.dumps(params).encode())
+        status: list[str] = []
+        b"".join(app(env, lambda s, h, e=None: status.append(s)))
+        if not status[0].startswith("200"):
+            raise RuntimeError(f"moto answered {status[0]} to {target}")
+
+    for logical_id, spec in table_definitions().items():
+        spec = {k: v for k, v in spec.items() if k != "TimeToLiveSpecification"}
+        name = {"ConnectionsTable": "streamer-connections", "RequestsTable": "streamer-requests"}.get(logical_id)
+        if name:
+            send("CreateTable", {"TableName": name, **spec})
+    update = SHAPES["dynamodb:UpdateItem"].params
+    send("PutItem", {"TableName": update["TableName"], "Item": {**update["Key"], "status": {"S": "RUNNING"},
+                     "incarnation": {"S": "i-1"}, "last_seq": {"N": "0"}}})  # fmt: skip
+    put = SHAPES["dynamodb:PutItem"].params
+    for i in range(3):  # the user's connections the Query finds
+        send("PutItem", {**put, "Item": {**put["Item"], "connection_id": {"S": f"seed-{i}"}}})
+    # Each call as in the stack: a new connection's put (its condition holds; another user's, so the Query's user
+    # keeps its three), the claim on the running request, the user's connections.
+    prepared: dict[str, list[tuple[str, bytes]]] = {}
+    for name in MOTO_SHAPES:
+        target, params = name.split(":")[1], SHAPES[name].params
+        bodies = []
+        for i in range(calls):
+            p = params if target != "PutItem" else {**params, "Item": {
+                **params["Item"], "connection_id": {"S": f"{name}-{i}"}, "user_id": {"S": f"new-user-{i}"}}}
+            bodies.append((target, json.dumps(p).encode()))
+        prepared[name] = bodies
+    cpu: dict[str, list[float]] = {name: [] for name in MOTO_SHAPES}
+    for r in range(rounds):
+        for name in MOTO_SHAPES:
+            envs = []
+            for target, body in prepared[name]:
+                if target == "PutItem":  # a key not used yet: this round's
+                    body = body.replace(b'"connection_id": {"S": "', f'"connection_id": {{"S": "r{r}-'.encode(), 1)
+                envs.append(environ(f"DynamoDB_20120810.{target}", body))
+            status: list[str] = []
+            record = status.append
+            t = time.process_time()
+            for env in envs:
+                b"".join(app(env, lambda s, h, e=None, record=record: record(s)))
+            cpu[name].append((time.process_time() - t) / calls * 1000)
+            bad = [s for s in status if not s.startswith("200")]
+            if bad:
+                raise RuntimeError(f"moto answered {bad[0]} to {name}")
+    out.put({name: statistics.median(v) for name, v in cpu.items()})
+
+
+def moto_per_call(rounds: int = 7, calls: int = 100) -> dict[str, float]:
+    """moto's CPU ms per call of each DynamoDB shape, in the local stack's moto app (``_moto_calls``)."""
+    ctx = multiprocessing.get_context("spawn")
+    q: Any = ctx.Queue()
+    proc = ctx.Process(target=_moto_calls, args=(rounds, calls, q), daemon=True)
+    proc.start()
+    try:
+        result: dict[str, float] = q.get(timeout=600)
+    finally:
+        proc.join(30)
+        proc.close()
+    return result
+
+
 @dataclass(frozen=True)
 class Ceilings:
     """What the SDK's cost alone allows (everything else free)."""
@@ -231,13 +321,27 @@ class Ceilings:
     echo_all_cores: float  # requests/s
     noisy_cores: float  # cores the noisy-neighbour shape's accepted work needs in the SDK alone
     cores: int
+    # With moto's DynamoDB too (``moto_per_call``: the same calls answered by the local stack's moto, no socket):
+    connect_moto_ms: float | None = None  # SDK + moto per handshake
+    connect_moto_all_cores: float | None = None
+    echo_moto_ms: float | None = None  # SDK + moto per echo request
+    echo_moto_all_cores: float | None = None
 
 
-def ceilings(per_call: dict[str, dict[str, float]], echo_calls: dict[str, int], cores: int) -> Ceilings:
-    """The bounds above from CPU ms per call (``measure``) and the echo request's calls by operation."""
+def ceilings(
+    per_call: dict[str, dict[str, float]],
+    echo_calls: dict[str, int],
+    cores: int,
+    moto: dict[str, float] | None = None,
+) -> Ceilings:
+    """The bounds above from CPU ms per call (``measure``) and the echo request's calls by operation; with
+    ``moto`` (``moto_per_call``) also the bounds of the SDK and moto's DynamoDB together."""
 
     def ms(calls: dict[str, int]) -> float:
         return sum(n * per_call[op]["sdk_ms"] for op, n in calls.items())
+
+    def moto_ms(calls: dict[str, int]) -> float:
+        return sum(n * (moto or {}).get(op, 0.0) for op, n in calls.items())
 
     connect = ms(CONNECT_CALLS)
     echo = ms(echo_calls)
@@ -255,6 +359,10 @@ def ceilings(per_call: dict[str, dict[str, float]], echo_calls: dict[str, int], 
         echo_all_cores=cores * 1000 / echo,
         noisy_cores=events_per_s * per_event / 1000,
         cores=cores,
+        connect_moto_ms=connect + moto_ms(CONNECT_CALLS) if moto else None,
+        connect_moto_all_cores=cores * 1000 / (connect + moto_ms(CONNECT_CALLS)) if moto else None,
+        echo_moto_ms=echo + moto_ms(echo_calls) if moto else None,
+        echo_moto_all_cores=cores * 1000 / (echo + moto_ms(echo_calls)) if moto else None,
     )
 
 
@@ -293,10 +401,17 @@ def baselines(connect_n: int = 1000, executions: int = 400) -> dict[str, float]:
     }
 
 
-def report(per_call: dict[str, dict[str, float]], c: Ceilings, base: dict[str, float] | None) -> str:
-    lines = [f"{'call (client side)':44} {'boto3 CPU ms':>12} {'http.client':>12} {'ratio':>7}"]
+def report(
+    per_call: dict[str, dict[str, float]],
+    c: Ceilings,
+    base: dict[str, float] | None,
+    moto: dict[str, float] | None = None,
+) -> str:
+    lines = [f"{'call (client side)':44} {'boto3 CPU ms':>12} {'http.client':>12} {'ratio':>7}"
+             + (f" {'moto CPU ms':>12}" if moto else "")]  # fmt: skip
     for name, f in per_call.items():
-        lines.append(f"{name:44} {f['sdk_ms']:12.2f} {f['raw_ms']:12.2f} {f['ratio']:6.1f}x")
+        answered = (f" {moto[name]:12.2f}" if name in moto else f" {'-':>12}") if moto else ""
+        lines.append(f"{name:44} {f['sdk_ms']:12.2f} {f['raw_ms']:12.2f} {f['ratio']:6.1f}x{answered}")
     lines += [
         "",
         f"connect (a new user: {sum(CONNECT_CALLS.values())} calls): {c.connect_sdk_ms:.1f} ms of SDK CPU per handshake"
@@ -307,11 +422,25 @@ def report(per_call: dict[str, dict[str, float]], c: Ceilings, base: dict[str, f
         f"noisy neighbour ({NOISY_IN_FLIGHT} in flight, an event every {NOISY_EVENT_SECONDS:.0f} s each, to"
         f" {NOISY_CONNECTIONS} connections): {c.noisy_cores:.2f} cores of SDK CPU (the machine has {c.cores})",
     ]
+    if c.connect_moto_ms is not None and c.echo_moto_ms is not None:
+        lines += [
+            f"with moto's DynamoDB answering (no socket): connect {c.connect_moto_ms:.1f} ms per handshake -> at most"
+            f" {c.connect_moto_all_cores:.0f}/s on all {c.cores} cores; echo {c.echo_moto_ms:.1f} ms per request ->"
+            f" at most {c.echo_moto_all_cores:.1f} requests/s",
+        ]
     if base:
         need_connect = base["bare_connect_per_s"] / 3
         need_echo = 0.8 * base["bare_engine_per_s"]
         engine_ms = base["engine_cpu_ms_per_execution"]
         echo_floor = c.cores * 1000 / (c.echo_sdk_ms + engine_ms)
+        moto_lines = []
+        if c.connect_moto_all_cores is not None and c.echo_moto_ms is not None:
+            moto_floor = c.cores * 1000 / (c.echo_moto_ms + engine_ms)
+            moto_lines = [
+                f"  with moto's DynamoDB answering too: connect {c.connect_moto_all_cores:.0f}/s: "
+                f"{_verdict(need_connect, c.connect_moto_all_cores)}; echo {moto_floor:.1f}/s: "
+                f"{_verdict(need_echo, moto_floor)}",
+            ]
         lines += [
             "",
             f"goal 5 needs >= 1/3 of the bare server's {base['bare_connect_per_s']:.0f} handshakes/s = "
@@ -322,12 +451,13 @@ def report(per_call: dict[str, dict[str, float]], c: Ceilings, base: dict[str, f
             f"{_verdict(need_echo, c.echo_all_cores)}",
             f"  with the engine's own {engine_ms:.1f} ms of CPU per execution (the same engine runs ours): "
             f"{echo_floor:.1f}/s: {_verdict(need_echo, echo_floor)}",
+            *moto_lines,
         ]
     return "\n".join(lines)
 
 
 def _verdict(need: float, ceiling: float) -> str:
-    return "within the SDK's ceiling" if ceiling >= need else f"above the SDK's ceiling ({need / ceiling:.1f}x it)"
+    return "within the ceiling" if ceiling >= need else f"above the ceiling ({need / ceiling:.1f}x it)"
 
 
 def bench() -> None:
@@ -344,16 +474,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median; default 7)")
     ap.add_argument("--calls", type=int, default=100, help="calls of each shape per round (default 100)")
     ap.add_argument("--baselines", action="store_true", help="also the goals' baselines, in this run")
+    ap.add_argument("--no-moto", action="store_true", help="skip moto's own CPU per DynamoDB call")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args(argv)
     per_call = measure(args.rounds, args.calls)
+    moto = None if args.no_moto else moto_per_call(args.rounds, args.calls)
     cores = os.cpu_count() or 1
-    c = ceilings(per_call, echo_calls(), cores)
+    c = ceilings(per_call, echo_calls(), cores, moto)
     base = baselines() if args.baselines else None
     if args.json:
-        print(json.dumps({"per_call": per_call, "ceilings": c.__dict__, "baselines": base}))
+        print(json.dumps({"per_call": per_call, "moto_per_call": moto, "ceilings": c.__dict__, "baselines": base}))
     else:
-        print(report(per_call, c, base))
+        print(report(per_call, c, base, moto))
     return 0
 
 

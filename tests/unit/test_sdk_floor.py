@@ -50,6 +50,26 @@ def test_the_ceilings_follow_from_the_per_call_cost() -> None:
     assert c.noisy_cores == pytest.approx(100 / 3 * 23 * 2 / 1000)
 
 
+def test_moto_answers_every_dynamodb_shape_in_the_local_stacks_app() -> None:
+    """Each DynamoDB shape is answered 200 by moto as ``streamer local`` runs it (a failed call would raise)."""
+    figures = sdk_floor.moto_per_call(rounds=2, calls=3)
+    assert set(figures) == set(sdk_floor.MOTO_SHAPES) == {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}
+    assert all(ms > 0 for ms in figures.values())
+
+
+def test_the_ceilings_with_moto_add_its_cost_to_the_dynamodb_calls_only() -> None:
+    per_call = {name: {"sdk_ms": 2.0, "raw_ms": 0.5, "ratio": 4.0} for name in sdk_floor.SHAPES}
+    echo = {"dynamodb:UpdateItem": 5, "dynamodb:PutItem": 3, "dynamodb:Query": 2, "stepfunctions:StartExecution": 1,
+            "apigatewaymanagementapi:PostToConnection": 3}  # fmt: skip
+    moto = {"dynamodb:PutItem": 1.0, "dynamodb:UpdateItem": 3.0, "dynamodb:Query": 2.0}
+    c = sdk_floor.ceilings(per_call, echo, cores=2, moto=moto)
+    assert c.connect_moto_ms == 6.0 + 2 * 3.0 + 1.0  # the SDK's 6 ms, 2 quota writes and the put in moto
+    assert c.connect_moto_all_cores == pytest.approx(2000 / 13)
+    assert c.echo_moto_ms == 28.0 + 5 * 3.0 + 3 * 1.0 + 2 * 2.0  # the push and the start are not moto's DynamoDB
+    assert c.echo_moto_all_cores == pytest.approx(2000 / 50)
+    assert sdk_floor.ceilings(per_call, echo, cores=2).echo_moto_ms is None
+
+
 def test_echo_calls_are_counted_now_and_each_has_a_measured_shape() -> None:
     """The echo mix comes from benchmarks.aws_calls in this run; an operation without a shape would be missed."""
     calls = sdk_floor.echo_calls()
@@ -63,11 +83,13 @@ def test_the_command_prints_the_table_and_the_ceilings() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(out["per_call"]) == set(sdk_floor.SHAPES)
+    assert set(out["per_call"]) == set(sdk_floor.SHAPES) and set(out["moto_per_call"]) == set(sdk_floor.MOTO_SHAPES)
     assert out["ceilings"]["echo_calls"] == 14 and out["baselines"] is None
+    assert out["ceilings"]["echo_moto_ms"] > out["ceilings"]["echo_sdk_ms"]
     text = subprocess.run(
         [sys.executable, "-m", "benchmarks.sdk_floor", "--rounds", "1", "--calls", "3"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
     ).stdout  # fmt: skip
     assert "boto3 CPU ms" in text and "connect (a new user: 3 calls)" in text
     assert "requests/s on all" in text and "cores of SDK CPU" in text
+    assert "moto CPU ms" in text and "with moto's DynamoDB answering (no socket): connect" in text
