@@ -22,6 +22,7 @@ from streamer.local.moto_server import (
     speed_up_dynamodb_queries,
     speed_up_dynamodb_responses,
     speed_up_dynamodb_updates,
+    speed_up_dynamodb_validation,
     speed_up_sfn_paths,
 )
 from streamer.service import RequestService
@@ -52,6 +53,7 @@ def aws() -> Iterator[None]:
     unique_execution_names()  # and one execution name is started once
     speed_up_dynamodb_queries()  # the local stack's Query (one partition read, same answers)
     speed_up_dynamodb_updates()  # and its UpdateItem (each expression parsed once)
+    speed_up_dynamodb_validation()  # and validated as the local stack does (expression-only checks kept)
     speed_up_dynamodb_conditions()  # and its condition expressions (each lexed once)
     speed_up_sfn_paths()  # and the state machines' JSONPaths (each parsed once)
     speed_up_dynamodb_responses(check=True)  # and its item responses, each compared with moto's serializer

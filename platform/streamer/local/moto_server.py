@@ -365,7 +365,6 @@ def speed_up_dynamodb_updates() -> None:
     UpdateExpressionParser.make = classmethod(make)
 
 
-
 #: How many parsed update expressions :func:`speed_up_dynamodb_validation` keeps a copy of (as the parse LRU).
 _KEPT_UPDATE_TREES = 512
 
@@ -405,8 +404,8 @@ def speed_up_dynamodb_validation() -> None:
         validators.OverlappingPathsValidator,
         validators.UpdateHashRangeKeyValidator,
     )
-    # id(tree) -> [tree, its pickle, the (names, key attributes) it passed the syntax checks with]. The entry
-    # holds the tree, so its id cannot be reused while it is here.
+    # id(tree) -> (tree, its pickle, the (names, key attributes) it passed the syntax checks with). The entry
+    # holds the tree, so its id cannot be reused while it is here; an LRU of the parse cache's size.
     kept: collections.OrderedDict[int, tuple[Any, bytes, set[Any]]] = collections.OrderedDict()
     lock = threading.Lock()
 
