@@ -41,6 +41,7 @@ import http.server
 import json
 import multiprocessing
 import os
+import queue
 import statistics
 import subprocess
 import sys
@@ -264,25 +265,20 @@ def _moto_calls(rounds: int, calls: int, out: Any) -> None:
     put = SHAPES["dynamodb:PutItem"].params
     for i in range(3):  # the user's connections the Query finds
         send("PutItem", {**put, "Item": {**put["Item"], "connection_id": {"S": f"seed-{i}"}}})
-    # Each call as in the stack: a new connection's put (its condition holds; another user's, so the Query's user
-    # keeps its three), the claim on the running request, the user's connections.
-    prepared: dict[str, list[tuple[str, bytes]]] = {}
-    for name in MOTO_SHAPES:
-        target, params = name.split(":")[1], SHAPES[name].params
-        bodies = []
-        for i in range(calls):
-            p = params if target != "PutItem" else {**params, "Item": {
-                **params["Item"], "connection_id": {"S": f"{name}-{i}"}, "user_id": {"S": f"new-user-{i}"}}}
-            bodies.append((target, json.dumps(p).encode()))
-        prepared[name] = bodies
+
+    def body(name: str, key: str) -> bytes:
+        """The call as in the stack: a new connection's put (its condition holds; another user's, so the Query's
+        user keeps its three), the claim on the running request, the user's connections."""
+        params = SHAPES[name].params
+        if name == "dynamodb:PutItem":
+            params = {**params, "Item": {**params["Item"], "connection_id": {"S": key}, "user_id": {"S": key}}}
+        return json.dumps(params).encode()
+
     cpu: dict[str, list[float]] = {name: [] for name in MOTO_SHAPES}
     for r in range(rounds):
         for name in MOTO_SHAPES:
-            envs = []
-            for target, body in prepared[name]:
-                if target == "PutItem":  # a key not used yet: this round's
-                    body = body.replace(b'"connection_id": {"S": "', f'"connection_id": {{"S": "r{r}-'.encode(), 1)
-                envs.append(environ(f"DynamoDB_20120810.{target}", body))
+            target = f"DynamoDB_20120810.{name.split(':')[1]}"
+            envs = [environ(target, body(name, f"r{r}-{i}")) for i in range(calls)]
             status: list[str] = []
             record = status.append
             t = time.process_time()
@@ -302,11 +298,16 @@ def moto_per_call(rounds: int = 7, calls: int = 100) -> dict[str, float]:
     proc = ctx.Process(target=_moto_calls, args=(rounds, calls, q), daemon=True)
     proc.start()
     try:
-        result: dict[str, float] = q.get(timeout=600)
+        while True:
+            try:
+                result: dict[str, float] = q.get(timeout=1)
+                return result
+            except queue.Empty:
+                if not proc.is_alive():  # it raised (its traceback is on stderr) or was killed
+                    raise RuntimeError(f"moto's measurement ended without figures (exit {proc.exitcode})") from None
     finally:
         proc.join(30)
         proc.close()
-    return result
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,13 @@ def test_moto_answers_every_dynamodb_shape_in_the_local_stacks_app() -> None:
     assert all(ms > 0 for ms in figures.values())
 
 
+def test_a_failed_moto_measurement_is_an_error_at_once_not_a_wait() -> None:
+    """The child raises (no call per round: a division by zero); the parent says so as soon as it has ended
+    (waiting on the queue alone, it would sit out its timeout, longer than this test's)."""
+    with pytest.raises(RuntimeError, match="ended without figures"):
+        sdk_floor.moto_per_call(rounds=1, calls=0)
+
+
 def test_the_ceilings_with_moto_add_its_cost_to_the_dynamodb_calls_only() -> None:
     per_call = {name: {"sdk_ms": 2.0, "raw_ms": 0.5, "ratio": 4.0} for name in sdk_floor.SHAPES}
     echo = {"dynamodb:UpdateItem": 5, "dynamodb:PutItem": 3, "dynamodb:Query": 2, "stepfunctions:StartExecution": 1,
