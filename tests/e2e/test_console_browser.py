@@ -228,7 +228,9 @@ def test_textstats_graph_has_every_state_and_ends_succeeded(local_stack: Any, pa
 
 
 def test_state_colours_change_live_while_it_runs(local_stack: Any, page: Any, client: Client) -> None:
-    rid = client.submit("echo", {"message": "slowly", "steps": 8, "delay_ms": 400})
+    # 8 steps of 2.5 s: the page must be open and drawn while Echo runs, and a loaded CI machine took more than the
+    # 3.2 s that 8 x 400 ms gave it (the page's first look found Echo already succeeded).
+    rid = client.submit("echo", {"message": "slowly", "steps": 8, "delay_ms": 2500})
     open_execution(page, local_stack, rid, client.user)
     running = wait_statuses(page, {"Echo": "running"}, timeout=30)
     assert running["Echo"] == "running", running
