@@ -619,8 +619,10 @@ def test_moto_request_ids_are_still_52_letters_and_digits() -> None:
     import string
 
     from moto.moto_api._internal import mock_random
+    from moto.moto_api._internal.moto_random import MotoRandom
 
     moto_server.speed_up_dispatch()
+    assert getattr(MotoRandom.get_random_string, "_streamer_fast", False)  # the ids below are the patch's
     ids = [mock_random.get_random_string(length=52) for _ in range(200)]
     assert all(len(i) == 52 and set(i) <= set(string.ascii_letters + string.digits) for i in ids)
     assert len(set(ids)) == 200
