@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from streamer.limits import MAX_EXECUTION_INPUT_BYTES
-from streamer.windows import windows_mode
+from streamer.windows import store_mode
 
 __all__ = ["LOCAL_ACCOUNT", "LOCAL_DEV_SECRET", "LOCAL_REGION", "Env", "Settings", "dev_jwt_secret", "restore_environ"]
 
@@ -33,6 +33,7 @@ class Env(enum.StrEnum):
     MAX_REQUESTS_IN_FLIGHT_PER_USER = "STREAMER_MAX_REQUESTS_IN_FLIGHT_PER_USER"
     MAX_MESSAGES_PER_SECOND_PER_USER = "STREAMER_MAX_MESSAGES_PER_SECOND_PER_USER"
     MESSAGE_WINDOWS = "STREAMER_MESSAGE_WINDOWS"
+    CONNECTION_ADMISSION = "STREAMER_CONNECTION_ADMISSION"
     ALLOWED_ORIGINS = "STREAMER_ALLOWED_ORIGINS"
     ALLOW_MISSING_ORIGIN = "STREAMER_ALLOW_MISSING_ORIGIN"
     RECONCILE_PENDING_AFTER_SECONDS = "STREAMER_RECONCILE_PENDING_AFTER_SECONDS"
@@ -130,6 +131,9 @@ class Settings:
     #: Where the per-message windows (the connection's rate, the user's messages per second) are counted:
     #: ``dynamodb``, or ``memory`` where one process runs every ``$default`` invocation (``streamer.windows``).
     message_windows: str = "dynamodb"
+    #: Where connections are admitted (the user's connection slots, the rows' writes): ``dynamodb``, or
+    #: ``memory`` where one process runs every ``$connect`` and ``$disconnect`` (``streamer.admission``).
+    connection_admission: str = "dynamodb"
     #: Browser origins allowed to open a connection (exact matches, ``$connect``); a handshake without an
     #: ``Origin`` header (a non-browser client) is allowed unless ``allow_missing_origin`` is False.
     allowed_origins: tuple[str, ...] = ()
@@ -162,7 +166,8 @@ class Settings:
             max_messages_per_second_per_user=int(
                 env.get(Env.MAX_MESSAGES_PER_SECOND_PER_USER, d.max_messages_per_second_per_user)
             ),
-            message_windows=windows_mode(env.get(Env.MESSAGE_WINDOWS)),
+            message_windows=store_mode(Env.MESSAGE_WINDOWS, env.get(Env.MESSAGE_WINDOWS)),
+            connection_admission=store_mode(Env.CONNECTION_ADMISSION, env.get(Env.CONNECTION_ADMISSION)),
             allowed_origins=_keys(env.get(Env.ALLOWED_ORIGINS, "")),
             allow_missing_origin=_flag(env.get(Env.ALLOW_MISSING_ORIGIN), d.allow_missing_origin),
             reconcile_pending_after_seconds=int(

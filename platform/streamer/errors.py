@@ -7,7 +7,8 @@ The tree (classes defined outside this module name their module)::
     ├── WebSocketDisconnectedError   the connection is gone (API Gateway 410 GoneException)
     ├── SendError                    a message could not be delivered after botocore's retries
     ├── StoreError                   persistence failed in a way the caller cannot fix
-    │   └── TerminalAlreadyError     the request already ended: a second terminal event is not written
+    │   ├── TerminalAlreadyError     the request already ended: a second terminal event is not written
+    │   └── UnprocessedWriteError    (streamer.aws.batch) a batch write left the item unprocessed (throttled)
     ├── WorkflowNotDeployedError     (streamer.aws.executions) StartExecution found no state machine
     ├── ExecutionNameTakenError      (streamer.aws.executions) the execution name is another incarnation's
     ├── PluginError                  the plugin set is broken (duplicate step, failed import, missing hook)

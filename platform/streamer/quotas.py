@@ -54,6 +54,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from streamer.admission import MemoryConnections
 from streamer.aws.quotas import CONNECTIONS, REQUESTS, QuotaStore
 from streamer.aws.store import ClientSlot
 from streamer.config import Settings
@@ -156,6 +157,7 @@ class Quotas:
         *,
         clock: Callable[[], float] = time.time,
         windows: MemoryWindows | None = None,
+        connections: MemoryConnections | None = None,
     ) -> None:
         self.limits = limits
         self.store = store
@@ -163,11 +165,19 @@ class Quotas:
         self.known = KnownRefusals()
         #: The users' message windows in this process instead of the quota table (``streamer.windows``).
         self.windows = windows
+        #: The users' connection slots in this process instead of the quota table (``streamer.admission``).
+        self.connections = connections
 
     @classmethod
-    def from_settings(cls, settings: Settings, dynamodb: ClientSlot[DynamoDBClient] | None = None) -> Quotas:
+    def from_settings(
+        cls,
+        settings: Settings,
+        dynamodb: ClientSlot[DynamoDBClient] | None = None,
+        connections: MemoryConnections | None = None,
+    ) -> Quotas:
         """The set a Lambda container shares (its DynamoDB client created lazily, or the ``dynamodb`` slot's:
-        the service's stores share theirs)."""
+        the service's stores share theirs). ``connections``: the service's slots, when it admits connections
+        in this process (``streamer.admission``)."""
         store = QuotaStore(
             settings.quotas_table,
             connections_table=settings.connections_table,
@@ -175,7 +185,7 @@ class Quotas:
             client=dynamodb,
         )
         windows = MemoryWindows() if settings.message_windows == MEMORY else None
-        return cls(QuotaLimits.of(settings), store, windows=windows)
+        return cls(QuotaLimits.of(settings), store, windows=windows, connections=connections)
 
     def _now(self) -> int:
         return int(self.clock())
@@ -195,6 +205,10 @@ class Quotas:
         without this question it would hold its user's slot until then.
         """
         limit = self.limits.connections_per_user
+        if self.connections is not None:
+            if not self.connections.reserve(user_id, connection_id, limit, alive):
+                raise _over(limit, "connections for this user", "connections")
+            return
 
         def stale(user: str, members: dict[str, int], now: int) -> list[str]:
             return self._stale_connections(user, members, now, alive)
@@ -203,6 +217,9 @@ class Quotas:
             raise _over(limit, "connections for this user", "connections")
 
     def release_connection(self, user_id: str, connection_id: str) -> None:
+        if self.connections is not None:
+            self.connections.release(connection_id)
+            return
         self.store.release(user_id, CONNECTIONS, [connection_id])
 
     # -- requests -------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 from pydantic import ValidationError
 
 from streamer import metrics
+from streamer.admission import MemoryConnections
 from streamer.aws.connections import ConnectionManager, SendReport, encode_message
 from streamer.aws.executions import (
     CANCEL_CAUSE,
@@ -168,6 +169,9 @@ class RequestService:
         self._known: dict[str, Connection] = {}
         self._known_lock = threading.Lock()
         self._known_prune_at = self.KNOWN_PRUNE_AT
+        # STREAMER_CONNECTION_ADMISSION=memory (streamer.admission): the users' connection slots, kept here —
+        # only where this process runs every $connect and $disconnect (the rows then written in batches).
+        self.admissions = MemoryConnections(clock) if settings.connection_admission == MEMORY else None
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, *, endpoint_url: str | None = None) -> RequestService:
@@ -176,7 +180,7 @@ class RequestService:
         dynamodb: ClientSlot[DynamoDBClient] = ClientSlot("dynamodb")  # one client for the three tables
         return cls(
             s,
-            connections=ConnectionStore(s.connections_table, dynamodb),
+            connections=ConnectionStore(s.connections_table, dynamodb, batched=s.connection_admission == MEMORY),
             requests=RequestStore(s.requests_table, dynamodb),
             events=EventStore(s.events_table, dynamodb, ttl_seconds=s.request_ttl_seconds),
             manager=ConnectionManager(endpoint_url or s.apigw_endpoint),
@@ -232,6 +236,8 @@ class RequestService:
             if quotas is not None:
                 quotas.release_connection(user_id, connection_id)
             raise
+        if self.admissions is not None:
+            self.admissions.admitted(connection_id, connection.expires_at)
         self._remember(connection, now)
         return Admission(connection)
 
@@ -283,6 +289,8 @@ class RequestService:
     KNOWN_PRUNE_AT = 10_000
 
     def _unknow(self, connection_id: str) -> None:
+        if self.admissions is not None:
+            self.admissions.release(connection_id)
         if self.windows is not None:
             with self._known_lock:
                 self._known.pop(connection_id, None)

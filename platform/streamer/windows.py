@@ -23,18 +23,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable, Mapping
 
-__all__ = ["DYNAMODB", "MEMORY", "MODES", "MemoryWindows", "windows_mode"]
+__all__ = ["DYNAMODB", "MEMORY", "MODES", "MemoryWindows", "store_mode"]
 
 DYNAMODB = "dynamodb"
 MEMORY = "memory"
 MODES = (DYNAMODB, MEMORY)
 
 
-def windows_mode(value: str | None) -> str:
-    """The ``STREAMER_MESSAGE_WINDOWS`` value: ``dynamodb`` (the default) or ``memory``."""
+def store_mode(variable: str, value: str | None) -> str:
+    """``variable``'s value among :data:`MODES` (``dynamodb`` when unset); ValueError naming it otherwise.
+    ``STREAMER_MESSAGE_WINDOWS`` here, ``STREAMER_CONNECTION_ADMISSION`` (``streamer.admission``)."""
     mode = (value or DYNAMODB).strip().lower()
     if mode not in MODES:
-        raise ValueError(f"STREAMER_MESSAGE_WINDOWS must be one of {', '.join(MODES)}, not {value!r}")
+        raise ValueError(f"{variable} must be one of {', '.join(MODES)}, not {value!r}")
     return mode
 
 

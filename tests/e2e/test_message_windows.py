@@ -1,6 +1,7 @@
 """The per-connection rate and the per-user message quota on the running local stack, on both of its paths:
 the routes in the gateway's process with the windows in its memory (the default), and the parity path through
-the Lambda endpoint with the windows in DynamoDB (``STREAMER_LOCAL_INVOKE=http``) — the same refusals."""
+the Lambda endpoint with the windows in DynamoDB (``STREAMER_LOCAL_INVOKE=http``) — the same refusals. The
+connections are admitted likewise (``streamer.admission``): in the gateway's memory, or in the quota table."""
 
 from __future__ import annotations
 
@@ -113,5 +114,8 @@ def test_the_rate_and_the_message_quota_refuse_alike_on_both_paths(
     finally:
         ddb.close()
     assert ("msg_window" in quota_item) == (windows == "dynamodb")
+    # And where its connections were admitted (streamer.admission): the user's slots in the gateway's memory,
+    # or in the quota item's map; the rows are in the table either way.
+    assert ("connections" in quota_item) == (windows == "dynamodb")
     assert len(rows) == 1
     assert ("rate_window" in rows[0]) == (windows == "dynamodb")

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from streamer.config import Settings
-from streamer.windows import MemoryWindows, windows_mode
+from streamer.windows import MemoryWindows, store_mode
 
 
 def test_counts_within_a_window_and_restarts_in_a_newer_one() -> None:
@@ -64,6 +64,6 @@ def test_bounded_by_dropping_old_windows_only() -> None:
 def test_the_mode_is_dynamodb_unless_memory_is_asked_for() -> None:
     assert Settings.from_env({}).message_windows == "dynamodb"
     assert Settings.from_env({"STREAMER_MESSAGE_WINDOWS": " Memory "}).message_windows == "memory"
-    assert windows_mode("") == "dynamodb"
+    assert store_mode("STREAMER_MESSAGE_WINDOWS", "") == "dynamodb"
     with pytest.raises(ValueError, match="STREAMER_MESSAGE_WINDOWS must be one of dynamodb, memory"):
         Settings.from_env({"STREAMER_MESSAGE_WINDOWS": "redis"})

@@ -33,6 +33,8 @@ from streamer.protocol import RequestStatus
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
+    from streamer.aws.batch import GroupCommit
+
 __all__ = [
     "ClientSlot",
     "ConnectionStore",
@@ -105,11 +107,27 @@ def _is_condition_failure(exc: ClientError) -> bool:
 class ConnectionStore(LazyClient):
     """``connections`` table: one item per live WebSocket connection; GSI ``by_user``."""
 
-    def __init__(self, table: str, client: DynamoDBClient | ClientSlot[DynamoDBClient] | None = None) -> None:
+    def __init__(
+        self,
+        table: str,
+        client: DynamoDBClient | ClientSlot[DynamoDBClient] | None = None,
+        *,
+        batched: bool = False,
+    ) -> None:
         super().__init__(client)
         self.table = table
+        #: ``batched``: rows written and deleted by group commit (``BatchWriteItem``, no condition), for a
+        #: process that admits every connection itself (``streamer.admission``).
+        self.batch: GroupCommit | None = None
+        if batched:
+            from streamer.aws.batch import GroupCommit
+
+            self.batch = GroupCommit(table, self.slot.get)
 
     def put(self, conn: Connection) -> None:
+        if self.batch is not None:
+            self.batch.put(to_ddb(conn.model_dump()), conn.connection_id)
+            return
         self.client.put_item(
             TableName=self.table,
             Item=to_ddb(conn.model_dump()),
@@ -124,6 +142,9 @@ class ConnectionStore(LazyClient):
         return Connection.model_validate(from_ddb(item)) if item else None
 
     def delete(self, connection_id: str) -> None:
+        if self.batch is not None:
+            self.batch.delete({"connection_id": {"S": connection_id}}, connection_id)
+            return
         self.client.delete_item(TableName=self.table, Key={"connection_id": {"S": connection_id}})
 
     def for_user(self, user_id: str, now: int | None = None) -> list[Connection]:

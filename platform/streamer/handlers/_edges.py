@@ -17,5 +17,5 @@ _QUOTAS: tuple[RequestService, Quotas] | None = None
 def get_quotas(service: RequestService) -> Quotas:
     global _QUOTAS
     if _QUOTAS is None or _QUOTAS[0] is not service:
-        _QUOTAS = (service, Quotas.from_settings(service.settings, service.dynamodb))
+        _QUOTAS = (service, Quotas.from_settings(service.settings, service.dynamodb, service.admissions))
     return _QUOTAS[1]

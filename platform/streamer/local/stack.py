@@ -217,8 +217,9 @@ class LocalStack:
             self.invoker = HttpAsyncInvoker(self.lambda_url, timeout=INTEGRATION_TIMEOUT)
         else:  # the route functions in this process, replies straight to the socket (streamer.local.inprocess)
             routed = {f: self.plan.functions[f] for f in self.plan.routes.values() if f in self.plan.functions}
-            # One process runs every $default invocation: the message windows can live in it (streamer.windows).
-            env = {**self.function_env, Env.MESSAGE_WINDOWS: MEMORY}
+            # One process runs every WebSocket route invocation: the message windows can live in it
+            # (streamer.windows), and connections be admitted in it (streamer.admission).
+            env = {**self.function_env, Env.MESSAGE_WINDOWS: MEMORY, Env.CONNECTION_ADMISSION: MEMORY}
             self.invoker = InProcessInvoker(routed, environment=env, integration_timeout=INTEGRATION_TIMEOUT)
             try:
                 await asyncio.to_thread(self.invoker.preload)

@@ -1,0 +1,208 @@
+"""Connections admitted in this process (``streamer.admission``) and the group commit of their rows
+(``streamer.aws.batch``): the rules, without AWS. Against moto: tests/functional/test_admission.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from streamer.admission import MemoryConnections
+from streamer.aws.batch import BATCH_MAX, GroupCommit, UnprocessedWriteError
+from streamer.config import Settings
+
+
+def test_the_mode_comes_from_the_environment_and_is_checked() -> None:
+    assert Settings.from_env({}).connection_admission == "dynamodb"
+    assert Settings.from_env({"STREAMER_CONNECTION_ADMISSION": " Memory "}).connection_admission == "memory"
+    with pytest.raises(ValueError, match="STREAMER_CONNECTION_ADMISSION must be one of dynamodb, memory"):
+        Settings.from_env({"STREAMER_CONNECTION_ADMISSION": "redis"})
+
+
+# ------------------------------------------------------------------------------------ MemoryConnections
+
+
+def test_a_user_holds_at_most_the_limit_and_a_release_frees_a_slot() -> None:
+    slots = MemoryConnections()
+    assert all(slots.reserve("alice", f"c{i}", 3) for i in range(3))
+    assert not slots.reserve("alice", "c3", 3)
+    assert slots.reserve("bob", "b0", 3)  # another user's slots are their own
+    assert slots.reserve("alice", "c1", 3)  # a connection's own slot: taken again, not twice
+    assert slots.count("alice") == 3
+    slots.release("c0")
+    slots.release("c0")  # twice: a no-op
+    assert slots.reserve("alice", "c3", 3)
+    assert slots.count("alice") == 3 and len(slots) == 4
+    assert not slots.reserve("bob", "c3", 3)  # an id held by another user is refused, never shared
+
+
+def test_concurrent_admissions_never_take_more_than_the_limit() -> None:
+    slots = MemoryConnections()
+    results: list[bool] = []
+    lock = threading.Lock()
+    start = threading.Barrier(40)
+
+    def admit(i: int) -> None:
+        start.wait()
+        ok = slots.reserve("alice", f"c{i}", 10)
+        with lock:
+            results.append(ok)
+
+    threads = [threading.Thread(target=admit, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 10 and slots.count("alice") == 10
+
+
+def test_a_full_quota_drops_expired_and_gone_members_but_never_one_being_admitted() -> None:
+    now = [1000.0]
+    slots = MemoryConnections(clock=lambda: now[0])
+    for c in ("expired", "gone", "live", "unknown", "connecting"):
+        assert slots.reserve("alice", c, 5)
+    slots.admitted("expired", 1000)  # expires now
+    for c in ("gone", "live", "unknown"):
+        slots.admitted(c, 5000)
+    asked: list[str] = []
+
+    def alive(connection_id: str) -> bool:
+        asked.append(connection_id)
+        if connection_id == "unknown":
+            raise RuntimeError("API Gateway cannot tell")  # counted as live
+        return connection_id != "gone"
+
+    assert slots.reserve("alice", "new1", 5, alive)
+    # Only admitted, unexpired members were asked about; the one whose $connect still runs was not.
+    assert sorted(asked) == ["gone", "live", "unknown"]
+    assert slots.holds("connecting") and slots.holds("live") and slots.holds("unknown")
+    assert not slots.holds("expired") and not slots.holds("gone")
+    assert slots.reserve("alice", "new2", 5, alive)
+    assert not slots.reserve("alice", "new3", 5, alive)  # full of live members: refused, nothing dropped
+    assert slots.count("alice") == 5
+
+
+def test_without_a_limit_every_connection_is_admitted() -> None:
+    slots = MemoryConnections()
+    assert all(slots.reserve("alice", f"c{i}", 0) for i in range(50))
+
+
+# ------------------------------------------------------------------------------------ GroupCommit
+
+
+class FakeDynamoDB:
+    """BatchWriteItem only: records each call's write requests; can leave items unprocessed or fail."""
+
+    def __init__(self, *, unprocessed: int = 0, fail: Exception | None = None, delay: float = 0.0) -> None:
+        self.calls: list[list[dict[str, Any]]] = []
+        self.unprocessed = unprocessed  # how many calls leave their last item unprocessed
+        self.fail = fail
+        self.delay = delay
+        self.lock = threading.Lock()
+
+    def batch_write_item(self, RequestItems: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        (table, requests), = RequestItems.items()
+        with self.lock:
+            self.calls.append(list(requests))
+        time.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail
+        if self.unprocessed > 0:
+            self.unprocessed -= 1
+            # DynamoDB returns the write requests themselves (new objects, equal by value)
+            return {"UnprocessedItems": {table: [dict(requests[-1])]}}
+        return {"UnprocessedItems": {}}
+
+
+def _commit(fake: FakeDynamoDB) -> GroupCommit:
+    return GroupCommit("t", lambda: fake, sleep=lambda _: None)  # type: ignore[arg-type,return-value]
+
+
+def _item(i: int) -> dict[str, Any]:
+    return {"connection_id": {"S": f"c{i}"}}
+
+
+def _concurrently(n: int, target: Any) -> list[BaseException | None]:
+    errors: list[BaseException | None] = [None] * n
+    start = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            target(i)
+        except BaseException as exc:
+            errors[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def test_concurrent_writes_go_in_batches_of_at_most_25_and_each_caller_returns_after_its_own() -> None:
+    fake = FakeDynamoDB(delay=0.02)
+    commit = _commit(fake)
+    errors = _concurrently(60, lambda i: commit.put(_item(i), f"c{i}"))
+    assert errors == [None] * 60
+    written = [r["PutRequest"]["Item"]["connection_id"]["S"] for call in fake.calls for r in call]
+    assert sorted(written) == sorted(f"c{i}" for i in range(60))
+    assert max(len(call) for call in fake.calls) <= BATCH_MAX
+    assert len(fake.calls) < 60  # grouped: while one batch was on its way the others queued
+    assert commit.batches == len(fake.calls) and commit.items == 60
+
+
+def test_a_key_is_never_twice_in_one_batch_and_its_writes_land_in_order() -> None:
+    fake = FakeDynamoDB(delay=0.05)
+    commit = _commit(fake)
+    first = threading.Thread(target=commit.put, args=(_item(0), "c0"))
+    first.start()
+    time.sleep(0.01)  # the first batch is on its way: these three queue behind it
+    later = [
+        threading.Thread(target=commit.put, args=(_item(1), "c1")),
+        threading.Thread(target=commit.delete, args=(_item(1), "c1")),
+        threading.Thread(target=commit.put, args=(_item(2), "c2")),
+    ]
+    for t in later:
+        t.start()
+        time.sleep(0.005)
+    for t in (first, *later):
+        t.join()
+    for call in fake.calls:
+        keys = [next(iter(r.values()))["Item" if "PutRequest" in r else "Key"]["connection_id"]["S"] for r in call]
+        assert len(keys) == len(set(keys))
+    ops = [(next(iter(r)), r) for call in fake.calls for r in call]
+    c1 = [op for op, r in ops if "c1" in str(r)]
+    assert c1 == ["PutRequest", "DeleteRequest"]
+
+
+def test_unprocessed_items_are_sent_again() -> None:
+    fake = FakeDynamoDB(unprocessed=2)
+    commit = _commit(fake)
+    commit.put(_item(1), "c1")
+    assert len(fake.calls) == 3 and fake.calls[1] == fake.calls[2] == [{"PutRequest": {"Item": _item(1)}}]
+
+
+def test_an_item_left_unprocessed_through_every_attempt_is_its_callers_error_only() -> None:
+    fake = FakeDynamoDB(unprocessed=100, delay=0.02)
+    commit = _commit(fake)
+    errors = _concurrently(5, lambda i: commit.put(_item(i), f"c{i}"))
+    failed = [e for e in errors if e is not None]
+    # Each batch's last item was left unprocessed every time: its caller (and only it) gets the error.
+    assert failed and all(isinstance(e, UnprocessedWriteError) for e in failed)
+    assert len(failed) == commit.batches
+    assert commit.items == 5 - len(failed)
+
+
+def test_a_failed_batch_write_is_every_callers_error_and_the_next_batch_is_sent() -> None:
+    boom = RuntimeError("the table is gone")
+    fake = FakeDynamoDB(fail=boom, delay=0.02)
+    commit = _commit(fake)
+    errors = _concurrently(10, lambda i: commit.put(_item(i), f"c{i}"))
+    assert errors == [boom] * 10
+    fake.fail = None
+    commit.put(_item(99), "c99")  # the commit is not stuck
+    assert fake.calls[-1] == [{"PutRequest": {"Item": _item(99)}}]
