@@ -12,7 +12,7 @@ import sys
 import pytest
 
 HANDLERS = ("connect", "disconnect", "router", "stream_router", "notify", "step_runner", "execution_events")
-#: Only ``$connect`` verifies tokens; PyJWT imports ``cryptography`` whenever it is installed.
+#: Only ``$connect`` verifies tokens; it loads ``cryptography`` (through PyJWT) only for an asymmetric allow-list.
 TOKEN_LIBRARIES = ("jwt", "cryptography")
 
 
@@ -89,3 +89,59 @@ def test_an_unknown_name_is_still_an_attribute_error() -> None:
 
     with pytest.raises(AttributeError, match="no attribute 'Stepp'"):
         getattr(streamer, "Stepp")
+
+
+def _fresh(code: str, **env: str) -> str:
+    """Run ``code`` in a fresh interpreter with ``env`` added; its stdout."""
+    import os
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ, **env}
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_connect_loads_cryptography_only_for_an_asymmetric_allow_list() -> None:
+    """PyJWT imports ``cryptography`` (~85 ms) whenever it can; an HMAC-only ``$connect`` does without it."""
+    check = "import sys, streamer.handlers.connect; print('cryptography' in sys.modules)"
+    assert _fresh(check).strip() == "False"  # the default allow-list: HS256
+    assert _fresh(check, STREAMER_JWT_ALGORITHMS="HS256,HS512").strip() == "False"
+    asymmetric = {"STREAMER_JWT_ALGORITHMS": "RS256", "STREAMER_JWT_JWKS_URL": "https://example.com/jwks.json"}
+    assert _fresh(check, **asymmetric).strip() == "True"
+    assert _fresh(check, STREAMER_JWT_JWKS_URL="https://example.com/jwks.json").strip() == "True"  # RS256
+
+
+ASYMMETRIC_AFTER_HMAC = """
+import sys, time
+import streamer.handlers.connect
+from streamer.auth import AuthConfig, Authenticator, mint_token
+assert "cryptography" not in sys.modules
+secret = "s" * 32
+hs = Authenticator(AuthConfig(secret=secret))
+assert hs.verify(mint_token(secret, "alice")).user_id == "alice"
+
+# Later in the same process: an asymmetric allow-list. PyJWT is imported again, with cryptography.
+rs = Authenticator(AuthConfig(algorithms=("RS256",), jwks_url="http://127.0.0.1:1/jwks.json"),
+                   jwks_client=None)
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+jwk = jwt.PyJWK(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True), algorithm="RS256")
+
+class Keys:
+    def get_signing_key(self, kid):
+        assert kid == "k1"
+        return jwk
+
+rs._jwks_client = Keys()
+now = int(time.time())
+token = jwt.encode({"sub": "bob", "iat": now, "exp": now + 60}, key, algorithm="RS256", headers={"kid": "k1"})
+assert rs.verify(token).user_id == "bob"
+assert hs.verify(mint_token(secret, "carol")).user_id == "carol"  # the HMAC one still works
+print("ok")
+"""
+
+
+def test_an_asymmetric_allow_list_after_an_hmac_only_import_gets_cryptography_back() -> None:
+    assert _fresh(ASYMMETRIC_AFTER_HMAC).strip() == "ok"
