@@ -11,6 +11,9 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+# PyJWT with `cryptography`, before a test imports the $connect handler, which imports PyJWT without it for an
+# HMAC-only allow-list (streamer.handlers._pyjwt): tests sign RS256/ES256 tokens in this process.
+import jwt  # noqa: F401
 import pytest
 
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")

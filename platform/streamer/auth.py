@@ -18,7 +18,6 @@ that lacks the required scope — with a short generic reason that never contain
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import logging
 import os
@@ -27,55 +26,20 @@ import threading
 import time
 import unicodedata
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-from streamer.config import Env
+import jwt
+import jwt.algorithms
+from jwt.exceptions import InvalidJTIError, InvalidSubjectError
+
+from streamer.config import Env, jwt_algorithms
 from streamer.errors import StreamerError
 from streamer.protocol import SUBPROTOCOL
 from streamer.redact import RedactTokensFilter, redact_tokens  # re-exported: the redaction lives apart (no jwt)
-
-
-def configured_algorithms(environ: Mapping[str, str]) -> tuple[str, ...]:
-    """The allow-list ``STREAMER_JWT_*`` asks for (before :class:`AuthConfig` checks it): ``STREAMER_JWT_ALGORITHMS``,
-    else ``RS256`` when only a JWKS URL is configured, else ``HS256``. Empty values count as unset."""
-    algorithms_raw = environ.get(Env.JWT_ALGORITHMS, "").strip()
-    if algorithms_raw:
-        return tuple(part.strip() for part in algorithms_raw.split(",") if part.strip())
-    if environ.get(Env.JWT_JWKS_URL, "").strip() and not environ.get(Env.JWT_SECRET):
-        return ("RS256",)
-    return ("HS256",)
-
-
-@contextlib.contextmanager
-def _cryptography_hidden(hide: bool) -> Iterator[None]:
-    """Import PyJWT without ``cryptography`` when the allow-list is HMAC-only (``hide``).
-
-    PyJWT imports ``cryptography`` whenever it can, for RS*/PS*/ES*/EdDSA; HS* is the standard library's
-    ``hmac``. That import is ~85 ms of CPU, a third of what ``$connect`` adds to a cold start over a bare
-    boto3 Lambda (docs/performance.md, "Cold starts"), for nothing when every allowed algorithm is HMAC. So
-    while PyJWT is first imported, ``cryptography`` reads as not installed (``None`` in ``sys.modules``:
-    ``ModuleNotFoundError``, which PyJWT catches); it is importable again right after. A process that later
-    needs an asymmetric algorithm re-imports PyJWT with it (:func:`_with_cryptography`). Nothing is hidden
-    when PyJWT or ``cryptography`` is already imported."""
-    if not hide or "jwt" in sys.modules or "cryptography" in sys.modules:
-        yield
-        return
-    sys.modules["cryptography"] = None  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        if "cryptography" in sys.modules and sys.modules["cryptography"] is None:
-            del sys.modules["cryptography"]
-
-
-with _cryptography_hidden(all(a.startswith("HS") for a in configured_algorithms(os.environ))):
-    import jwt
-    import jwt.algorithms
-    from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
 #: PyJWT's modules that took ``has_crypto`` and the algorithm classes from ``jwt.algorithms`` at import, in
 #: the order they import each other (``jwt.exceptions`` is left alone: its classes stay the same objects).
@@ -86,7 +50,8 @@ _reimport_lock = threading.Lock()
 
 def _with_cryptography() -> None:
     """Make PyJWT's asymmetric algorithms available: re-import PyJWT's modules when they were first imported
-    with ``cryptography`` hidden (an HMAC-only allow-list at import, then an asymmetric one in this process)."""
+    with ``cryptography`` hidden (``streamer.handlers._pyjwt``: the ``$connect`` handler of an HMAC-only
+    allow-list), and this process now builds an asymmetric :class:`Authenticator`."""
     with _reimport_lock:
         if jwt.algorithms.has_crypto:
             return
@@ -209,7 +174,7 @@ class AuthConfig:
 
         secret = environ.get(Env.JWT_SECRET) or None  # a secret is taken verbatim
         jwks_url = get(Env.JWT_JWKS_URL)
-        algorithms = configured_algorithms(environ)
+        algorithms = jwt_algorithms(environ)
         leeway_raw = get(Env.JWT_LEEWAY)
         leeway = 30
         if leeway_raw is not None:

@@ -73,6 +73,18 @@ class Env(enum.StrEnum):
     TEST_FAULTS = "STREAMER_TEST_FAULTS"
 
 
+def jwt_algorithms(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The JWT allow-list ``STREAMER_JWT_*`` asks for (``streamer.auth.AuthConfig`` checks it):
+    ``STREAMER_JWT_ALGORITHMS``, else ``RS256`` when only a JWKS URL is configured, else ``HS256``. Empty
+    values count as unset."""
+    algorithms_raw = environ.get(Env.JWT_ALGORITHMS, "").strip()
+    if algorithms_raw:
+        return tuple(part.strip() for part in algorithms_raw.split(",") if part.strip())
+    if environ.get(Env.JWT_JWKS_URL, "").strip() and not environ.get(Env.JWT_SECRET):
+        return ("RS256",)
+    return ("HS256",)
+
+
 #: The region and account the local stack (moto, the local gateway) pretends to be in.
 LOCAL_REGION = "us-east-1"
 LOCAL_ACCOUNT = "123456789012"
