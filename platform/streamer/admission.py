@@ -22,7 +22,7 @@ does. Then:
   concurrent handshakes' rows are written together, one ``BatchWriteItem`` of up to 25
   (``streamer.aws.batch.GroupCommit``, a group commit), as are the deletes of ``$disconnect``. A batch write
   has no condition: the row's ``attribute_not_exists(connection_id)`` guards against a reused connection id,
-  and here every live id is in this process (the gateway makes them, and the registry refuses one it holds).
+  and here the gateway makes every id (random, unique among its live connections).
 
 The functional tests run the DynamoDB reservations and the conditional put against moto; what changes here is
 only the price of a handshake (docs/performance.md, "Local stack").

@@ -14,6 +14,25 @@ from streamer.aws.batch import BATCH_MAX, GroupCommit, UnprocessedWriteError
 from streamer.config import Settings
 
 
+def _concurrently(n: int, target: Any) -> list[BaseException | None]:
+    errors: list[BaseException | None] = [None] * n
+    start = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            target(i)
+        except BaseException as exc:
+            errors[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def test_the_mode_comes_from_the_environment_and_is_checked() -> None:
     assert Settings.from_env({}).connection_admission == "dynamodb"
     assert Settings.from_env({"STREAMER_CONNECTION_ADMISSION": " Memory "}).connection_admission == "memory"
@@ -41,20 +60,7 @@ def test_a_user_holds_at_most_the_limit_and_a_release_frees_a_slot() -> None:
 def test_concurrent_admissions_never_take_more_than_the_limit() -> None:
     slots = MemoryConnections()
     results: list[bool] = []
-    lock = threading.Lock()
-    start = threading.Barrier(40)
-
-    def admit(i: int) -> None:
-        start.wait()
-        ok = slots.reserve("alice", f"c{i}", 10)
-        with lock:
-            results.append(ok)
-
-    threads = [threading.Thread(target=admit, args=(i,)) for i in range(40)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert _concurrently(40, lambda i: results.append(slots.reserve("alice", f"c{i}", 10))) == [None] * 40
     assert results.count(True) == 10 and slots.count("alice") == 10
 
 
@@ -95,7 +101,10 @@ def test_without_a_limit_every_connection_is_admitted() -> None:
 class FakeDynamoDB:
     """BatchWriteItem only: records each call's write requests; can leave items unprocessed or fail."""
 
-    def __init__(self, *, unprocessed: int = 0, fail: Exception | None = None, delay: float = 0.0) -> None:
+    def __init__(
+        self, *, unprocessed: int = 0, fail: Exception | None = None, delay: float = 0.0, gate: Any = None
+    ) -> None:
+        self.gate = gate  # a threading.Event the first call waits for
         self.calls: list[list[dict[str, Any]]] = []
         self.unprocessed = unprocessed  # how many calls leave their last item unprocessed
         self.fail = fail
@@ -106,6 +115,9 @@ class FakeDynamoDB:
         (table, requests), = RequestItems.items()
         with self.lock:
             self.calls.append(list(requests))
+            first = len(self.calls) == 1
+        if first and self.gate is not None:
+            assert self.gate.wait(30)
         time.sleep(self.delay)
         if self.fail is not None:
             raise self.fail
@@ -124,25 +136,6 @@ def _item(i: int) -> dict[str, Any]:
     return {"connection_id": {"S": f"c{i}"}}
 
 
-def _concurrently(n: int, target: Any) -> list[BaseException | None]:
-    errors: list[BaseException | None] = [None] * n
-    start = threading.Barrier(n)
-
-    def run(i: int) -> None:
-        start.wait()
-        try:
-            target(i)
-        except BaseException as exc:
-            errors[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return errors
-
-
 def test_concurrent_writes_go_in_batches_of_at_most_25_and_each_caller_returns_after_its_own() -> None:
     fake = FakeDynamoDB(delay=0.02)
     commit = _commit(fake)
@@ -155,28 +148,39 @@ def test_concurrent_writes_go_in_batches_of_at_most_25_and_each_caller_returns_a
     assert commit.batches == len(fake.calls) and commit.items == 60
 
 
+def _key(request: dict[str, Any]) -> str:
+    item = request["PutRequest"]["Item"] if "PutRequest" in request else request["DeleteRequest"]["Key"]
+    return str(item["connection_id"]["S"])
+
+
+def _until(condition: Any) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+
+
 def test_a_key_is_never_twice_in_one_batch_and_its_writes_land_in_order() -> None:
-    fake = FakeDynamoDB(delay=0.05)
+    gate = threading.Event()
+    fake = FakeDynamoDB(gate=gate)
     commit = _commit(fake)
     first = threading.Thread(target=commit.put, args=(_item(0), "c0"))
     first.start()
-    time.sleep(0.01)  # the first batch is on its way: these three queue behind it
+    _until(lambda: len(fake.calls) == 1)  # the first batch is on its way (held): the next writes queue behind it
     later = [
         threading.Thread(target=commit.put, args=(_item(1), "c1")),
         threading.Thread(target=commit.delete, args=(_item(1), "c1")),
         threading.Thread(target=commit.put, args=(_item(2), "c2")),
     ]
-    for t in later:
+    for n, t in enumerate(later, start=1):
         t.start()
-        time.sleep(0.005)
+        _until(lambda n=n: len(commit._queue) == n)  # queued in this order
+    gate.set()
     for t in (first, *later):
         t.join()
-    for call in fake.calls:
-        keys = [next(iter(r.values()))["Item" if "PutRequest" in r else "Key"]["connection_id"]["S"] for r in call]
-        assert len(keys) == len(set(keys))
-    ops = [(next(iter(r)), r) for call in fake.calls for r in call]
-    c1 = [op for op, r in ops if "c1" in str(r)]
-    assert c1 == ["PutRequest", "DeleteRequest"]
+    keys = [[_key(r) for r in call] for call in fake.calls]
+    assert keys == [["c0"], ["c1", "c2"], ["c1"]]  # the delete of c1 waited for the batch after its put
+    assert [next(iter(r)) for r in fake.calls[2]] == ["DeleteRequest"]
 
 
 def test_unprocessed_items_are_sent_again() -> None:

@@ -145,3 +145,15 @@ print("ok")
 
 def test_an_asymmetric_allow_list_after_an_hmac_only_import_gets_cryptography_back() -> None:
     assert _fresh(ASYMMETRIC_AFTER_HMAC).strip() == "ok"
+
+
+def test_an_asymmetric_allow_list_without_cryptography_installed_is_a_configuration_error() -> None:
+    code = (
+        "import sys; sys.modules['cryptography'] = None  # as if not installed\n"
+        "from streamer.auth import AuthConfig, Authenticator\n"
+        "try:\n"
+        "    Authenticator(AuthConfig(algorithms=('RS256',), jwks_url='https://example.com/jwks.json'))\n"
+        "except ValueError as exc:\n"
+        "    print(exc)\n"
+    )
+    assert _fresh(code).strip() == "asymmetric JWT algorithms need the 'cryptography' package"

@@ -55,7 +55,9 @@ class GroupCommit:
     ATTEMPTS = 8
     FIRST_PAUSE = 0.01
 
-    def __init__(self, table: str, client: Callable[[], DynamoDBClient], *, sleep: Any = time.sleep) -> None:
+    def __init__(
+        self, table: str, client: Callable[[], DynamoDBClient], *, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.table = table
         self._client = client
         self._sleep = sleep

@@ -21,23 +21,20 @@ import sys
 
 from streamer.config import jwt_algorithms
 
-__all__ = ["HIDDEN"]
+__all__: list[str] = []
 
 
-def _import_pyjwt_without_cryptography() -> bool:
-    """True when PyJWT was imported here with ``cryptography`` hidden."""
+def _import_pyjwt_without_cryptography() -> None:
     if "jwt" in sys.modules or "cryptography" in sys.modules:
-        return False
+        return
     if not all(alg.startswith("HS") for alg in jwt_algorithms(os.environ)):
-        return False
+        return
     sys.modules["cryptography"] = None  # type: ignore[assignment]
     try:
         import jwt  # noqa: F401
     finally:
         if "cryptography" in sys.modules and sys.modules["cryptography"] is None:
             del sys.modules["cryptography"]
-    return True
 
 
-#: Whether this import hid ``cryptography`` from PyJWT.
-HIDDEN = _import_pyjwt_without_cryptography()
+_import_pyjwt_without_cryptography()
