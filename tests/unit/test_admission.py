@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from streamer.admission import MemoryConnections
 from streamer.aws.batch import BATCH_MAX, GroupCommit, UnprocessedWriteError
@@ -206,7 +208,58 @@ def test_a_failed_batch_write_is_every_callers_error_and_the_next_batch_is_sent(
     fake = FakeDynamoDB(fail=boom, delay=0.02)
     commit = _commit(fake)
     errors = _concurrently(10, lambda i: commit.put(_item(i), f"c{i}"))
-    assert errors == [boom] * 10
+    assert all(type(e) is RuntimeError and e.args == boom.args and e.__cause__ is boom for e in errors)
     fake.fail = None
     commit.put(_item(99), "c99")  # the commit is not stuck
     assert fake.calls[-1] == [{"PutRequest": {"Item": _item(99)}}]
+
+
+def test_each_caller_of_a_failed_batch_raises_its_own_copy_of_the_error() -> None:
+    # One object raised in several threads at once would collect all their frames in its traceback: each caller
+    # gets a copy (botocore's ClientError with its response), chained to the error the write raised.
+    throttled = ClientError(
+        {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}, "BatchWriteItem"
+    )
+    gate = threading.Event()
+    fake = FakeDynamoDB(fail=throttled, gate=gate)
+    commit = _commit(fake)
+    errors: list[BaseException | None] = []
+    threads = [threading.Thread(target=lambda i=i: errors.append(_raised(commit, i))) for i in range(6)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    # The first write's batch is on its way (held at the gate); the five others queue for the next batch.
+    while (len(fake.calls) < 1 or len(commit._queue) < 5) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert len(commit._queue) == 5
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert len(errors) == 6 and len({id(e) for e in errors}) == 6
+    for e in errors:
+        assert isinstance(e, ClientError) and e is not throttled and e.__cause__ is throttled
+        assert e.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
+        assert e.operation_name == "BatchWriteItem" and str(e) == str(throttled)
+        frames = traceback.extract_tb(e.__traceback__)
+        assert [f.name for f in frames].count("_raised") == 1  # its own thread's frames only
+
+
+def _raised(commit: GroupCommit, i: int) -> BaseException | None:
+    try:
+        commit.put(_item(i), f"c{i}")
+    except BaseException as exc:
+        return exc
+    return None
+
+
+def test_an_error_that_cannot_be_copied_is_raised_as_it_is() -> None:
+    class Odd(Exception):
+        def __init__(self, a: str, b: str) -> None:  # copy.copy calls Odd(a): TypeError
+            super().__init__(a)
+            self.b = b
+
+    odd = Odd("a", "b")
+    commit = _commit(FakeDynamoDB(fail=odd))
+    with pytest.raises(Odd) as info:
+        commit.put(_item(1), "c1")
+    assert info.value is odd

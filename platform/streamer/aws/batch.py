@@ -1,10 +1,10 @@
 """Group commit: concurrent callers' writes to one table, sent together as ``BatchWriteItem`` calls.
 
 Each caller of :meth:`GroupCommit.write` waits until its own item is written (or raises what the write
-raised), as with ``PutItem``/``DeleteItem``; while one batch is on its way, the writes that arrive queue up
-and go in the next one. No thread of its own: the first caller to find no batch on its way sends one, and
-hands over to the oldest queued caller when it is done. A batch holds at most 25 items
-(https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchWriteItem.html) and never two
+raised: its own copy, chained to it), as with ``PutItem``/``DeleteItem``; while one batch is on its way, the
+writes that arrive queue up and go in the next one. No thread of its own: the first caller to find no batch
+on its way sends one, and hands over to the oldest queued caller when it is done. A batch holds at most 25
+items (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchWriteItem.html) and never two
 for the same key (DynamoDB refuses that request; a later write of a key goes in the next batch, so one
 key's writes land in their order). Unprocessed items (throttling) are sent again with a growing pause,
 :attr:`GroupCommit.ATTEMPTS` times at most; then their callers get :class:`UnprocessedWriteError`.
@@ -15,6 +15,7 @@ A batch write has no condition expression: use it only where the items' conditio
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import deque
@@ -34,6 +35,17 @@ BATCH_MAX = 25
 
 class UnprocessedWriteError(StoreError):
     """DynamoDB left the item unprocessed through every attempt (throttling)."""
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """The error of a batch, for one of its callers: each caller raises its own copy (same type, arguments and
+    attributes — botocore's errors copy with their response), chained to the error itself. A raise extends the
+    raised object's traceback in place, so one object raised in several threads at once would carry frames of
+    all of them. An error that cannot be copied is raised as it is."""
+    try:
+        return copy.copy(error)
+    except Exception:
+        return error
 
 
 class _Pending:
@@ -90,8 +102,12 @@ class GroupCommit:
 
     @staticmethod
     def _result(pending: _Pending) -> None:
-        if pending.error is not None:
-            raise pending.error
+        error = pending.error
+        if error is not None:
+            own = _own_copy(error)
+            if own is error:
+                raise error
+            raise own from error
 
     def _lead(self, mine: _Pending) -> None:
         """Send one batch (``mine`` is the queue's oldest, so it is in it), then hand over or stand down."""
