@@ -336,25 +336,31 @@ class ScriptedFunction:
 def aws() -> Iterator[dict[str, Any]]:
     with mock_aws():
         ddb = boto3.client("dynamodb", **CREDS)
-        ddb.create_table(
-            TableName="requests",
-            AttributeDefinitions=[
-                {"AttributeName": "user_id", "AttributeType": "S"},
-                {"AttributeName": "request_id", "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": "user_id", "KeyType": "HASH"},
-                {"AttributeName": "request_id", "KeyType": "RANGE"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        )
+        stream = {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+        _create_table(ddb, "requests", StreamSpecification=stream)
         # botocore >= 1.40 resolves account-based stream endpoints (ACCOUNT.streams-ddb.REGION…) that moto
         # 5.2.5 does not intercept; the classic endpoint works in-process and against moto server alike.
         streams = boto3.client(
             "dynamodbstreams", endpoint_url=f"https://streams.dynamodb.{REGION}.amazonaws.com", **CREDS
         )
         yield {"dynamodb": ddb, "streams": streams}
+
+
+def _create_table(ddb: Any, name: str, **extra: Any) -> None:
+    """A table keyed like the requests table (user_id, request_id)."""
+    ddb.create_table(
+        TableName=name,
+        AttributeDefinitions=[
+            {"AttributeName": "user_id", "AttributeType": "S"},
+            {"AttributeName": "request_id", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "user_id", "KeyType": "HASH"},
+            {"AttributeName": "request_id", "KeyType": "RANGE"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+        **extra,
+    )
 
 
 def _put(ddb: Any, *ids: str) -> None:
@@ -915,6 +921,137 @@ def test_moto_server_runs_state_machines_against_the_lambda_endpoint() -> None:
     assert desc["status"] == "SUCCEEDED", desc
     assert json.loads(desc["output"]) == 41
     assert attempts == [0, 1]  # the custom error name matched Retry, as on AWS
+
+
+# --------------------------------------------------------------------------------------------------------
+# A write by a route function in the gateway's process wakes the table's stream poller
+
+
+def test_the_tables_a_write_operation_writes_are_read_from_its_parameters() -> None:
+    from streamer.local.inprocess import written_tables
+
+    assert written_tables("PutItem", {"TableName": "requests", "Item": {}}) == ["requests"]
+    assert written_tables("UpdateItem", {"TableName": "requests"}) == ["requests"]
+    assert written_tables("DeleteItem", {"TableName": "c"}) == ["c"]
+    assert written_tables("BatchWriteItem", {"RequestItems": {"a": [], "b": []}}) == ["a", "b"]
+    items = [
+        {"Put": {"TableName": "a"}},
+        {"Update": {"TableName": "b"}},
+        {"Delete": {"TableName": "a"}},
+        {"ConditionCheck": {"TableName": "c"}},  # checks, writes nothing
+    ]
+    assert written_tables("TransactWriteItems", {"TransactItems": items}) == ["a", "b"]
+    assert written_tables("GetItem", {"TableName": "requests"}) == []
+    assert written_tables("PutItem", {}) == []
+
+
+def test_an_idle_poller_polls_at_once_when_woken_and_stops_at_once() -> None:
+    polls: list[float] = []
+
+    class Counting(StreamPoller):
+        def poll_once(self) -> bool:
+            polls.append(time.monotonic())
+            return False
+
+    config = MappingConfig(function_name="StreamRouter", table_name="requests")
+    poller = Counting(config, dynamodb=None, streams=None, invoke=lambda name, event: _ok([]), poll_interval=60.0)
+    thread = threading.Thread(target=poller.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not polls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(polls) == 1  # then idle for up to a minute
+    poller.wake()
+    while len(polls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(polls) == 2  # woken long before the minute was up
+    poller.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_a_successful_write_by_an_in_process_function_wakes_the_tables_poller(aws: dict[str, Any]) -> None:
+    """The router's submit, as ``streamer local`` runs it: its PutItem wakes the requests table's poller, which
+    otherwise would wait its whole idle interval (a minute here). Only a successful write to a watched table."""
+    from streamer.local.inprocess import InProcessInvoker
+
+    def writer(event: dict[str, Any], context: Any) -> None:
+        ddb = boto3.client("dynamodb", **CREDS)  # from boto3's default session, as the handlers' clients are
+        item = {"user_id": {"S": "u"}, "request_id": {"S": event["id"]}}
+        kwargs = {"ConditionExpression": "attribute_not_exists(user_id)"} if event.get("once") else {}
+        ddb.put_item(TableName=event["table"], Item=item, **kwargs)
+
+    ddb = aws["dynamodb"]
+    _create_table(ddb, "other")
+    fn = ScriptedFunction(_ok)
+    config = MappingConfig(function_name="StreamRouter", table_name="requests")
+    poller = StreamPoller(config, dynamodb=ddb, streams=aws["streams"], invoke=fn, poll_interval=60.0)
+    wakes: list[str] = []
+    invoker = InProcessInvoker({"Writer": FunctionSpec(writer, timeout=10)})
+    loop = asyncio.new_event_loop()
+    invoker.bind(None, loop, "http://127.0.0.1:9")  # type: ignore[arg-type]  # no Management API call here
+    invoker.on_writes("requests", poller.wake)
+    invoker.on_writes("requests", lambda: wakes.append("requests"))
+    thread = threading.Thread(target=poller.run, daemon=True)
+    try:
+        _drain(poller)  # the stream is found, the shard read: now idle
+        thread.start()
+        time.sleep(0.2)  # the thread's first poll found nothing: it waits
+        for event in ({"table": "other", "id": "x"}, {"table": "requests", "id": "r1"}):
+            result = loop.run_until_complete(invoker("Writer", event))
+            assert result.ok, result.payload
+        assert wakes == ["requests"]  # the write to "other" woke nobody
+        deadline = time.monotonic() + 10
+        while not fn.calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fn.calls == [["r1"]]  # read at once, not a minute later
+        # A refused write (the condition fails: the item is there) changes nothing: no wake.
+        result = loop.run_until_complete(invoker("Writer", {"table": "requests", "id": "r1", "once": True}))
+        assert not result.ok and result.payload["errorType"] == "ConditionalCheckFailedException"
+        assert wakes == ["requests"]
+    finally:
+        poller.stop()
+        loop.run_until_complete(invoker.close())
+        loop.close()
+        thread.join(10)
+    invoker.on_writes("requests", lambda: wakes.append("late"))  # after close: no hook, nothing called
+    late = boto3.client("dynamodb", **CREDS)
+    late.put_item(TableName="requests", Item={"user_id": {"S": "u"}, "request_id": {"S": "r2"}})
+    assert wakes == ["requests"]
+
+
+def test_the_stack_wakes_each_stream_poller_on_writes_to_its_table_when_routes_run_in_process() -> None:
+    from types import SimpleNamespace
+
+    from streamer.local.inprocess import InProcessInvoker
+    from streamer.local.invoke import HttpAsyncInvoker
+    from streamer.local.stack import LocalOptions, LocalStack
+
+    for in_process in (True, False):
+        stack = LocalStack(LocalOptions())
+        mapping = MappingConfig(function_name="StreamRouter", table_name="streamer-requests")
+        stack.plan = SimpleNamespace(stream_mappings=[mapping], functions={})  # type: ignore[assignment]
+        stack.moto_url = stack.lambda_url = "http://127.0.0.1:9"  # nothing listens: the pollers only retry
+        loop = asyncio.new_event_loop()
+        if in_process:
+            stack.invoker = InProcessInvoker({})
+            stack.invoker.bind(None, loop, "http://127.0.0.1:9")
+        else:
+            stack.invoker = HttpAsyncInvoker(stack.lambda_url)
+        try:
+            stack._start_pollers()
+            (poller,) = stack.pollers
+            if in_process:
+                assert stack.invoker._write_watch == {"streamer-requests": (poller.wake,)}
+        finally:
+            for p in stack.pollers:
+                p.stop()
+            if in_process:
+                loop.run_until_complete(stack.invoker.close())
+            loop.close()
+        for t in stack.poller_threads:
+            t.join(10)
+            assert not t.is_alive()
 
 
 # --------------------------------------------------------------------------------------------------------

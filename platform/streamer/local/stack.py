@@ -260,6 +260,7 @@ class LocalStack:
         self.poller_threads.append(t)
 
     def _start_pollers(self) -> None:
+        from streamer.local.inprocess import InProcessInvoker
         from streamer.local.stream_poller import OnFailureStore, StreamPoller
 
         self.on_failure = OnFailureStore(self.options.on_failure_file)
@@ -273,6 +274,10 @@ class LocalStack:
                 poll_interval=self.options.poll_interval,
                 region=LOCAL_REGION,
             )
+            if isinstance(self.invoker, InProcessInvoker):
+                # A write to the table by a route function (the router's submit, cancel) wakes the poller:
+                # the new record is read at once, not at the next poll.
+                self.invoker.on_writes(mapping.table_name, poller.wake)
             self._run_poller(poller, f"stream-{mapping.table_name}")
             log.info(
                 "stream %s -> %s (batch %d, retries %d, bisect %s, partial batch responses %s)",

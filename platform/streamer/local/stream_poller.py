@@ -223,6 +223,7 @@ class StreamPoller:
         self.stream_arn: str | None = None
         self._shards: dict[str, _Shard] = {}
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self.delivered = 0  # records checkpointed after a successful invocation
         self.filtered_out = 0  # records consumed without an invocation (FilterCriteria)
         self.invocations = 0
@@ -231,6 +232,15 @@ class StreamPoller:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Poll now instead of at the end of the idle wait: the table was just written (thread-safe).
+
+        ``streamer local`` calls it after a successful write to the table by a function in its own process
+        (:meth:`streamer.local.inprocess.InProcessInvoker.on_writes`): a submitted request's ``INSERT`` is read
+        at once instead of up to ``poll_interval`` later. Writes from other processes wait for the next poll."""
+        self._wake.set()
 
     def run(self) -> None:
         """Poll until :meth:`stop`. Errors are logged and retried; this never returns early on its own."""
@@ -248,7 +258,8 @@ class StreamPoller:
                 log.exception("stream poller for %s failed; retrying", self.config.table_name)
                 progressed = False
             if not progressed:
-                self._stop.wait(self.poll_interval)
+                self._wake.wait(self.poll_interval)
+            self._wake.clear()
 
     # -- one step ---------------------------------------------------------------------------------------
 
