@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["MemoryConnections"]
+__all__ = ["MemoryConnections", "still_alive"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class MemoryConnections:
         gone = [c for c, expires_at in admitted if expires_at <= now]
         if alive is not None:
             for c, expires_at in admitted:
-                if expires_at > now and not _alive(alive, c):
+                if expires_at > now and not still_alive(alive, c):
                     gone.append(c)
         if not gone:
             return False
@@ -133,9 +133,11 @@ class MemoryConnections:
             return len(self._slots)
 
 
-def _alive(alive: Callable[[str], bool], connection_id: str) -> bool:
+def still_alive(alive: Callable[[str], bool], connection_id: str) -> bool:
+    """``alive(connection_id)`` (the Management API's answer); True when it cannot tell now (an error): a
+    full quota never drops a connection it is unsure of. Both admission paths ask through it."""
     try:
         return alive(connection_id)
-    except Exception:  # API Gateway cannot tell now: count the connection as live (as the DynamoDB path does)
+    except Exception:
         logger.warning("connection liveness unknown", extra={"connection_id": connection_id})
         return True

@@ -54,7 +54,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from streamer.admission import MemoryConnections
+from streamer.admission import MemoryConnections, still_alive
 from streamer.aws.quotas import CONNECTIONS, REQUESTS, QuotaStore
 from streamer.aws.store import ClientSlot
 from streamer.config import Settings
@@ -310,12 +310,7 @@ class Quotas:
         live = self.store.live_connections(list(members), now)
         gone = [c for c, at in members.items() if c not in live and at <= now - RESERVATION_GRACE_SECONDS]
         if alive is not None:
-            for c in live:
-                try:
-                    if not alive(c):
-                        gone.append(c)
-                except Exception:  # API Gateway cannot tell now: count the connection as live
-                    logger.warning("connection liveness unknown", extra={"connection_id": c})
+            gone.extend(c for c in live if not still_alive(alive, c))
         return gone
 
     def _stale_requests(self, user_id: str, members: dict[str, int], now: int) -> list[str]:

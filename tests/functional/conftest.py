@@ -88,6 +88,19 @@ def service(ddb: Any, mgmt_api: Any, settings: Settings) -> RequestService:
     )
 
 
+def record_dynamodb_calls(ddb: Any) -> list[str]:
+    """From now on, ``operation:table`` of each call ``ddb`` (a boto3 DynamoDB client) makes, in order (a
+    ``BatchWriteItem``'s tables joined by commas)."""
+    calls: list[str] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        tables = params.get("TableName") or ",".join(params.get("RequestItems", {}))
+        calls.append(f"{model.name}:{tables}")
+
+    ddb.meta.events.register("provide-client-params.dynamodb", record)
+    return calls
+
+
 def load_event(name: str, **overrides: Any) -> dict[str, Any]:
     """A recorded API Gateway WebSocket event from tests/events/, with top-level/context overrides."""
     event: dict[str, Any] = json.loads((EVENTS_DIR / f"{name}.json").read_text())

@@ -4,6 +4,7 @@ the rows written in batches, the quota counted here, the same refusals as the Dy
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import boto3
@@ -16,6 +17,7 @@ from streamer.aws.store import ConnectionStore, EventStore, RequestStore
 from streamer.config import Settings
 from streamer.quotas import Quotas
 from streamer.service import RequestService
+from tests.functional.conftest import record_dynamodb_calls
 
 
 def _service(ddb: Any, mgmt_api: Any, mode: str, *, connections_table: str = "streamer-connections") -> RequestService:
@@ -35,17 +37,6 @@ def _quotas(service: RequestService) -> Quotas:
     return Quotas.from_settings(service.settings, service.dynamodb, service.admissions)
 
 
-def _record(ddb: Any) -> list[str]:
-    calls: list[str] = []
-
-    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
-        tables = params.get("TableName") or ",".join(params.get("RequestItems", {}))
-        calls.append(f"{model.name}:{tables}")
-
-    ddb.meta.events.register("provide-client-params.dynamodb", record)
-    return calls
-
-
 def _rows(ddb: Any) -> dict[str, str]:
     items = ddb.scan(TableName="streamer-connections", ConsistentRead=True)["Items"]
     return {i["connection_id"]["S"]: i["user_id"]["S"] for i in items}
@@ -54,7 +45,20 @@ def _rows(ddb: Any) -> dict[str, str]:
 def test_concurrent_handshakes_write_their_rows_together_and_touch_no_quota_item(ddb: Any, mgmt_api: Any) -> None:
     service = _service(ddb, mgmt_api, "memory")
     quotas = _quotas(service)
-    calls = _record(ddb)
+    calls = record_dynamodb_calls(ddb)
+    batch = service.connections.batch
+    assert batch is not None
+    held = threading.Event()
+
+    def hold_the_first_batch(**_: Any) -> None:
+        # Until the other 11 rows are queued: else a fast moto can take every row in a batch of its own.
+        if not held.is_set():
+            held.set()
+            deadline = time.monotonic() + 10
+            while len(batch._queue) < 11 and time.monotonic() < deadline:
+                time.sleep(0.001)
+
+    ddb.meta.events.register("before-call.dynamodb.BatchWriteItem", hold_the_first_batch)
     now = service.now()
     admitted: list[str] = []
     lock = threading.Lock()
@@ -99,7 +103,7 @@ def test_the_quota_refuses_as_the_dynamodb_reservations_do_and_a_disconnect_free
     assert refusals["memory"] == refusals["dynamodb"] == (None, "quota", "more than 3 connections for this user")
 
     # In memory, $disconnect (or a close, or a 410) frees the slot at once and deletes the row.
-    calls = _record(ddb)
+    calls = record_dynamodb_calls(ddb)
     service.disconnect("memory1")
     assert list(calls) == ["BatchWriteItem:streamer-connections"]
     assert "memory1" not in _rows(ddb)

@@ -20,7 +20,7 @@ from streamer.models import Connection
 from streamer.protocol import ErrorCode, RequestStatus
 from streamer.quotas import RESERVATION_GRACE_SECONDS, QuotaLimits, Quotas
 from streamer.router import Router
-from tests.functional.conftest import load_event
+from tests.functional.conftest import load_event, record_dynamodb_calls
 from tests.functional.test_router import CATALOG
 
 SECRET = "limits-test-secret-0123456789abcdef0123456"
@@ -97,12 +97,7 @@ def test_known_refusals_cost_no_dynamodb_call_and_end_with_their_second(
     router = Router(service, lambda: CATALOG, quotas=quotas)
     for cid, user in (("c1", "alice"), ("c2", "bob"), ("c3", "alice"), ("c4", "alice")):
         _conn(service, cid, user)
-    calls: list[str] = []  # operation:table of each DynamoDB call
-
-    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
-        calls.append(f"{model.name}:{params.get('TableName')}")
-
-    ddb.meta.events.register("provide-client-params.dynamodb", record)
+    calls = record_dynamodb_calls(ddb)  # operation:table of each DynamoDB call
     ping = json.dumps({"action": "ping"})
     assert [router.handle_message(c, ping)[0]["type"] for c in ("c1", "c1", "c3")] == ["pong"] * 3
     calls.clear()
@@ -199,12 +194,7 @@ def test_a_first_reservation_is_two_writes_and_a_full_map_is_checked_without_rea
     service: Any, ddb: Any, clock: Clock
 ) -> None:
     quotas = _quotas(ddb, clock, connections_per_user=2)
-    calls: list[str] = []
-
-    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
-        calls.append(f"{model.name}:{params.get('TableName')}")
-
-    ddb.meta.events.register("provide-client-params.dynamodb", record)
+    calls = record_dynamodb_calls(ddb)
     quotas.admit_connection("newbie", "c1")
     # The reservation fails (no map; its ALL_OLD says so), then one write creates the map holding c1. Before:
     # the failed reservation, a read of the map, its creation, the reservation again.
@@ -220,7 +210,7 @@ def test_a_first_reservation_is_two_writes_and_a_full_map_is_checked_without_rea
     # stale one released, the reservation made — no read of the map.
     assert calls == [
         "UpdateItem:streamer-quotas",
-        "BatchGetItem:None",
+        "BatchGetItem:streamer-connections",
         "UpdateItem:streamer-quotas",
         "UpdateItem:streamer-quotas",
     ]
@@ -249,6 +239,28 @@ def test_messages_per_second_per_user(service: Any, ddb: Any, clock: Clock) -> N
     assert router.handle("b1", "bob", ping) == [{"type": "pong"}]  # bob has his own window
     clock.now += 1
     assert router.handle("a1", "alice", ping) == [{"type": "pong"}]  # a new second
+
+
+def test_a_full_connection_quota_drops_a_gone_member_and_keeps_one_api_gateway_cannot_tell_about(
+    service: Any, ddb: Any, clock: Clock
+) -> None:
+    """The DynamoDB reservations' liveness question (the memory path's: tests/unit/test_admission.py)."""
+    quotas = _quotas(ddb, clock, connections_per_user=3)
+    for cid in ("gone", "live", "unknown"):
+        _conn(service, cid, "alice")
+        quotas.admit_connection("alice", cid)
+
+    def alive(connection_id: str) -> bool:
+        if connection_id == "unknown":
+            raise RuntimeError("API Gateway cannot tell")  # counted as live
+        return connection_id != "gone"
+
+    quotas.admit_connection("alice", "new1", alive=alive)
+    assert set(quotas.store.members("alice", CONNECTIONS) or {}) == {"live", "unknown", "new1"}
+    with pytest.raises(ProtocolError) as refused:  # full of live members: refused, nothing dropped
+        quotas.admit_connection("alice", "new2", alive=alive)
+    assert refused.value.code is ErrorCode.RATE_LIMITED
+    assert set(quotas.store.members("alice", CONNECTIONS) or {}) == {"live", "unknown", "new1"}
 
 
 def test_a_limit_of_zero_is_off(ddb: Any, clock: Clock) -> None:

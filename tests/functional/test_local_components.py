@@ -970,7 +970,9 @@ def test_an_idle_poller_polls_at_once_when_woken_and_stops_at_once() -> None:
     assert not thread.is_alive()
 
 
-def test_a_successful_write_by_an_in_process_function_wakes_the_tables_poller(aws: dict[str, Any]) -> None:
+def test_a_successful_write_by_an_in_process_function_wakes_the_tables_poller(
+    aws: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     """The router's submit, as ``streamer local`` runs it: its PutItem wakes the requests table's poller, which
     otherwise would wait its whole idle interval (a minute here). Only a successful write to a watched table."""
     from streamer.local.inprocess import InProcessInvoker
@@ -990,6 +992,11 @@ def test_a_successful_write_by_an_in_process_function_wakes_the_tables_poller(aw
     invoker = InProcessInvoker({"Writer": FunctionSpec(writer, timeout=10)})
     loop = asyncio.new_event_loop()
     invoker.bind(None, loop, "http://127.0.0.1:9")  # type: ignore[arg-type]  # no Management API call here
+
+    def broken() -> None:
+        raise RuntimeError("a watcher's bug")
+
+    invoker.on_writes("requests", broken)  # its failure is logged, not the function's; the others still run
     invoker.on_writes("requests", poller.wake)
     invoker.on_writes("requests", lambda: wakes.append("requests"))
     thread = threading.Thread(target=poller.run, daemon=True)
@@ -1001,6 +1008,7 @@ def test_a_successful_write_by_an_in_process_function_wakes_the_tables_poller(aw
             result = loop.run_until_complete(invoker("Writer", event))
             assert result.ok, result.payload
         assert wakes == ["requests"]  # the write to "other" woke nobody
+        assert "write watcher of requests failed" in caplog.text
         deadline = time.monotonic() + 10
         while not fn.calls and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -9,6 +9,7 @@ from typing import Any
 from streamer.aws.quotas import QuotaStore
 from streamer.aws.store import ConnectionStore
 from streamer.models import Connection
+from tests.functional.conftest import record_dynamodb_calls
 
 
 def test_a_late_message_counts_in_the_newer_window_and_does_not_reset_it(ddb: Any) -> None:
@@ -87,12 +88,7 @@ def _memory_router(ddb: Any, mgmt_api: Any, *, per_minute: int, per_second: int)
     )
     quotas = Quotas.from_settings(settings)
     quotas = Quotas(QuotaLimits(messages_per_second_per_user=per_second), store, windows=quotas.windows)
-    calls: list[str] = []
-
-    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
-        calls.append(f"{model.name}:{params.get('TableName')}")
-
-    ddb.meta.events.register("provide-client-params.dynamodb", record)
+    calls = record_dynamodb_calls(ddb)
     return service, Router(service, lambda: CATALOG, rate_limit_per_minute=per_minute, quotas=quotas), calls
 
 

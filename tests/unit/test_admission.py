@@ -223,33 +223,24 @@ def test_each_caller_of_a_failed_batch_raises_its_own_copy_of_the_error() -> Non
     gate = threading.Event()
     fake = FakeDynamoDB(fail=throttled, gate=gate)
     commit = _commit(fake)
-    errors: list[BaseException | None] = []
-    threads = [threading.Thread(target=lambda i=i: errors.append(_raised(commit, i))) for i in range(6)]
-    for t in threads:
-        t.start()
+    raised: list[list[BaseException | None]] = []
+    writers = threading.Thread(target=lambda: raised.append(_concurrently(6, lambda i: commit.put(_item(i), f"c{i}"))))
+    writers.start()
     deadline = time.monotonic() + 10
     # The first write's batch is on its way (held at the gate); the five others queue for the next batch.
     while (len(fake.calls) < 1 or len(commit._queue) < 5) and time.monotonic() < deadline:
         time.sleep(0.001)
     assert len(commit._queue) == 5
     gate.set()
-    for t in threads:
-        t.join(10)
-    assert len(errors) == 6 and len({id(e) for e in errors}) == 6
+    writers.join(10)
+    (errors,) = raised
+    assert len({id(e) for e in errors}) == 6
     for e in errors:
         assert isinstance(e, ClientError) and e is not throttled and e.__cause__ is throttled
         assert e.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
         assert e.operation_name == "BatchWriteItem" and str(e) == str(throttled)
         frames = traceback.extract_tb(e.__traceback__)
-        assert [f.name for f in frames].count("_raised") == 1  # its own thread's frames only
-
-
-def _raised(commit: GroupCommit, i: int) -> BaseException | None:
-    try:
-        commit.put(_item(i), f"c{i}")
-    except BaseException as exc:
-        return exc
-    return None
+        assert [f.name for f in frames].count("_result") == 1  # its own thread's frames only
 
 
 def test_an_error_that_cannot_be_copied_is_raised_as_it_is() -> None:

@@ -6,6 +6,7 @@ Each handler is imported in a fresh interpreter: modules another test imported w
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -16,16 +17,18 @@ HANDLERS = ("connect", "disconnect", "router", "stream_router", "notify", "step_
 TOKEN_LIBRARIES = ("jwt", "cryptography")
 
 
+def _fresh(code: str, **env: str) -> str:
+    """Run ``code`` in a fresh interpreter with ``env`` added; its stdout."""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ, **env}
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def _loaded_modules(code: str) -> set[str]:
     """Every module a fresh interpreter holds after running ``code``."""
-    out = subprocess.run(
-        [sys.executable, "-c", f"import json, sys; {code}; print(json.dumps(sorted(sys.modules)))"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return set(json.loads(out.stdout))
+    return set(json.loads(_fresh(f"import json, sys; {code}; print(json.dumps(sorted(sys.modules)))")))
 
 
 def _loaded(module: str) -> set[str]:
@@ -89,17 +92,6 @@ def test_an_unknown_name_is_still_an_attribute_error() -> None:
 
     with pytest.raises(AttributeError, match="no attribute 'Stepp'"):
         getattr(streamer, "Stepp")
-
-
-def _fresh(code: str, **env: str) -> str:
-    """Run ``code`` in a fresh interpreter with ``env`` added; its stdout."""
-    import os
-
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ, **env}
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
 
 
 def test_connect_loads_cryptography_only_for_an_asymmetric_allow_list() -> None:
